@@ -1,0 +1,243 @@
+"""The preset schema: one pydantic model shared by every detector family.
+
+A preset is data. The family-specific parts (``model``, ``augment``) are discriminated unions on
+their ``type``; ``detcli.models.build_model`` maps a validated preset to modules with a plain
+``match`` on ``model.type``.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- models
+class DSLAssignerConfig(Strict):
+    """Dynamic soft label assignment (NanoDet-Plus / RTMDet)."""
+
+    topk: int = Field(13, ge=1)
+    iou_factor: PositiveFloat = 3.0
+
+
+class GFLLossConfig(Strict):
+    """Loss weights of a GFL head (QFL + DFL + GIoU)."""
+
+    qfl_weight: float = Field(1.0, ge=0)
+    dfl_weight: float = Field(0.25, ge=0)
+    giou_weight: float = Field(2.0, ge=0)
+
+
+class NanoDetPlusConfig(Strict):
+    """NanoDet-Plus: ShuffleNetV2 + GhostPAN + NanoDetPlusHead, AGM during training."""
+
+    type: Literal["nanodet_plus"]
+    num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
+    width: Literal["1.0x", "1.5x"] = "1.0x"
+    neck_channels: int = Field(96, ge=8)
+    head_kernel: Literal[3, 5] = 5
+    stacked_convs: int = Field(2, ge=0)
+    strides: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=4, max_length=4)
+    reg_max: int = Field(7, ge=1)
+    aux_channels: int = Field(192, ge=32)
+    aux_stacked_convs: int = Field(4, ge=1)
+    detach_epoch: int = Field(10, ge=0, description="AGM inputs detached from this 0-indexed epoch on")
+    backbone_weights: str | None = Field(
+        "imagenet", description="'imagenet' (local torchvision file), a path, or null for random init"
+    )
+    assigner: DSLAssignerConfig = Field(default_factory=DSLAssignerConfig)
+    loss: GFLLossConfig = Field(default_factory=GFLLossConfig)
+
+
+class AnchorConfig(Strict):
+    strides: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128], min_length=1)
+    ratios: list[PositiveFloat] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1)
+    octave_base_scale: PositiveFloat = 4.0
+    scales_per_octave: int = Field(3, ge=1)
+
+
+class MaxIoUAssignerConfig(Strict):
+    pos_iou_thr: Probability = 0.5
+    neg_iou_thr: Probability = 0.4
+    min_pos_iou: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MaxIoUAssignerConfig":
+        if self.neg_iou_thr > self.pos_iou_thr:
+            raise ValueError("neg_iou_thr must not exceed pos_iou_thr")
+        return self
+
+
+class FocalLossConfig(Strict):
+    alpha: Probability = 0.25
+    gamma: float = Field(2.0, ge=0)
+    cls_weight: float = Field(1.0, ge=0)
+    bbox_weight: float = Field(1.0, ge=0)
+
+
+class RetinaNetConfig(Strict):
+    """RetinaNet as in MMDetection 3.x: ResNet + FPN (P3–P7) + RetinaHead."""
+
+    type: Literal["retinanet"]
+    num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
+    depth: Literal[18, 50] = 50
+    frozen_stages: int = Field(1, ge=-1, le=4)
+    norm_eval: bool = True
+    fpn_channels: int = Field(256, ge=8)
+    stacked_convs: int = Field(4, ge=0)
+    backbone_weights: str | None = "imagenet"
+    anchor: AnchorConfig = Field(default_factory=AnchorConfig)
+    assigner: MaxIoUAssignerConfig = Field(default_factory=MaxIoUAssignerConfig)
+    loss: FocalLossConfig = Field(default_factory=FocalLossConfig)
+
+
+ModelConfig = Annotated[Union[NanoDetPlusConfig, RetinaNetConfig], Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- input and augmentation
+class InputConfig(Strict):
+    """How an image becomes a tensor. Mean/std are in the channel order the network sees."""
+
+    size: tuple[int, int] = Field(description="(w, h); for keep_ratio resizes: (long, short) scale")
+    keep_ratio: bool
+    channel_order: Literal["bgr", "rgb"]
+    mean: tuple[float, float, float]
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+    size_divisor: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> "InputConfig":
+        if min(self.size) < 32:
+            raise ValueError(f"size {self.size} is smaller than 32 px")
+        return self
+
+
+class NanoDetAugmentConfig(Strict):
+    """NanoDet's ShapeTransform + colour jitter (nanodet/data/transform)."""
+
+    type: Literal["nanodet"]
+    scale: tuple[PositiveFloat, PositiveFloat] = (0.6, 1.4)
+    stretch: tuple[tuple[PositiveFloat, PositiveFloat], tuple[PositiveFloat, PositiveFloat]] = ((0.8, 1.2), (0.8, 1.2))
+    flip: Probability = 0.5
+    translate: Probability = 0.2
+    rotation: float = Field(0.0, ge=0)
+    shear: float = Field(0.0, ge=0)
+    perspective: float = Field(0.0, ge=0)
+    brightness: float = Field(0.2, ge=0)
+    contrast: tuple[float, float] = (0.6, 1.4)
+    saturation: tuple[float, float] = (0.5, 1.2)
+
+
+class ResizeFlipAugmentConfig(Strict):
+    """MMDetection's Resize(keep_ratio) + RandomFlip."""
+
+    type: Literal["resize_flip"]
+    flip: Probability = 0.5
+
+
+AugmentConfig = Annotated[Union[NanoDetAugmentConfig, ResizeFlipAugmentConfig], Field(discriminator="type")]
+
+
+class DataConfig(Strict):
+    filter_empty: bool = Field(False, description="drop training images without boxes")
+    min_size: int = Field(0, ge=0, description="drop training images smaller than this (px)")
+
+
+# --------------------------------------------------------------------------- training
+class OptimizerConfig(Strict):
+    type: Literal["sgd", "adamw"]
+    lr: PositiveFloat
+    base_batch: int | None = Field(None, ge=1, description="lr is scaled by batch/base_batch when set")
+    momentum: Probability = 0.9
+    betas: tuple[Probability, Probability] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    norm_decay: bool = Field(True, description="apply weight decay to norm weights/biases")
+    bias_decay: bool = Field(True, description="apply weight decay to conv/linear biases")
+
+
+class WarmupConfig(Strict):
+    steps: int = Field(0, ge=0, description="iterations of linear warmup")
+    ratio: Probability = Field(0.001, description="lr factor at iteration 0")
+
+
+class ScheduleConfig(Strict):
+    type: Literal["cosine", "step"]
+    eta_min: float = Field(0.0, ge=0, description="cosine: final lr")
+    milestones: list[int] = Field(default_factory=list, description="step: epochs where lr *= gamma")
+    gamma: PositiveFloat = 0.1
+
+
+class EMAConfig(Strict):
+    """ema ← ema·(1−d) + model·d with d = decay_to·exp(−(1+it)/gamma) + (1 − decay_to)."""
+
+    decay: Annotated[float, Field(gt=0, lt=1)] = 0.9998
+    gamma: PositiveFloat = 2000.0
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(ge=1)
+    batch: int = Field(ge=1, description="global batch (split over processes)")
+    workers: int = Field(4, ge=0)
+    optimizer: OptimizerConfig
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
+    schedule: ScheduleConfig
+    grad_clip: PositiveFloat | None = None
+    ema: EMAConfig | None = None
+    val_interval: int = Field(1, ge=1)
+    amp: bool = Field(False, description="mixed precision on CUDA")
+    sync_bn: bool = False
+
+
+class TestConfig(Strict):
+    score_thr: Probability = 0.05
+    iou_thr: Probability = 0.6
+    max_det: int = Field(100, ge=1)
+    nms_pre: int | None = Field(None, ge=1)
+
+
+class Preset(Strict):
+    name: str
+    description: str = ""
+    reference: str = Field("", description="where the recipe comes from, and its published figures")
+    model: ModelConfig
+    input: InputConfig
+    augment: AugmentConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig
+    demo: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of `train` used on the built-in demo data (a shorter schedule)",
+    )
+    test: TestConfig = Field(default_factory=TestConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Preset":
+        pairs = {"nanodet_plus": "nanodet", "retinanet": "resize_flip"}
+        if pairs[self.model.type] != self.augment.type:
+            raise ValueError(f"augment.type {self.augment.type!r} does not fit model.type {self.model.type!r}")
+        if self.model.type == "nanodet_plus" and self.input.keep_ratio:
+            raise ValueError("NanoDet-Plus uses a stretch resize: input.keep_ratio must be false")
+        if self.demo:
+            self.demo_train()  # validates the overrides now, not at the end of a run
+        return self
+
+    def demo_train(self) -> TrainConfig:
+        """The training config with the ``demo`` overrides applied (validated)."""
+        merged = _deep_merge(self.train.model_dump(), self.demo)
+        return TrainConfig.model_validate(merged)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

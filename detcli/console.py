@@ -1,0 +1,141 @@
+"""Console output: rich on a terminal, plain lines otherwise (CI logs), silent on non-zero ranks."""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+    return str(value)
+
+
+class Progress_:
+    """Iterator wrapper returned by :meth:`Reporter.progress`."""
+
+    def __init__(self, reporter: "Reporter", iterable: Iterable, total: int | None, description: str):
+        self.reporter, self.iterable, self.total, self.description = reporter, iterable, total, description
+        self.postfix: dict[str, Any] = {}
+
+    def update_postfix(self, values: dict[str, Any]) -> None:
+        self.postfix = dict(values)
+
+    def _postfix_text(self) -> str:
+        return " ".join(f"{k} {_fmt(v)}" for k, v in self.postfix.items())
+
+    def __iter__(self) -> Iterator:
+        rep = self.reporter
+        if rep.silent:
+            yield from self.iterable
+            return
+        if not rep.rich:
+            yield from self._plain()
+            return
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[postfix]}"),
+        )
+        with Progress(*columns, console=rep.console, transient=True) as bar:
+            task = bar.add_task(self.description, total=self.total, postfix="")
+            for item in self.iterable:
+                yield item
+                bar.update(task, advance=1, postfix=self._postfix_text())
+
+    def _plain(self) -> Iterator:
+        """One line every ~10% (and at the end) so CI logs stay readable."""
+        start = time.monotonic()
+        step = max(1, (self.total or 10) // 10)
+        n = 0
+        for item in self.iterable:
+            yield item
+            n += 1
+            if n % step == 0 or n == self.total:
+                total = f"/{self.total}" if self.total else ""
+                self.reporter.console.print(
+                    f"{self.description} {n}{total} {time.monotonic() - start:.1f}s {self._postfix_text()}",
+                    highlight=False,
+                )
+
+
+class Reporter:
+    """What the CLI and the engine print. ``silent`` for non-zero DDP ranks."""
+
+    def __init__(self, silent: bool = False, force_plain: bool | None = None, file=None):
+        self.console = Console(file=file or sys.stdout, highlight=False, soft_wrap=False)
+        self.silent = silent
+        self.rich = self.console.is_terminal if force_plain is None else not force_plain
+        if not self.rich:
+            self.console = Console(file=file or sys.stdout, highlight=False, no_color=True, width=160, soft_wrap=True)
+        self._epoch_header_printed = False
+
+    # ---------------------------------------------------------------- basics
+    def print(self, renderable: Any = "") -> None:
+        if not self.silent:
+            self.console.print(renderable)
+
+    def info(self, msg: str) -> None:
+        self.print(msg)
+
+    def warn(self, msg: str) -> None:
+        if not self.silent:
+            self.console.print(f"[yellow]WARNING[/yellow] {msg}" if self.rich else f"WARNING {msg}")
+
+    def error(self, msg: str) -> None:
+        err = Console(stderr=True, highlight=False, no_color=not self.rich)
+        err.print(f"[bold red]error:[/bold red] {msg}" if self.rich else f"error: {msg}", markup=self.rich)
+
+    def progress(self, iterable: Iterable, total: int | None = None, description: str = "") -> Progress_:
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        return Progress_(self, iterable, total, description)
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if self.silent:
+            return
+        table = Table(title=title, title_justify="left", show_edge=self.rich, box=None if not self.rich else None)
+        for i, col in enumerate(columns):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*[_fmt(v) for v in row])
+        self.console.print(table)
+
+    def key_values(self, title: str, items: dict[str, Any]) -> None:
+        self.table(title, ["", ""], [[k, v] for k, v in items.items()])
+
+    def epoch_row(self, metrics: dict[str, Any]) -> None:
+        """One compact row per epoch; the column header is printed once."""
+        if self.silent:
+            return
+        keys = list(metrics)
+        widths = [max(len(k), 9) for k in keys]
+        if not self._epoch_header_printed:
+            self.console.print("  ".join(k.rjust(w) for k, w in zip(keys, widths)), style="bold", markup=False)
+            self._epoch_header_printed = True
+        self.console.print("  ".join(_fmt(metrics[k]).rjust(w) for k, w in zip(keys, widths)), markup=False)
+
+    # ---------------------------------------------------------------- header
+    def header(self, command: str, device: str) -> None:
+        import torch
+        import torchvision
+
+        from detcli import __version__
+
+        cuda = torch.version.cuda or "none"
+        self.print(
+            f"detcli {__version__} {command} · Python {platform.python_version()} · torch {torch.__version__} "
+            f"· torchvision {torchvision.__version__} · CUDA build {cuda} · device {device}"
+        )

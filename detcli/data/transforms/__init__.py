@@ -1,0 +1,1 @@
+"""Per-family image/box transforms; shared geometry lives in ``common``."""

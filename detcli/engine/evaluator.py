@@ -1,0 +1,304 @@
+"""COCO bbox evaluation: collect detections, run pycocotools, label the numbers.
+
+pycocotools (``cocodataset/cocoapi:PythonAPI/pycocotools/cocoeval.py``) does the maths; this module only
+feeds it, keeps its prints out of the terminal (they are kept in ``EvalResult.log``), and reads the
+per-class AP out of ``eval['precision']`` (shape [T, R, K, A, M]) the way every toolbox does.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch.distributed as dist
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from rich.table import Table
+
+from detcli.structures import Detections
+
+# Order of ``COCOeval.stats`` for iouType="bbox".
+STAT_NAMES: tuple[str, ...] = (
+    "AP50-95", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+)
+STAT_DESCRIPTIONS: dict[str, str] = {
+    "AP50-95": "AP  IoU=0.50:0.95 area=all    maxDets=100",
+    "AP50": "AP  IoU=0.50      area=all    maxDets=100",
+    "AP75": "AP  IoU=0.75      area=all    maxDets=100",
+    "APs": "AP  IoU=0.50:0.95 area=small  maxDets=100",
+    "APm": "AP  IoU=0.50:0.95 area=medium maxDets=100",
+    "APl": "AP  IoU=0.50:0.95 area=large  maxDets=100",
+    "AR1": "AR  IoU=0.50:0.95 area=all    maxDets=1",
+    "AR10": "AR  IoU=0.50:0.95 area=all    maxDets=10",
+    "AR100": "AR  IoU=0.50:0.95 area=all    maxDets=100",
+    "ARs": "AR  IoU=0.50:0.95 area=small  maxDets=100",
+    "ARm": "AR  IoU=0.50:0.95 area=medium maxDets=100",
+    "ARl": "AR  IoU=0.50:0.95 area=large  maxDets=100",
+}
+
+
+@dataclass
+class ClassAP:
+    """Per-class numbers (area=all, maxDets=100). NaN where the class has no ground truth."""
+
+    name: str
+    category_id: int
+    instances: int
+    ap: float  # AP@[.50:.95]
+    ap50: float
+    ar100: float
+
+
+@dataclass
+class EvalResult:
+    """Outcome of one COCO evaluation.
+
+    Attributes:
+        stats: the 12 COCO stats by name (``STAT_NAMES``); NaN where pycocotools reports -1
+            (no ground truth in that area range / no ground truth at all).
+        per_class: one entry per model class, in class-index order.
+        raw_stats: ``COCOeval.stats`` exactly as pycocotools returns it (-1 kept).
+        num_images: images evaluated.
+        num_detections: detections evaluated.
+        log: what pycocotools printed (captured, not shown).
+    """
+
+    stats: dict[str, float]
+    per_class: list[ClassAP]
+    raw_stats: list[float]
+    num_images: int
+    num_detections: int
+    log: str = field(default="", repr=False)
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (NaN → ``None``); the pycocotools log is left out."""
+        return {
+            "stats": {k: _json_float(v) for k, v in self.stats.items()},
+            "per_class": [
+                {
+                    "class": c.name,
+                    "category_id": c.category_id,
+                    "instances": c.instances,
+                    "AP50-95": _json_float(c.ap),
+                    "AP50": _json_float(c.ap50),
+                    "AR100": _json_float(c.ar100),
+                }
+                for c in self.per_class
+            ],
+            "raw_stats": [float(s) for s in self.raw_stats],
+            "num_images": self.num_images,
+            "num_detections": self.num_detections,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def _json_float(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "-" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+class CocoEvaluator:
+    """Accumulates detections of a COCO ground-truth set and evaluates them with pycocotools.
+
+    Args:
+        coco_gt: ground truth; image ids passed to :meth:`add` must exist in it.
+        cat_ids: COCO category id of each model class index (``cat_ids[label]``).
+        class_names: name of each model class index.
+
+    Only the images passed to :meth:`add` are evaluated (all GT images if none was added), so a
+    subset of a dataset is scored on that subset alone; only ``cat_ids`` categories are scored.
+    """
+
+    def __init__(self, coco_gt: COCO, cat_ids: list[int], class_names: list[str]) -> None:
+        if len(cat_ids) != len(class_names):
+            raise ValueError(f"{len(cat_ids)} category ids but {len(class_names)} class names")
+        unknown = [c for c in cat_ids if c not in coco_gt.cats]
+        if unknown:
+            raise ValueError(f"category ids {unknown} are not in the ground-truth categories")
+        self.coco_gt = coco_gt
+        self.cat_ids = [int(c) for c in cat_ids]
+        self.class_names = list(class_names)
+        # image_id -> COCO result dicts of that image; a dict so DDP padding duplicates collapse.
+        self._results: dict[int, list[dict]] = {}
+
+    def reset(self) -> None:
+        self._results = {}
+
+    def add(self, image_id: int, det: Detections) -> None:
+        """Record the detections of one image.
+
+        Args:
+            image_id: COCO image id.
+            det: boxes (K, 4) xyxy in ORIGINAL image pixels, scores (K,), labels (K,) class indices.
+        """
+        image_id = int(image_id)
+        if image_id not in self.coco_gt.imgs:
+            raise ValueError(f"image id {image_id} is not in the ground truth")
+        boxes = det.boxes.detach().float().cpu().numpy().reshape(-1, 4).astype(np.float64)
+        scores = det.scores.detach().float().cpu().numpy().reshape(-1).astype(np.float64)
+        labels = det.labels.detach().cpu().numpy().reshape(-1).astype(np.int64)
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.cat_ids)):
+            raise ValueError(f"labels must be in [0, {len(self.cat_ids)}), got {labels.min()}..{labels.max()}")
+        xywh = np.round(np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1), 2)
+        cats = np.asarray(self.cat_ids, dtype=np.int64)[labels]
+        self._results[image_id] = [
+            {"image_id": image_id, "category_id": int(c), "bbox": b, "score": round(s, 5)}
+            for c, b, s in zip(cats.tolist(), xywh.tolist(), scores.tolist())
+        ]
+
+    def gather(self) -> None:
+        """Merge the results of every rank (no-op without torch.distributed).
+
+        All ranks call it; afterwards each holds the union (rank 0 evaluates). An image seen by several
+        ranks (DistributedSampler pads by repeating images) is kept once.
+        """
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        parts: list[dict[int, list[dict]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, self._results)
+        self._results = merge_results(parts)
+
+    def results_json(self) -> list[dict]:
+        """COCO results format: image_id, category_id, bbox [x, y, w, h] (2 decimals), score (5 decimals)."""
+        return [r for image_id in sorted(self._results) for r in self._results[image_id]]
+
+    def evaluate(self) -> EvalResult:
+        """Run COCOeval (bbox) on what was added; pycocotools' prints are captured into ``log``."""
+        results = self.results_json()
+        img_ids = sorted(self._results) or sorted(self.coco_gt.getImgIds())
+        _fill_missing_area(self.coco_gt)
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            coco_dt = self.coco_gt.loadRes(copy.deepcopy(results)) if results else _empty_results(self.coco_gt)
+            coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
+            coco_eval.params.imgIds = img_ids
+            coco_eval.params.catIds = self.cat_ids
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        raw = [float(s) for s in coco_eval.stats]
+        stats = {name: (math.nan if s < 0 else s) for name, s in zip(STAT_NAMES, raw)}
+        return EvalResult(
+            stats=stats,
+            per_class=self._per_class(coco_eval, img_ids),
+            raw_stats=raw,
+            num_images=len(img_ids),
+            num_detections=len(results),
+            log=log.getvalue(),
+        )
+
+    def _per_class(self, coco_eval: COCOeval, img_ids: list[int]) -> list[ClassAP]:
+        precision = coco_eval.eval["precision"]  # [T, R, K, A, M], -1 where a class has no GT
+        recall = coco_eval.eval["recall"]  # [T, K, A, M]
+        k_of_cat = {c: k for k, c in enumerate(coco_eval.params.catIds)}  # COCOeval sorts catIds
+        area_all = coco_eval.params.areaRngLbl.index("all")
+        max_det = len(coco_eval.params.maxDets) - 1  # maxDets=100
+        instances = self._instances(img_ids)
+        out = []
+        for name, cat_id in zip(self.class_names, self.cat_ids):
+            k = k_of_cat[cat_id]
+            p = precision[:, :, k, area_all, max_det]
+            r = recall[:, k, area_all, max_det]
+            out.append(
+                ClassAP(
+                    name=name,
+                    category_id=cat_id,
+                    instances=instances.get(cat_id, 0),
+                    ap=_valid_mean(p),
+                    ap50=_valid_mean(p[0]),  # iouThrs[0] == 0.50
+                    ar100=_valid_mean(r),
+                )
+            )
+        return out
+
+    def _instances(self, img_ids: list[int]) -> dict[int, int]:
+        """Non-crowd GT boxes per category id over the evaluated images."""
+        counts: dict[int, int] = {}
+        for ann in self.coco_gt.loadAnns(self.coco_gt.getAnnIds(imgIds=img_ids, iscrowd=False)):
+            counts[ann["category_id"]] = counts.get(ann["category_id"], 0) + 1
+        return counts
+
+
+def merge_results(parts: list[dict[int, list[dict]] | None]) -> dict[int, list[dict]]:
+    """Union of per-rank ``image_id -> results``; the first rank holding an image wins."""
+    merged: dict[int, list[dict]] = {}
+    for part in parts:
+        for image_id, dets in (part or {}).items():
+            merged.setdefault(image_id, dets)
+    return merged
+
+
+def _valid_mean(x: np.ndarray) -> float:
+    valid = x[x > -1]
+    return float(valid.mean()) if valid.size else math.nan
+
+
+def _empty_results(coco_gt: COCO) -> COCO:
+    """A results object with no detections (``COCO.loadRes`` fails on an empty list)."""
+    res = COCO()
+    res.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "categories": copy.deepcopy(coco_gt.dataset["categories"]),
+        "annotations": [],
+    }
+    res.createIndex()
+    return res
+
+
+def _fill_missing_area(coco_gt: COCO) -> None:
+    """COCOeval needs ``area`` on every GT annotation; fill it with w*h where a converter left it out."""
+    for ann in coco_gt.dataset.get("annotations", []):
+        if "area" not in ann:
+            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+
+
+def stats_table(result: EvalResult) -> Table:
+    """The 12 COCO stats, labelled."""
+    table = Table(title="COCO bbox", title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    table.add_column("definition", style="dim")
+    for name in STAT_NAMES:
+        table.add_row(name, _fmt(result.stats[name]), STAT_DESCRIPTIONS[name])
+    return table
+
+
+def per_class_table(result: EvalResult) -> Table:
+    """Per-class AP50-95 / AP50 / AR100 with an ``all`` row ('-' where a class has no ground truth)."""
+    table = Table(title="per class (area=all, maxDets=100)", title_justify="left")
+    table.add_column("class", style="bold")
+    table.add_column("instances", justify="right")
+    table.add_column("AP50-95", justify="right")
+    table.add_column("AP50", justify="right")
+    table.add_column("AR100", justify="right")
+    for c in result.per_class:
+        table.add_row(c.name, str(c.instances), _fmt(c.ap), _fmt(c.ap50), _fmt(c.ar100))
+    table.add_section()
+    table.add_row(
+        "all",
+        str(sum(c.instances for c in result.per_class)),
+        _fmt(result.stats["AP50-95"]),
+        _fmt(result.stats["AP50"]),
+        _fmt(result.stats["AR100"]),
+    )
+    return table
+
+
+__all__ = [
+    "STAT_NAMES",
+    "ClassAP",
+    "EvalResult",
+    "CocoEvaluator",
+    "merge_results",
+    "stats_table",
+    "per_class_table",
+]

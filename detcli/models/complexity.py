@@ -1,0 +1,63 @@
+"""Model size and cost, counted the way the NanoDet README counts them.
+
+"Params" there = parameters of Conv2d layers only (BN excluded); "FLOPs" = 2 × multiply-accumulates of the
+Conv2d (and Linear) layers of the inference graph, i.e. 0.90 G for NanoDet-Plus-m 1.0x at 320².
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def total_params(model: nn.Module) -> int:
+    """All ``nn.Parameter`` elements (BN/GN affine and Scale included; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv_params(model: nn.Module) -> int:
+    """Weight + bias elements of every ``nn.Conv2d`` in ``model``."""
+    return sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``{"conv": conv_params, "total": total_params}``."""
+    return {"conv": conv_params(model), "total": total_params(model)}
+
+
+def _macs_hook(counter: list[int]):
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        else:  # nn.Linear
+            per_output = module.in_features
+        counter[0] += output.numel() * per_output
+
+    return hook
+
+
+def conv_macs(model: nn.Module, input_size: int | tuple[int, int]) -> int:
+    """Multiply-accumulates of Conv2d/Linear layers for one (1, 3, H, W) forward of ``model`` (bias adds not counted).
+
+    Only modules that ``model.forward`` actually runs are counted (e.g. NanoDet-Plus' AGM is not).
+    """
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    counter = [0]
+    handles = [m.register_forward_hook(_macs_hook(counter)) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else "cpu"
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, h, w, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return counter[0]
+
+
+def gflops(model: nn.Module, input_size: int | tuple[int, int]) -> float:
+    """2 × conv MACs / 1e9 for a single image of ``input_size`` (int or (h, w))."""
+    return 2 * conv_macs(model, input_size) / 1e9

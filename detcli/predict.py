@@ -1,0 +1,426 @@
+"""Prediction on images, folders, glob patterns and videos (library side of ``detcli predict``).
+
+Flow: :func:`iter_sources` yields decoded frames → :func:`predict_batches` runs the detector and maps boxes
+back to original pixels → :func:`draw_detections` / :class:`PredictionWriter` save what came out.
+"""
+from __future__ import annotations
+
+import colorsys
+import glob
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from detcli.data.transforms.common import inverse_warp_boxes
+from detcli.errors import DetcliError
+from detcli.models.base import Detector
+from detcli.structures import Batch, Detections, ImageMeta
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts")
+
+WarnFn = Callable[[str], None]
+
+
+@dataclass
+class Frame:
+    """One decoded picture to run the detector on.
+
+    Attributes:
+        img: (H, W, 3) uint8 BGR.
+        path: the file it came from, as found (folder/glob sources give ``folder/name``).
+        index: running number over everything ``iter_sources`` yielded (used as image id).
+        frame: frame number inside a video, ``None`` for an image.
+        fps: frames per second of the video, ``None`` for an image.
+    """
+
+    img: np.ndarray
+    path: str
+    index: int
+    frame: int | None = None
+    fps: float | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.frame is not None
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def _kind(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    return "video" if ext in VIDEO_EXTENSIONS else "image" if ext in IMAGE_EXTENSIONS else "other"
+
+
+def resolve_source(source: str) -> list[str]:
+    """The image/video files ``source`` names: a file, a folder (sorted), or a glob pattern (sorted).
+
+    Raises:
+        DetcliError: the path does not exist, the folder holds no image/video, or the pattern matches none.
+    """
+    if os.path.isfile(source):
+        return [source]
+    if os.path.isdir(source):
+        files = sorted(os.path.join(source, n) for n in os.listdir(source) if _kind(n) != "other")
+        files = [f for f in files if os.path.isfile(f)]
+        if not files:
+            raise DetcliError(
+                f"no images or videos in folder '{source}' "
+                f"(looked for {', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})"
+            )
+        return files
+    if glob.has_magic(source):
+        matches = sorted(glob.glob(source, recursive=True))
+        files = [f for f in matches if os.path.isfile(f) and _kind(f) != "other"]
+        if not files:
+            what = f"{len(matches)} match(es), none an image or video" if matches else "nothing matches"
+            raise DetcliError(f"source pattern '{source}': {what}")
+        return files
+    raise DetcliError(f"source not found: '{source}' (expected an image, a video, a folder or a glob pattern)")
+
+
+def read_image(path: str) -> np.ndarray | None:
+    """(H, W, 3) uint8 BGR, or ``None`` when the file cannot be decoded."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def iter_sources(source: str, warn: WarnFn = _warn) -> Iterator[Frame]:
+    """Decoded frames of every image/video that ``source`` names, in sorted file order.
+
+    Unreadable images and videos are reported through ``warn`` and skipped.
+
+    Raises:
+        DetcliError: nothing matches ``source`` (see :func:`resolve_source`), or nothing it matches is readable.
+    """
+    return _iter_files(resolve_source(source), source, warn)  # resolve now: a bad source fails at once
+
+
+def _iter_files(paths: list[str], source: str, warn: WarnFn) -> Iterator[Frame]:
+    index = 0
+    for path in paths:
+        if _kind(path) == "video":
+            for frame in _iter_video(path, index, warn):
+                index += 1
+                yield frame
+            continue
+        img = read_image(path)
+        if img is None:
+            warn(f"skipping '{path}': not a readable image")
+            continue
+        yield Frame(img=img, path=path, index=index)
+        index += 1
+    if index == 0:
+        raise DetcliError(f"no readable image or video frame in '{source}'")
+
+
+def _iter_video(path: str, start_index: int, warn: WarnFn) -> Iterator[Frame]:
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            warn(f"skipping '{path}': cannot open video")
+            return
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps and fps > 0 else 30.0
+        n = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            yield Frame(img=img, path=path, index=start_index + n, frame=n, fps=fps)
+            n += 1
+        if n == 0:
+            warn(f"skipping '{path}': no decodable frame")
+    finally:
+        cap.release()
+
+
+# --------------------------------------------------------------------------- inference
+
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator], dict]
+Collate = Callable[[list[dict]], Batch]
+
+
+def to_original_pixels(det: Detections, meta: ImageMeta) -> Detections:
+    """Map detections from network-input pixels back to the original image, clipped to it (on CPU).
+
+    Args:
+        det: boxes (K, 4) xyxy in network-input pixels.
+        meta: the image's ``warp_matrix`` (original → input) and ``ori_shape`` (h, w).
+    """
+    boxes = det.boxes.detach().float().cpu()
+    if boxes.numel():
+        boxes = inverse_warp_boxes(boxes, meta.warp_matrix)
+        boxes = torch.as_tensor(boxes, dtype=torch.float32)
+        h, w = meta.ori_shape
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    return Detections(boxes=boxes.reshape(-1, 4), scores=det.scores.detach().float().cpu(), labels=det.labels.detach().cpu())
+
+
+def predict_batches(
+    model: Detector,
+    frames: Iterable[Frame],
+    transform: Transform,
+    batch_size: int,
+    device: torch.device | str,
+    score_thr: float,
+    iou_thr: float,
+    max_det: int,
+    collate: Collate,
+) -> Iterator[tuple[Frame, Detections]]:
+    """Run ``model`` over ``frames`` in batches; yield each frame with its detections in original pixels.
+
+    ``transform(img_bgr, boxes (0, 4), labels (0,), rng)`` must return ``img, boxes, labels, warp_matrix,
+    img_shape``; ``collate`` turns the sample dicts (``img, boxes, labels, meta``) into a :class:`Batch`.
+    The model runs in eval mode under ``torch.inference_mode()``; its previous mode is restored at the end.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = np.random.default_rng(0)
+    was_training = model.training
+    model.eval()
+    try:
+        pending: list[tuple[Frame, dict]] = []
+        for frame in frames:
+            pending.append((frame, _sample(frame, transform, rng)))
+            if len(pending) == batch_size:
+                yield from _run_batch(model, pending, device, score_thr, iou_thr, max_det, collate)
+                pending = []
+        if pending:
+            yield from _run_batch(model, pending, device, score_thr, iou_thr, max_det, collate)
+    finally:
+        model.train(was_training)
+
+
+def _sample(frame: Frame, transform: Transform, rng: np.random.Generator) -> dict:
+    out = transform(frame.img, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), rng)
+    meta = ImageMeta(
+        image_id=frame.index,
+        file_name=frame.path,
+        ori_shape=(int(frame.img.shape[0]), int(frame.img.shape[1])),
+        img_shape=tuple(int(s) for s in out["img_shape"]),
+        warp_matrix=np.asarray(out["warp_matrix"], dtype=np.float64).tolist(),
+    )
+    return {"img": out["img"], "boxes": out["boxes"], "labels": out["labels"], "meta": meta}
+
+
+def _run_batch(
+    model: Detector,
+    pending: list[tuple[Frame, dict]],
+    device: torch.device | str,
+    score_thr: float,
+    iou_thr: float,
+    max_det: int,
+    collate: Collate,
+) -> Iterator[tuple[Frame, Detections]]:
+    batch = collate([s for _, s in pending])
+    with torch.inference_mode():
+        dets = model.predict(batch.images.to(device), batch.metas, score_thr, iou_thr, max_det)
+    for (frame, _), det, meta in zip(pending, dets, batch.metas):
+        yield frame, to_original_pixels(det, meta)
+
+
+# --------------------------------------------------------------------------- drawing
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """A stable, saturated BGR colour per class: hues spaced by the golden ratio."""
+    hue = (label * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def draw_detections(img_bgr: np.ndarray, det: Detections, class_names: list[str]) -> np.ndarray:
+    """A copy of ``img_bgr`` with boxes and ``"name score"`` labels on a filled background.
+
+    Line width grows with the image size; higher-scoring detections are drawn last (on top).
+    """
+    out = np.ascontiguousarray(img_bgr).copy()
+    h, w = out.shape[:2]
+    lw = max(round((h + w) / 2 * 0.003), 2)
+    font_scale = lw / 3
+    font_thickness = max(lw - 1, 1)
+    boxes = det.boxes.detach().cpu().reshape(-1, 4).round().int().tolist()
+    scores = det.scores.detach().cpu().tolist()
+    labels = det.labels.detach().cpu().tolist()
+    for i in np.argsort(scores, kind="stable"):
+        x1, y1, x2, y2 = boxes[i]
+        label = int(labels[i])
+        color = class_color(label)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, lw, cv2.LINE_AA)
+        name = class_names[label] if 0 <= label < len(class_names) else f"class{label}"
+        text = f"{name} {scores[i]:.2f}"
+        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
+        above = y1 - th - baseline - 2 >= 0  # put the label inside the box when it would leave the image
+        ty1 = y1 - th - baseline - 2 if above else y1
+        ty2 = y1 if above else y1 + th + baseline + 2
+        cv2.rectangle(out, (x1, ty1), (x1 + tw + 2, ty2), color, -1, cv2.LINE_AA)
+        text_color = (0, 0, 0) if sum(color) / 3 > 150 else (255, 255, 255)
+        cv2.putText(out, text, (x1 + 1, ty2 - baseline - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
+                    font_thickness, cv2.LINE_AA)
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+class PredictionWriter:
+    """Saves annotated images/videos and one ``predictions.json`` for a predict run.
+
+    Images keep their file name under ``out_dir``; each video becomes ``<stem>.mp4`` (mp4v), or a folder
+    ``<stem>/`` of ``<stem>_<frame>.jpg`` when no mp4 writer can be opened. ``predictions.json`` is a list of
+    ``{"file_name", "frame", "bbox": [x, y, w, h], "score", "category_id", "category"}`` (original pixels),
+    written atomically by :meth:`close`.
+
+    Args:
+        out_dir: created if missing.
+        class_names: name per class index.
+        save_images: write annotated images/videos (the JSON is always written).
+        cat_ids: category id per class index (default: the class index itself).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        class_names: list[str],
+        save_images: bool = True,
+        cat_ids: list[int] | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.class_names = list(class_names)
+        self.cat_ids = list(cat_ids) if cat_ids is not None else list(range(len(class_names)))
+        self.save_images = save_images
+        self.records: list[dict] = []
+        self.saved: list[Path] = []  # annotated images / videos / frame folders, in order
+        self._names: dict[str, str] = {}  # source path -> output name (unique)
+        self._video_path: str | None = None
+        self._video: cv2.VideoWriter | None = None
+        self._video_frames_dir: Path | None = None
+
+    def __enter__(self) -> "PredictionWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write(self, frame: Frame, det: Detections) -> None:
+        """Record ``det`` (original pixels) for ``frame`` and save its annotated picture."""
+        self.records.extend(self._records(frame, det))
+        if not self.save_images:
+            return
+        drawn = draw_detections(frame.img, det, self.class_names)
+        if frame.is_video:
+            self._write_video_frame(frame, drawn)
+        else:
+            path = self.out_dir / self._output_name(frame.path, Path(frame.path).name)
+            if not cv2.imwrite(str(path), drawn):
+                raise DetcliError(f"cannot write image '{path}'")
+            self.saved.append(path)
+
+    def close(self) -> Path:
+        """Finish open videos and write ``predictions.json`` (temp file + rename). Returns its path."""
+        self._release_video()
+        path = self.out_dir / "predictions.json"
+        fd, tmp = tempfile.mkstemp(prefix=".predictions.", suffix=".json", dir=self.out_dir)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.records, f)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    def _records(self, frame: Frame, det: Detections) -> list[dict]:
+        boxes = det.boxes.detach().cpu().double().reshape(-1, 4)
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).numpy().round(2).tolist()
+        scores = det.scores.detach().cpu().double().tolist()
+        labels = det.labels.detach().cpu().tolist()
+        return [
+            {
+                "file_name": frame.path,
+                "frame": frame.frame,
+                "bbox": b,
+                "score": round(s, 5),
+                "category_id": self.cat_ids[int(c)],
+                "category": self.class_names[int(c)],
+            }
+            for b, s, c in zip(xywh, scores, labels)
+        ]
+
+    def _output_name(self, source_path: str, name: str) -> str:
+        """``name``, or ``stem_2.ext``… when another source already took it (e.g. a recursive glob)."""
+        if source_path in self._names:
+            return self._names[source_path]
+        taken = set(self._names.values())
+        stem, ext = os.path.splitext(name)
+        candidate, n = name, 1
+        while candidate in taken or candidate == "predictions.json":
+            n += 1
+            candidate = f"{stem}_{n}{ext}"
+        self._names[source_path] = candidate
+        return candidate
+
+    def _write_video_frame(self, frame: Frame, drawn: np.ndarray) -> None:
+        if frame.path != self._video_path:
+            self._release_video()
+            self._open_video(frame, drawn)
+        if self._video is not None:
+            self._video.write(drawn)
+        else:
+            assert self._video_frames_dir is not None
+            stem = self._video_frames_dir.name
+            cv2.imwrite(str(self._video_frames_dir / f"{stem}_{frame.frame:06d}.jpg"), drawn)
+
+    def _open_video(self, frame: Frame, drawn: np.ndarray) -> None:
+        self._video_path = frame.path
+        out_name = self._output_name(frame.path, Path(frame.path).stem + ".mp4")
+        path = self.out_dir / out_name
+        h, w = drawn.shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), frame.fps or 30.0, (w, h))
+        if writer.isOpened():
+            self._video = writer
+            self.saved.append(path)
+            return
+        writer.release()
+        self._video_frames_dir = self.out_dir / Path(out_name).stem
+        self._video_frames_dir.mkdir(parents=True, exist_ok=True)
+        self.saved.append(self._video_frames_dir)
+
+    def _release_video(self) -> None:
+        if self._video is not None:
+            self._video.release()
+        self._video = None
+        self._video_frames_dir = None
+        self._video_path = None
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "Frame",
+    "resolve_source",
+    "read_image",
+    "iter_sources",
+    "to_original_pixels",
+    "predict_batches",
+    "class_color",
+    "draw_detections",
+    "PredictionWriter",
+]

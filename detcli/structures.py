@@ -1,0 +1,78 @@
+"""Plain containers that travel between data → model → engine.
+
+Coordinates are always absolute pixels, boxes are always ``xyxy``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ImageMeta:
+    """What the engine needs to map predictions back to the original image.
+
+    Attributes:
+        image_id: COCO image id.
+        file_name: path of the image file (as read).
+        ori_shape: (h, w) of the decoded original image.
+        img_shape: (h, w) of the transformed image *before* batch padding; pixels beyond it are padding.
+        warp_matrix: (3, 3) float64 homography taking original-image pixels to network-input pixels.
+    """
+
+    image_id: int
+    file_name: str
+    ori_shape: tuple[int, int]
+    img_shape: tuple[int, int]
+    warp_matrix: "list[list[float]]"
+
+
+@dataclass
+class Target:
+    """Ground truth of one image in network-input pixels.
+
+    Attributes:
+        boxes: (G, 4) float32 xyxy.
+        labels: (G,) int64 contiguous class indices in [0, num_classes).
+    """
+
+    boxes: Tensor
+    labels: Tensor
+
+    def to(self, device: torch.device | str) -> "Target":
+        return Target(self.boxes.to(device), self.labels.to(device))
+
+
+@dataclass
+class Batch:
+    """A collated batch.
+
+    Attributes:
+        images: (B, 3, H, W) float32, normalised, zero-padded to a multiple of the batch divisor.
+        targets: B targets.
+        metas: B metas.
+    """
+
+    images: Tensor
+    targets: list[Target]
+    metas: list[ImageMeta] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.images.to(device, non_blocking=True), [t.to(device) for t in self.targets], self.metas)
+
+
+@dataclass
+class Detections:
+    """Detections of one image.
+
+    Attributes:
+        boxes: (K, 4) float32 xyxy.
+        scores: (K,) float32.
+        labels: (K,) int64.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
