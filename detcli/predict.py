@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from detcli.data.image_io import read_image_bgr
 from detcli.data.transforms.common import inverse_warp_boxes
 from detcli.errors import DetcliError
 from detcli.models.base import Detector
@@ -89,17 +90,6 @@ def resolve_source(source: str) -> list[str]:
     raise DetcliError(f"source not found: '{source}' (expected an image, a video, a folder or a glob pattern)")
 
 
-def read_image(path: str) -> np.ndarray | None:
-    """(H, W, 3) uint8 BGR, or ``None`` when the file cannot be decoded."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
-
-
 def iter_sources(source: str, warn: WarnFn = _warn) -> Iterator[Frame]:
     """Decoded frames of every image/video that ``source`` names, in sorted file order.
 
@@ -119,7 +109,7 @@ def _iter_files(paths: list[str], source: str, warn: WarnFn) -> Iterator[Frame]:
                 index += 1
                 yield frame
             continue
-        img = read_image(path)
+        img = read_image_bgr(path)
         if img is None:
             warn(f"skipping '{path}': not a readable image")
             continue
@@ -163,14 +153,8 @@ def to_original_pixels(det: Detections, meta: ImageMeta) -> Detections:
         det: boxes (K, 4) xyxy in network-input pixels.
         meta: the image's ``warp_matrix`` (original → input) and ``ori_shape`` (h, w).
     """
-    boxes = det.boxes.detach().float().cpu()
-    if boxes.numel():
-        boxes = inverse_warp_boxes(boxes, meta.warp_matrix)
-        boxes = torch.as_tensor(boxes, dtype=torch.float32)
-        h, w = meta.ori_shape
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-    return Detections(boxes=boxes.reshape(-1, 4), scores=det.scores.detach().float().cpu(), labels=det.labels.detach().cpu())
+    boxes = inverse_warp_boxes(det.boxes.detach().float().cpu().reshape(-1, 4), meta.warp_matrix, meta.ori_shape)
+    return Detections(boxes=boxes, scores=det.scores.detach().float().cpu(), labels=det.labels.detach().cpu())
 
 
 def predict_batches(
@@ -393,7 +377,7 @@ class PredictionWriter:
         out_name = self._output_name(frame.path, Path(frame.path).stem + ".mp4")
         path = self.out_dir / out_name
         h, w = drawn.shape[:2]
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), frame.fps or 30.0, (w, h))
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps or 30.0, (w, h))
         if writer.isOpened():
             self._video = writer
             self.saved.append(path)
@@ -416,7 +400,6 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "Frame",
     "resolve_source",
-    "read_image",
     "iter_sources",
     "to_original_pixels",
     "predict_batches",

@@ -222,3 +222,272 @@ def test_gather_is_a_noop_without_distributed_and_works_with_one_rank():
         assert ev.results_json() == before
     finally:
         dist.destroy_process_group()
+
+
+def _gather_worker(rank: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    ev = _evaluator()
+    if rank == 0:
+        ev.add(1, _det([[10, 10, 70, 70]], [0.9], [1]))
+        ev.add(3, _det([], [], []))
+    else:  # image 3 again, as DistributedSampler padding would: rank 0's copy wins
+        ev.add(2, _det([[20, 20, 80, 80]], [0.9], [1]))
+        ev.add(3, _det([[0, 0, 5, 5]], [0.2], [0]))
+    ev.gather()
+    queue.put((rank, ev.results_json()))
+    dist.destroy_process_group()
+
+
+def test_gather_across_two_processes():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_gather_worker, args=(port, queue), nprocs=2)
+    got = dict(queue.get() for _ in range(2))
+    expected = [
+        {"image_id": 1, "category_id": 3, "bbox": [10.0, 10.0, 60.0, 60.0], "score": 0.9},
+        {"image_id": 2, "category_id": 3, "bbox": [20.0, 20.0, 60.0, 60.0], "score": 0.9},
+    ]
+    assert got[0] == expected and got[1] == expected
+
+
+# --------------------------------------------------------------------------- prediction sources
+
+from detcli import predict as P  # noqa: E402
+from detcli.predict import (  # noqa: E402
+    Frame,
+    PredictionWriter,
+    class_color,
+    draw_detections,
+    iter_sources,
+    predict_batches,
+)
+
+
+def _img(h: int, w: int, value: int) -> np.ndarray:
+    img = np.full((h, w, 3), value, np.uint8)
+    img[0, 0] = (1, 2, 3)  # an asymmetric pixel: catches a transposed or channel-swapped read
+    return img
+
+
+def _write_video(path, n: int = 5, size=(64, 48), fps: float = 10.0) -> bool:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        return False
+    for i in range(n):
+        writer.write(np.full((size[1], size[0], 3), 40 * i + 20, np.uint8))
+    writer.release()
+    return os.path.getsize(path) > 0
+
+
+class _Warnings(list):
+    def __call__(self, message: str) -> None:
+        self.append(message)
+
+
+def test_source_single_file(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), _img(10, 20, 7))
+    frames = list(iter_sources(str(tmp_path / "a.png")))
+    assert len(frames) == 1
+    f = frames[0]
+    assert (f.path, f.index, f.frame, f.is_video) == (str(tmp_path / "a.png"), 0, None, False)
+    np.testing.assert_array_equal(f.img, _img(10, 20, 7))
+
+
+def test_source_folder_sorted_skips_corrupt_and_other_files(tmp_path):
+    cv2.imwrite(str(tmp_path / "b.jpg"), _img(8, 8, 100))
+    cv2.imwrite(str(tmp_path / "a.png"), _img(6, 9, 50))
+    (tmp_path / "c.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "d.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("ignored")
+    cv2.imwrite(str(tmp_path / "e.BMP"), _img(5, 5, 0))
+    warn = _Warnings()
+    frames = list(iter_sources(str(tmp_path), warn=warn))
+    assert [os.path.basename(f.path) for f in frames] == ["a.png", "b.jpg", "e.BMP"]
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert frames[0].img.shape == (6, 9, 3)
+    assert len(warn) == 2 and "c.jpg" in warn[0] and "d.png" in warn[1]
+
+
+def test_source_default_warning_is_a_python_warning(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), _img(4, 4, 1))
+    (tmp_path / "b.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(UserWarning, match="b.png"):
+        assert len(list(iter_sources(str(tmp_path)))) == 1
+
+
+def test_source_glob(tmp_path):
+    for name in ("x1.png", "x2.png", "y.png"):
+        cv2.imwrite(str(tmp_path / name), _img(4, 4, 1))
+    cv2.imwrite(str(tmp_path / "x3.jpg"), _img(4, 4, 1))
+    frames = list(iter_sources(str(tmp_path / "x*.png")))
+    assert [os.path.basename(f.path) for f in frames] == ["x1.png", "x2.png"]
+
+
+def test_source_errors_name_the_path(tmp_path):
+    missing = str(tmp_path / "nope.jpg")
+    with pytest.raises(DetcliError, match="nope.jpg"):
+        iter_sources(missing)  # raised at call time, not at first iteration
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DetcliError, match="empty"):
+        iter_sources(str(tmp_path / "empty"))
+    with pytest.raises(DetcliError, match=r"zzz\*\.png"):
+        iter_sources(str(tmp_path / "zzz*.png"))
+    (tmp_path / "bad.jpg").write_bytes(b"garbage")
+    warn = _Warnings()
+    with pytest.raises(DetcliError, match="no readable"):
+        list(iter_sources(str(tmp_path / "bad.jpg"), warn=warn))
+    assert warn and "bad.jpg" in warn[0]
+
+
+def test_source_video_and_mixed_folder(tmp_path):
+    if not _write_video(tmp_path / "clip.mp4"):
+        pytest.skip("no mp4v video writer in this OpenCV build")
+    cv2.imwrite(str(tmp_path / "a.png"), _img(4, 4, 1))
+    frames = list(iter_sources(str(tmp_path)))
+    assert [(os.path.basename(f.path), f.index, f.frame) for f in frames] == [("a.png", 0, None)] + [
+        ("clip.mp4", 1 + i, i) for i in range(5)
+    ]
+    video = frames[1:]
+    assert all(f.is_video and f.fps == pytest.approx(10.0) and f.img.shape == (48, 64, 3) for f in video)
+    means = [float(f.img.mean()) for f in video]
+    assert means == pytest.approx([20, 60, 100, 140, 180], abs=8)  # lossy codec, distinct frames in order
+
+
+# --------------------------------------------------------------------------- batching and back-mapping
+
+class _FixedBoxDetector(P.Detector):
+    """Returns the same two boxes (network-input pixels) for every image and records what it saw."""
+
+    strides = (8,)
+    num_classes = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.calls: list[dict] = []
+
+    def forward(self, images):
+        return images.mean(dim=(1, 2, 3))
+
+    def loss(self, images, targets, metas, epoch):
+        return {"loss": self.dummy.sum()}
+
+    def predict(self, images, metas, score_thr, iou_thr, max_det):
+        self.calls.append(dict(shape=tuple(images.shape), metas=list(metas), training=self.training,
+                               inference=torch.is_inference_mode_enabled(), args=(score_thr, iou_thr, max_det)))
+        boxes = torch.tensor([[10.0, 4.0, 50.0, 20.0], [90.0, 30.0, 110.0, 50.0]])
+        return [Detections(boxes, torch.tensor([0.9, 0.4]), torch.tensor([1, 0])) for _ in metas]
+
+
+def _collate():
+    from detcli.data.collate import collate
+
+    return collate
+
+
+def test_predict_batches_maps_boxes_back_through_stretch_resize():
+    """Original (h=120, w=200) stretched to input (w=100, h=40): x / 0.5, y / (1/3).
+
+    (10, 4, 50, 20) → (20, 12, 100, 60); (90, 30, 110, 50) → (180, 90, 220, 150), clipped to (180, 90, 200, 120).
+    """
+    from detcli.data.transforms.nanodet import NanoDetTransform
+
+    transform = NanoDetTransform(input_size=(100, 40), train=False)
+    frames = [Frame(img=_img(120, 200, 10 * i), path=f"{i}.png", index=i) for i in range(3)]
+    model = _FixedBoxDetector()
+    model.train()
+    out = list(predict_batches(model, iter(frames), transform, batch_size=2, device="cpu",
+                               score_thr=0.3, iou_thr=0.6, max_det=50, collate=_collate()))
+    assert [f.index for f, _ in out] == [0, 1, 2]
+    assert [c["shape"] for c in model.calls] == [(2, 3, 64, 128), (1, 3, 64, 128)]  # padded to 32
+    assert all(not c["training"] and c["inference"] and c["args"] == (0.3, 0.6, 50) for c in model.calls)
+    assert model.training  # mode restored
+    meta = model.calls[0]["metas"][1]
+    assert (meta.image_id, meta.file_name, meta.ori_shape, meta.img_shape) == (1, "1.png", (120, 200), (40, 100))
+    for _, det in out:
+        torch.testing.assert_close(det.boxes, torch.tensor([[20.0, 12.0, 100.0, 60.0], [180.0, 90.0, 200.0, 120.0]]))
+        torch.testing.assert_close(det.scores, torch.tensor([0.9, 0.4]))
+        assert det.labels.tolist() == [1, 0]
+
+
+# --------------------------------------------------------------------------- drawing and writing
+
+def test_class_colors_are_stable_and_distinct():
+    colors = [class_color(i) for i in range(20)]
+    assert colors == [class_color(i) for i in range(20)]
+    assert len(set(colors)) == 20
+
+
+def test_draw_detections(tmp_path):
+    img = np.full((100, 200, 3), 128, np.uint8)
+    det = Detections(torch.tensor([[40.0, 50.0, 120.0, 90.0]]), torch.tensor([0.87]), torch.tensor([1]))
+    out = draw_detections(img, det, ["cat", "dog"])
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert (img == 128).all()  # input untouched
+    assert tuple(int(v) for v in out[70, 40]) == class_color(1)  # left edge of the box
+    assert (out[45:50, 41:60] != 128).any()  # label background above the box
+    assert (out[60:80, 60:100] == 128).all()  # box interior untouched
+    empty = Detections(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    np.testing.assert_array_equal(draw_detections(img, empty, ["cat", "dog"]), img)
+
+
+def test_writer_images_video_and_json(tmp_path):
+    names = ["cat", "dog"]
+    det = Detections(torch.tensor([[10.0, 20.0, 30.5, 45.25]]), torch.tensor([0.123456]), torch.tensor([1]))
+    out_dir = tmp_path / "out"
+    frames = [Frame(_img(60, 80, 50), "x/a.png", 0), Frame(_img(60, 80, 60), "y/a.png", 1)]
+    video_ok = _write_video(tmp_path / "clip.mp4")
+    if video_ok:
+        frames += [f for f in iter_sources(str(tmp_path / "clip.mp4"))]
+    with PredictionWriter(out_dir, names, cat_ids=[11, 12]) as writer:
+        for f in frames:
+            writer.write(f, det)
+    files = sorted(p.name for p in out_dir.iterdir())
+    assert files == sorted(["a.png", "a_2.png", "predictions.json"] + (["clip.mp4"] if video_ok else []))
+    assert cv2.imread(str(out_dir / "a_2.png")).shape == (60, 80, 3)
+    records = json.loads((out_dir / "predictions.json").read_text())
+    assert len(records) == len(frames)
+    assert records[0] == {"file_name": "x/a.png", "frame": None, "bbox": [10.0, 20.0, 20.5, 25.25],
+                          "score": 0.12346, "category_id": 12, "category": "dog"}
+    if video_ok:
+        assert [r["frame"] for r in records[2:]] == [0, 1, 2, 3, 4]
+        cap = cv2.VideoCapture(str(out_dir / "clip.mp4"))
+        assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 5 and cap.get(cv2.CAP_PROP_FRAME_HEIGHT) == 48
+        cap.release()
+
+
+def test_writer_falls_back_to_frames_and_can_skip_images(tmp_path, monkeypatch):
+    class _NoVideo:
+        def __init__(self, *args):
+            pass
+
+        def isOpened(self):
+            return False
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(P.cv2, "VideoWriter", _NoVideo)
+    empty = Detections(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    frames = [Frame(_img(8, 8, i), "v/clip.avi", i, frame=i, fps=5.0) for i in range(3)]
+    writer = PredictionWriter(tmp_path / "o", ["cat"])
+    for f in frames:
+        writer.write(f, empty)
+    assert writer.close() == tmp_path / "o" / "predictions.json"
+    assert sorted(p.name for p in (tmp_path / "o" / "clip").iterdir()) == [f"clip_{i:06d}.jpg" for i in range(3)]
+    assert json.loads((tmp_path / "o" / "predictions.json").read_text()) == []
+
+    writer = PredictionWriter(tmp_path / "p", ["cat"], save_images=False)
+    writer.write(frames[0], Detections(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([0.5]), torch.tensor([0])))
+    writer.close()
+    assert [p.name for p in (tmp_path / "p").iterdir()] == ["predictions.json"]
+    assert json.loads((tmp_path / "p" / "predictions.json").read_text())[0]["category_id"] == 0

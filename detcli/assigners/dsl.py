@@ -113,7 +113,9 @@ class DynamicSoftLabelAssigner:
             :class:`AssignResult` with (N,) fields.
         """
         gt_mask = torch.ones((1, gt_boxes.shape[0]), dtype=torch.bool, device=gt_boxes.device)
-        res = self._assign_padded(pred_logits[None], priors, pred_boxes[None], gt_boxes[None], gt_labels[None], gt_mask)
+        res = self._assign_padded(
+            pred_logits[None], priors, pred_boxes[None], gt_boxes[None], gt_labels[None], gt_mask
+        )
         return AssignResult(res.gt_inds[0], res.labels[0], res.max_overlaps[0])
 
     @torch.no_grad()
@@ -145,7 +147,11 @@ class DynamicSoftLabelAssigner:
             parts.append(
                 self._assign_padded(pred_logits[start:stop], priors, pred_boxes[start:stop], boxes, labels, mask)
             )
-        return AssignResult(*(torch.cat(fields, dim=0) for fields in zip(*((p.gt_inds, p.labels, p.max_overlaps) for p in parts))))
+        return AssignResult(
+            gt_inds=torch.cat([p.gt_inds for p in parts]),
+            labels=torch.cat([p.labels for p in parts]),
+            max_overlaps=torch.cat([p.max_overlaps for p in parts]),
+        )
 
     def _assign_padded(
         self,
@@ -180,7 +186,8 @@ class DynamicSoftLabelAssigner:
 
         # 2. cost of every (prior, GT) pair
         ious = pairwise_iou(pred_boxes.float(), gt_boxes)  # (B, N, G)
-        cost = self._soft_cls_cost(logits, gt_labels, ious) - torch.log(ious + _LOG_EPS) * self.iou_factor
+        cost = soft_label_cls_cost(logits, gt_labels, ious)
+        cost = cost - torch.log(ious + _LOG_EPS) * self.iou_factor
         if self.soft_center_radius is not None:
             centre_x, centre_y = (gx1 + gx2) / 2, (gy1 + gy2) / 2
             dist = torch.sqrt((px - centre_x) ** 2 + (py - centre_y) ** 2) / priors[None, :, 2, None]
@@ -207,19 +214,26 @@ class DynamicSoftLabelAssigner:
         overlaps = torch.where(fg, ious.gather(2, assigned[..., None])[..., 0], overlaps)
         return AssignResult(gt_inds, labels, overlaps)
 
-    @staticmethod
-    def _soft_cls_cost(logits: Tensor, gt_labels: Tensor, ious: Tensor) -> Tensor:
-        """``sum_c BCE(x_c, y_c) * |y_c - sigmoid(x_c)|**2`` with ``y = onehot(gt_label) * IoU``.
 
-        Args: logits (B, N, C), gt_labels (B, G), ious (B, N, G). Returns (B, N, G).
-        """
-        neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-        neg = neg * logits.sigmoid().pow(2)  # cost of each class with target 0
-        index = gt_labels[:, None, :].expand(-1, logits.shape[1], -1)  # (B, N, G)
-        gt_logit = logits.gather(2, index)
-        pos = F.binary_cross_entropy_with_logits(gt_logit, ious, reduction="none")
-        pos = pos * (ious - gt_logit.sigmoid()).pow(2)  # cost of the GT class with target IoU
-        return neg.sum(dim=2, keepdim=True) - neg.gather(2, index) + pos
+def soft_label_cls_cost(logits: Tensor, gt_labels: Tensor, ious: Tensor) -> Tensor:
+    """DSLA class cost ``sum_c BCE(x_c, y_c) * |y_c - sigmoid(x_c)|**2`` with ``y = onehot(gt_label) * IoU``.
+
+    Computed as ``sum_c neg_c - neg_gt + pos_gt`` (only the GT class has a non-zero target), never
+    materialising the (B, N, G, C) tensor of the official code.
+
+    Args:
+        logits: (B, N, C); gt_labels: (B, G) int in ``[0, C)``; ious: (B, N, G).
+
+    Returns:
+        (B, N, G).
+    """
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    neg = neg * logits.sigmoid().pow(2)  # cost of each class with target 0
+    index = gt_labels[:, None, :].expand(-1, logits.shape[1], -1)  # (B, N, G)
+    gt_logit = logits.gather(2, index)
+    pos = F.binary_cross_entropy_with_logits(gt_logit, ious, reduction="none")
+    pos = pos * (ious - gt_logit.sigmoid()).pow(2)  # cost of the GT class with target IoU
+    return neg.sum(dim=2, keepdim=True) - neg.gather(2, index) + pos
 
 
 def _pad_gts(boxes: list[Tensor], labels: list[Tensor], like: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -27,6 +27,8 @@ from detcli.postprocess import multiclass_nms
 from detcli.structures import Detections, ImageMeta, Target
 
 AUX_PREFIXES = ("aux_fpn.", "aux_head.")
+# a constant buffer of the official Integral layer (bins 0..reg_max); detcli computes the bins on the fly
+OFFICIAL_INTEGRAL_KEYS = ("head.distribution_project.project", "aux_head.distribution_project.project")
 BACKBONE_STRIDES = (8, 16, 32)
 
 
@@ -138,20 +140,31 @@ class NanoDetPlus(Detector):
         main-neck features, so its losses no longer reach the shared modules (official ``forward_train``)."""
         feats = self.backbone(images)
         fpn_feats = self.fpn(feats)
-        if epoch >= self.detach_epoch:
-            aux_feats = self.aux_fpn([f.detach() for f in feats])
-            dual = [torch.cat([f.detach(), a], dim=1) for f, a in zip(fpn_feats, aux_feats)]
-        else:
-            aux_feats = self.aux_fpn(feats)
-            dual = [torch.cat([f, a], dim=1) for f, a in zip(fpn_feats, aux_feats)]
         main_out = self.head(fpn_feats)
-        aux_out = self.aux_head(dual)
+        aux_out = self.agm_forward(feats, fpn_feats, detach=epoch >= self.detach_epoch)
         priors = self.priors(images.shape[2], images.shape[3], images.device)
         return nanodet_plus_loss(
             main_out, aux_out, priors, targets, self.num_classes, self.reg_max, self.assigner,
             qfl_weight=self.loss_weights["qfl"], dfl_weight=self.loss_weights["dfl"],
             giou_weight=self.loss_weights["giou"],
         )
+
+    def agm_forward(self, feats: tuple[Tensor, ...], fpn_feats: tuple[Tensor, ...], detach: bool) -> Tensor:
+        """Assign Guidance Module: ``aux_head(concat(main neck level, aux_fpn(backbone feats) level))``.
+
+        Args:
+            feats: backbone outputs (C3, C4, C5).
+            fpn_feats: main-neck outputs, one per stride.
+            detach: cut the AGM off the backbone and the main neck (official: epoch >= detach_epoch).
+
+        Returns:
+            (B, N, C + 4(R+1)) aux-head output.
+        """
+        if detach:
+            feats = [f.detach() for f in feats]
+            fpn_feats = [f.detach() for f in fpn_feats]
+        aux_feats = self.aux_fpn(feats)
+        return self.aux_head([torch.cat([f, a], dim=1) for f, a in zip(fpn_feats, aux_feats)])
 
     # ------------------------------------------------------------------ weights
     def inference_state_dict(self) -> dict[str, Tensor]:
@@ -169,6 +182,11 @@ class NanoDetPlus(Detector):
             True when the AGM weights were loaded too.
         """
         state = official_nanodet_state_dict(checkpoint)
+        for key in OFFICIAL_INTEGRAL_KEYS:
+            if key in state:
+                bins = state.pop(key)
+                if bins.numel() != self.reg_max + 1:
+                    raise DetcliError(f"checkpoint has reg_max={bins.numel() - 1} ({key}), the model {self.reg_max}")
         own = self.state_dict()
         unexpected = [k for k in state if k not in own]
         missing = [k for k in self.inference_state_dict()

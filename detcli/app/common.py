@@ -1,0 +1,146 @@
+"""Pieces the train/eval/predict commands share: devices, checkpoints → models, summaries."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detcli.config.loader import apply_override, format_validation_error, load_preset, parse_override
+from detcli.config.schema import Preset
+from detcli.console import Reporter
+from detcli.errors import DetcliError, PresetError
+from detcli.models import assigner_name, build_model, strides_of
+from detcli.models.base import Detector
+
+
+def select_device(spec: str | None) -> torch.device:
+    """'cpu', '0', 'cuda:0' or None (GPU 0 when there is one) → one torch.device (single process)."""
+    if spec is None or spec == "":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    spec = spec.strip().lower()
+    if spec == "cpu":
+        return torch.device("cpu")
+    ids = spec.removeprefix("cuda:").split(",")
+    if not all(i.strip().isdigit() for i in ids):
+        raise DetcliError(f"--device {spec!r}: expected cpu, 0, or 0,1")
+    if not torch.cuda.is_available():
+        raise DetcliError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+    first = int(ids[0])
+    if first >= torch.cuda.device_count():
+        raise DetcliError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return torch.device(f"cuda:{first}")
+
+
+def latest_best(project: Path = Path("runs/train")) -> Path:
+    """``best.pt`` of the most recently written run under ``project``."""
+    candidates = sorted(project.glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise DetcliError(f"no --weights given and no trained run found under {project}/ (train one first)")
+    return candidates[-1]
+
+
+@dataclass
+class LoadedModel:
+    model: Detector
+    preset: Preset
+    class_names: list[str]
+    cat_ids: list[int]
+    dataset: dict[str, Any] | None
+    weights: Path
+    official: bool
+
+
+def _preset_from_dict(data: dict, overrides: list[str], source: Path) -> Preset:
+    data = dict(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        apply_override(data, parts, value)
+    try:
+        return Preset.model_validate(data)
+    except Exception as e:  # pydantic ValidationError
+        from pydantic import ValidationError
+
+        if isinstance(e, ValidationError):
+            raise PresetError(format_validation_error(e, source, data)) from None
+        raise
+
+
+def load_for_inference(
+    weights: Path | None, preset_name: str | None, overrides: list[str], device: torch.device
+) -> LoadedModel:
+    """A detcli checkpoint (preset, classes and dataset inside) or an official one (needs ``preset_name``)."""
+    from detcli.engine.checkpoint import load_checkpoint, read_any_checkpoint
+
+    path = Path(weights) if weights is not None else latest_best()
+    raw = read_any_checkpoint(path)
+    if isinstance(raw, dict) and raw.get("format", "").startswith("detcli"):
+        ckpt = load_checkpoint(path)
+        preset = _preset_from_dict(ckpt["preset"], overrides, path)
+        if preset_name is not None:
+            raise DetcliError(f"{path} is a detcli checkpoint: it carries its preset; drop --preset")
+        names = list(ckpt["class_names"])
+        model = build_model(preset, len(names), pretrained=False)
+        model.load_state_dict(ckpt["model"], strict=True)
+        loaded = LoadedModel(model, preset, names, list(ckpt["cat_ids"]), ckpt.get("dataset"), path, False)
+    else:
+        if preset_name is None:
+            raise DetcliError(f"{path} is not a detcli checkpoint; give --preset to say which architecture it is")
+        preset, _ = load_preset(preset_name, overrides)
+        from detcli.data.coco_names import COCO80
+
+        classes = preset.model.num_classes or 80
+        model = build_model(preset, classes, pretrained=False)
+        load_official(model, raw, path)
+        names = COCO80 if classes == 80 else [f"class{i}" for i in range(classes)]
+        cat_ids = COCO80_IDS if classes == 80 else list(range(1, classes + 1))
+        loaded = LoadedModel(model, preset, list(names), cat_ids, None, path, True)
+    loaded.model.to(device).eval()
+    return loaded
+
+
+def load_official(model: Detector, raw: Any, path: Path) -> None:
+    """Load an official checkpoint of the model's family (NanoDet / MMDetection key names)."""
+    loader = getattr(model, "load_official_state_dict", None)
+    if loader is None:
+        raise DetcliError(f"{type(model).__name__} cannot read official checkpoints ({path})")
+    try:
+        loader(raw)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise DetcliError(f"{path}: not a checkpoint of this architecture: {str(e).splitlines()[0][:300]}") from None
+
+
+def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tuple[int, int]) -> None:
+    """Parameters, GFLOPs at the input size, strides and assigner."""
+    from detcli.models.complexity import conv_params, gflops, total_params
+
+    infer = model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    try:
+        flops = gflops(infer, size)
+        flops_text = f"{flops:.2f} G (2×MACs) at {size[0]}×{size[1]}"
+    except Exception as e:  # a summary must not stop a run
+        flops_text = f"n/a ({e})"
+    infer_params = sum(v.numel() for k, v in model.inference_state_dict().items() if v.dtype.is_floating_point
+                       and not k.endswith(("running_mean", "running_var")))
+    reporter.key_values(
+        f"preset {preset.name} ({preset.model.type})",
+        {
+            "description": preset.description,
+            "parameters (inference graph)": f"{infer_params:,}",
+            "parameters (training graph)": f"{total_params(model):,} ({trainable:,} trainable)",
+            "conv parameters": f"{conv_params(model):,}",
+            "GFLOPs": flops_text,
+            "strides": ", ".join(map(str, strides_of(preset))),
+            "assigner": assigner_name(preset),
+            "reference": preset.reference,
+        },
+    )
+
+
+COCO80_IDS = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33,
+    34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61,
+    62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+]

@@ -1,0 +1,88 @@
+"""``detcli eval``: COCO bbox evaluation of a checkpoint."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detcli.app.common import load_for_inference, model_summary, select_device
+from detcli.console import Reporter
+from detcli.errors import DetcliError
+
+
+@dataclass
+class EvalRequest:
+    weights: Path | None
+    data: str | None
+    preset: str | None
+    batch: int = 16
+    imgsz: int | None = None
+    device: str | None = None
+    workers: int = 2
+    conf: float | None = None
+    iou: float | None = None
+    max_det: int | None = None
+    project: Path = Path("runs/eval")
+    name: str = "eval"
+    overrides: list[str] = field(default_factory=list)
+
+
+def eval_command(req: EvalRequest) -> dict:
+    from detcli.data.build import build_dataset, input_size
+    from detcli.data.collate import collate
+    from detcli.data.dataset_config import DatasetConfig, resolve_dataset
+    from detcli.data.loader import build_dataloader
+    from detcli.engine.evaluate import evaluate
+    from detcli.engine.evaluator import per_class_table, stats_table
+    from detcli.engine.run_dir import new_run_dir
+
+    reporter = Reporter()
+    device = select_device(req.device)
+    reporter.header("eval", str(device))
+    loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
+    preset = loaded.preset
+    if req.data is not None:
+        data_cfg = resolve_dataset(req.data)
+    elif loaded.dataset is not None:
+        data_cfg = DatasetConfig.model_validate(loaded.dataset["config"])
+        reporter.info(f"evaluating on the dataset the checkpoint was trained on: {data_cfg.val.ann_file}")
+    else:
+        raise DetcliError(f"{loaded.weights} records no dataset; give --data")
+    size = input_size(preset, req.imgsz)
+    model_summary(reporter, preset, loaded.model, size)
+    dataset = build_dataset(preset, data_cfg.val, train=False, imgsz=req.imgsz)
+    if dataset.class_names != loaded.class_names:
+        raise DetcliError(
+            f"{data_cfg.val.ann_file}: classes {dataset.class_names} differ from the checkpoint's "
+            f"{loaded.class_names}"
+        )
+    loader = build_dataloader(
+        dataset, batch_size=req.batch, workers=req.workers, shuffle=False, drop_last=False, seed=0,
+        distributed=False, collate_fn=lambda s: collate(s, size_divisor=preset.input.size_divisor),
+    )
+    test = preset.test.model_copy(
+        update={k: v for k, v in {"score_thr": req.conf, "iou_thr": req.iou, "max_det": req.max_det}.items()
+                if v is not None}
+    )
+    result = evaluate(loaded.model, loader, dataset, device, test, reporter)
+    reporter.print(stats_table(result))
+    reporter.print(per_class_table(result))
+    out = new_run_dir(req.project, req.name)
+    payload = {
+        "weights": str(loaded.weights),
+        "preset": preset.name,
+        "annotations": str(data_cfg.val.ann_file),
+        "score_thr": test.score_thr, "iou_thr": test.iou_thr, "max_det": test.max_det,
+        "imgsz": list(size),
+        **result.to_dict(),
+    }
+    _write_json_atomic(out / "metrics.json", payload)
+    _write_json_atomic(out / "predictions.json", result.results_json if hasattr(result, "results_json") else [])
+    reporter.info(f"Results saved to {out}")
+    return payload
+
+
+def _write_json_atomic(path: Path, payload) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)

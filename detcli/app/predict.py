@@ -1,0 +1,65 @@
+"""``detcli predict``: detections on images, folders, globs and videos."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detcli.app.common import load_for_inference, select_device
+from detcli.console import Reporter
+
+
+@dataclass
+class PredictRequest:
+    source: str
+    weights: Path | None = None
+    preset: str | None = None
+    conf: float = 0.35
+    iou: float | None = None
+    max_det: int | None = None
+    imgsz: int | None = None
+    batch: int = 8
+    device: str | None = None
+    project: Path = Path("runs/predict")
+    name: str = "predict"
+    save: bool = True
+    overrides: list[str] = field(default_factory=list)
+
+
+def predict_command(req: PredictRequest) -> Path:
+    from detcli.data.build import build_transform, input_size
+    from detcli.data.collate import collate
+    from detcli.engine.run_dir import new_run_dir
+    from detcli.predict import PredictionWriter, iter_sources, predict_batches, resolve_source
+
+    reporter = Reporter()
+    device = select_device(req.device)
+    reporter.header("predict", str(device))
+    paths = resolve_source(req.source)  # raises a clear error when nothing matches
+    loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
+    preset = loaded.preset
+    size = input_size(preset, req.imgsz)
+    reporter.info(
+        f"weights {loaded.weights} · preset {preset.name} · {len(loaded.class_names)} classes · input {size[0]}×{size[1]} "
+        f"· conf {req.conf}"
+    )
+    transform = build_transform(preset, train=False, imgsz=req.imgsz)
+    out = new_run_dir(req.project, req.name)
+    iou = req.iou if req.iou is not None else preset.test.iou_thr
+    max_det = req.max_det if req.max_det is not None else preset.test.max_det
+    frames = iter_sources(req.source, warn=reporter.warn)
+    n_images = n_boxes = 0
+    with PredictionWriter(out, loaded.class_names, save_images=req.save, cat_ids=loaded.cat_ids) as writer:
+        results = predict_batches(
+            loaded.model, frames, transform, req.batch, device, req.conf, iou, max_det,
+            collate=lambda s: collate(s, size_divisor=preset.input.size_divisor),
+        )
+        total = len(paths) if all(not p.lower().endswith(_VIDEO) for p in paths) else None
+        for frame, det in reporter.progress(results, total=total, description="predict"):
+            writer.write(frame, det)
+            n_images += 1
+            n_boxes += len(det.scores)
+    reporter.info(f"{n_images} image(s)/frame(s), {n_boxes} detection(s). Results saved to {out}")
+    return out
+
+
+_VIDEO = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts")

@@ -1,0 +1,188 @@
+"""The ``detcli`` command line: parse, validate, hand over to ``detcli.app``. Nothing else lives here."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from detcli.errors import DetcliError
+
+app = typer.Typer(
+    name="detcli",
+    help=(
+        "Object detection from the command line: faithful NanoDet-Plus and RetinaNet presets.\n\n"
+        "Examples:\n\n"
+        "  detcli train --preset nanodet-plus-m            # trains on the built-in demo data\n\n"
+        "  detcli train --preset nanodet-plus-m --data coco.yaml --batch 96 --device 0\n\n"
+        "  detcli eval --weights runs/train/train/weights/best.pt\n\n"
+        "  detcli predict images/ --conf 0.35"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name (see `detcli train --help`) or a YAML file.")
+DataOpt = typer.Option(
+    None, "--data", help="Dataset YAML, COCO-style folder, or 'demo' (the built-in demo data, the default)."
+)
+SetOpt = typer.Option(
+    [], "--set", help="Override any preset field, e.g. --set train.optimizer.lr=0.002 (repeatable)."
+)
+DeviceOpt = typer.Option(None, "--device", help="cpu, 0, or 0,1 (several GPUs: DDP). Default: GPU 0 if any.")
+
+
+def _builtin_names() -> str:
+    from detcli.config.loader import builtin_presets
+
+    return ", ".join(builtin_presets())
+
+
+@app.command(
+    help=(
+        "Train a detector. Without --data it trains on the built-in demo dataset with the preset's short "
+        "demo schedule.\n\n"
+        "Examples:\n\n"
+        "  detcli train --preset nanodet-plus-m\n\n"
+        "  detcli train --preset nanodet-plus-m --data data.yaml --epochs 100 --batch 32 --device 0\n\n"
+        "  detcli train --preset nanodet-plus-m --set model.detach_epoch=5 --set train.optimizer.lr=0.002\n\n"
+        "  detcli train --resume                 # continue the latest run\n\n"
+        "  detcli train --resume runs/train/train3\n\n"
+        "  torchrun --nproc_per_node 2 -m detcli train --preset nanodet-plus-m --data data.yaml"
+    )
+)
+def train(
+    preset: Optional[str] = PresetOpt,
+    data: Optional[str] = DataOpt,
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the preset's)."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Global batch size (split over GPUs)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (long side for keep-ratio presets)."),
+    device: Optional[str] = DeviceOpt,
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loader workers per process."),
+    project: Path = typer.Option(Path("runs/train"), "--project", help="Parent folder of run folders."),
+    name: str = typer.Option("train", "--name", help="Run folder name (auto-numbered: train, train2, …)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Reuse an existing run folder instead of numbering."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Continue the latest run in --project, or the run folder / last.pt given."
+    ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Initial weights: a detcli checkpoint or an official checkpoint of the family."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default: preset)."),
+    overrides: list[str] = SetOpt,
+) -> None:
+    from detcli.app.train import TrainRequest, train_command
+
+    if preset is None and resume is None:
+        raise DetcliError(f"give --preset (one of: {_builtin_names()}) or --resume")
+    train_command(
+        TrainRequest(
+            preset=preset, data=data, epochs=epochs, batch=batch, imgsz=imgsz, device=device, workers=workers,
+            project=project, name=name, exist_ok=exist_ok, resume=resume, weights=weights, seed=seed, amp=amp,
+            overrides=list(overrides), argv=list(sys.argv),
+        )
+    )
+
+
+@app.command(
+    name="eval",
+    help=(
+        "COCO bbox evaluation (pycocotools): the 12 stats and a per-class AP table, saved as JSON.\n\n"
+        "Examples:\n\n"
+        "  detcli eval --weights runs/train/train/weights/best.pt     # on the data it was trained on\n\n"
+        "  detcli eval --weights best.pt --data data.yaml --batch 16\n\n"
+        "  detcli eval --preset nanodet-plus-m --weights nanodet-plus-m_320.ckpt --data coco.yaml"
+    ),
+)
+def eval_(
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
+    data: Optional[str] = DataOpt,
+    preset: Optional[str] = typer.Option(
+        None, "--preset", "-p", help="Needed only for official (non-detcli) checkpoints."
+    ),
+    batch: int = typer.Option(16, "--batch", min=1, help="Batch size."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (default: the checkpoint's)."),
+    device: Optional[str] = DeviceOpt,
+    workers: int = typer.Option(2, "--workers", min=0, help="Data-loader workers."),
+    conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold (default: preset)."),
+    iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
+    max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
+    project: Path = typer.Option(Path("runs/eval"), "--project", help="Parent folder of result folders."),
+    name: str = typer.Option("eval", "--name", help="Result folder name (auto-numbered)."),
+    overrides: list[str] = SetOpt,
+) -> None:
+    from detcli.app.evaluate import EvalRequest, eval_command
+
+    eval_command(
+        EvalRequest(
+            weights=weights, data=data, preset=preset, batch=batch, imgsz=imgsz, device=device, workers=workers,
+            conf=conf, iou=iou, max_det=max_det, project=project, name=name, overrides=list(overrides),
+        )
+    )
+
+
+@app.command(
+    help=(
+        "Detect objects in images or videos; writes annotated copies and one predictions.json.\n\n"
+        "SOURCE is an image, a folder, a glob ('imgs/*.jpg', quoted) or a video.\n\n"
+        "Examples:\n\n"
+        "  detcli predict images/                       # latest run's best.pt\n\n"
+        "  detcli predict street.mp4 --weights best.pt --conf 0.5\n\n"
+        "  detcli predict 'shots/*.png' --batch 16 --no-save"
+    )
+)
+def predict(
+    source: str = typer.Argument(..., help="Image, folder, glob or video."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Needed only for official checkpoints."),
+    conf: float = typer.Option(0.35, "--conf", min=0.0, max=1.0, help="Score threshold."),
+    iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
+    max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (default: the checkpoint's)."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Images per forward pass."),
+    device: Optional[str] = DeviceOpt,
+    project: Path = typer.Option(Path("runs/predict"), "--project", help="Parent folder of output folders."),
+    name: str = typer.Option("predict", "--name", help="Output folder name (auto-numbered)."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images/videos."),
+    overrides: list[str] = SetOpt,
+) -> None:
+    from detcli.app.predict import PredictRequest, predict_command
+
+    predict_command(
+        PredictRequest(
+            source=source, weights=weights, preset=preset, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
+            batch=batch, device=device, project=project, name=name, save=save, overrides=list(overrides),
+        )
+    )
+
+
+def _normalise_resume(argv: list[str]) -> list[str]:
+    """``--resume`` may stand alone (latest run): give it the value 'latest' for the parser."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "latest")
+            break
+    return out
+
+
+def main() -> None:
+    from detcli.console import Reporter
+
+    args = _normalise_resume(sys.argv[1:])
+    try:
+        app(args=args, prog_name="detcli", standalone_mode=True)
+    except DetcliError as e:
+        Reporter().error(str(e))
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        Reporter().error("interrupted; checkpoints already written are intact")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Preset → transforms and datasets. An explicit ``match`` on ``augment.type``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from detcli.config.schema import NanoDetAugmentConfig, Preset, ResizeFlipAugmentConfig
+from detcli.data.dataset_config import Split
+
+
+def input_size(preset: Preset, imgsz: int | None = None) -> tuple[int, int]:
+    """(w, h) network input size (for keep-ratio presets: the (long, short) resize scale).
+
+    ``imgsz`` (the CLI flag) sets the long side; the short side keeps the preset's proportion.
+    """
+    w, h = preset.input.size
+    if imgsz is None:
+        return int(w), int(h)
+    long_side, short_side = max(w, h), min(w, h)
+    short = max(32, round(imgsz * short_side / long_side))
+    return (imgsz, short) if w >= h else (short, imgsz)
+
+
+def build_transform(preset: Preset, train: bool, imgsz: int | None = None):
+    """The callable ``(img_bgr, boxes, labels, rng) -> sample dict`` of a preset's family."""
+    size = input_size(preset, imgsz)
+    inp = preset.input
+    match preset.augment:
+        case NanoDetAugmentConfig() as aug:
+            from detcli.data.transforms.nanodet import NanoDetTransform
+
+            return NanoDetTransform(
+                input_size=size, mean=inp.mean, std=inp.std, train=train,
+                scale=aug.scale, stretch=aug.stretch, flip=aug.flip, translate=aug.translate,
+                rotation=aug.rotation, shear=aug.shear, perspective=aug.perspective,
+                brightness=aug.brightness, contrast=aug.contrast, saturation=aug.saturation,
+            )
+        case ResizeFlipAugmentConfig() as aug:
+            from detcli.data.transforms.resize import KeepRatioResizeTransform
+
+            return KeepRatioResizeTransform(
+                scale=size, mean=inp.mean, std=inp.std, to_rgb=inp.channel_order == "rgb",
+                flip=aug.flip, train=train,
+            )
+    raise AssertionError(preset.augment)  # pragma: no cover - the union is exhaustive
+
+
+def build_dataset(preset: Preset, split: Split, train: bool, imgsz: int | None = None):
+    """A :class:`~detcli.data.coco.CocoDetection` for one split with the preset's pipeline."""
+    from detcli.data.coco import CocoDetection
+
+    return CocoDetection(
+        ann_file=Path(split.ann_file),
+        img_dir=Path(split.img_dir),
+        transform=build_transform(preset, train=train, imgsz=imgsz),
+        filter_empty=preset.data.filter_empty if train else False,
+        min_size=preset.data.min_size if train else 0,
+    )

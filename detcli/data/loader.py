@@ -1,0 +1,63 @@
+"""DataLoader construction with reproducible shuffling and worker seeds."""
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed Python/NumPy global RNGs from the worker's torch seed; single-threaded OpenCV.
+
+    The torch seed of worker ``k`` is ``base_seed + k``, with ``base_seed`` drawn from the loader's
+    generator, so it is fixed by the loader seed. Samples take their own generator from it (see CocoDetection).
+    """
+    import cv2
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    cv2.setNumThreads(0)  # workers are the parallelism; OpenCV threads inside them only oversubscribe
+
+
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    shuffle: bool,
+    drop_last: bool,
+    seed: int,
+    distributed: bool,
+    collate_fn: Callable,
+) -> DataLoader:
+    """A DataLoader; ``batch_size`` is per process.
+
+    With ``distributed`` a :class:`DistributedSampler` (seeded, same permutation on every rank) splits the
+    data; call ``loader.sampler.set_epoch(epoch)`` each epoch to reshuffle. Otherwise shuffling uses a
+    generator seeded with ``seed``. Workers are persistent (``workers > 0``) and memory is pinned on CUDA.
+    """
+    generator = torch.Generator()
+    sampler = None
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        rank = sampler.rank
+        generator.manual_seed(seed + 1000003 * rank)  # distinct worker seeds per rank
+        shuffle = False
+    else:
+        generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        persistent_workers=workers > 0,
+    )
