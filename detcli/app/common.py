@@ -144,3 +144,43 @@ COCO80_IDS = [
     34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61,
     62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
 ]
+
+
+def official_state_dict(model: Detector, raw: Any) -> dict[str, torch.Tensor]:
+    """Key-renamed weights of an official checkpoint of the model's family."""
+    from detcli.models.detectors.nanodet_plus import NanoDetPlus
+
+    if isinstance(model, NanoDetPlus):
+        from detcli.models.convert import official_nanodet_state_dict
+
+        return official_nanodet_state_dict(raw)
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+    if not isinstance(state, dict):
+        raise DetcliError("the checkpoint holds no state dict")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_weights_into(model: Detector, path: Path) -> str:
+    """Initial weights for training (``train --weights``): every tensor whose name and shape match.
+
+    A detcli checkpoint gives its (EMA) weights; an official one is renamed first. Tensors whose shape
+    differs (a head trained for another class count) keep their fresh initialisation. Returns a one-line
+    report.
+    """
+    from detcli.engine.checkpoint import read_any_checkpoint
+
+    raw = read_any_checkpoint(path)
+    if isinstance(raw, dict) and str(raw.get("format", "")).startswith("detcli"):
+        source = raw["model"]
+    else:
+        source = official_state_dict(model, raw)
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise DetcliError(f"--weights {path}: no tensor matches this model's names and shapes")
+    model.load_state_dict(matched, strict=False)
+    shape_skipped = sorted(k for k, v in source.items() if k in own and own[k].shape != v.shape)
+    text = f"--weights {path}: transferred {len(matched)}/{len(own)} tensors"
+    if shape_skipped:
+        text += f"; {len(shape_skipped)} kept fresh (shape differs, e.g. {shape_skipped[0]})"
+    return text

@@ -77,7 +77,6 @@ def eval_command(req: EvalRequest) -> dict:
         **result.to_dict(),
     }
     _write_json_atomic(out / "metrics.json", payload)
-    _write_json_atomic(out / "predictions.json", result.results_json if hasattr(result, "results_json") else [])
     reporter.info(f"Results saved to {out}")
     return payload
 

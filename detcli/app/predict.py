@@ -29,7 +29,7 @@ def predict_command(req: PredictRequest) -> Path:
     from detcli.data.build import build_transform, input_size
     from detcli.data.collate import collate
     from detcli.engine.run_dir import new_run_dir
-    from detcli.predict import PredictionWriter, iter_sources, predict_batches, resolve_source
+    from detcli.predict import VIDEO_EXTENSIONS, PredictionWriter, iter_sources, predict_batches, resolve_source
 
     reporter = Reporter()
     device = select_device(req.device)
@@ -53,7 +53,7 @@ def predict_command(req: PredictRequest) -> Path:
             loaded.model, frames, transform, req.batch, device, req.conf, iou, max_det,
             collate=lambda s: collate(s, size_divisor=preset.input.size_divisor),
         )
-        total = len(paths) if all(not p.lower().endswith(_VIDEO) for p in paths) else None
+        total = len(paths) if all(not p.lower().endswith(VIDEO_EXTENSIONS) for p in paths) else None
         for frame, det in reporter.progress(results, total=total, description="predict"):
             writer.write(frame, det)
             n_images += 1
@@ -61,5 +61,3 @@ def predict_command(req: PredictRequest) -> Path:
     reporter.info(f"{n_images} image(s)/frame(s), {n_boxes} detection(s). Results saved to {out}")
     return out
 
-
-_VIDEO = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts")

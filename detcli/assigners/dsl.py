@@ -176,7 +176,7 @@ class DynamicSoftLabelAssigner:
         logits = pred_logits.float()
         priors = priors.float()
         gt_boxes = gt_boxes.float()
-        gt_labels = gt_labels.long().clamp(0, num_classes - 1)  # padding GTs carry any label; masked below
+        gt_labels = gt_labels.long().masked_fill(~gt_mask, 0)  # padding GTs: any valid class, masked below
         px, py = priors[None, :, 0, None], priors[None, :, 1, None]  # (1, N, 1)
         gx1, gy1, gx2, gy2 = (gt_boxes[:, None, :, i] for i in range(4))  # (B, 1, G)
 

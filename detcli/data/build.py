@@ -54,4 +54,5 @@ def build_dataset(preset: Preset, split: Split, train: bool, imgsz: int | None =
         transform=build_transform(preset, train=train, imgsz=imgsz),
         filter_empty=preset.data.filter_empty if train else False,
         min_size=preset.data.min_size if train else 0,
+        skip_corrupt=train,  # eval must score every image under its own id: a corrupt val image is an error
     )

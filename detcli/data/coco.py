@@ -73,6 +73,8 @@ class CocoDetection(Dataset):
 
         images = coco.images
         n_img = len(images)
+        if not n_img:
+            raise DatasetError(f"annotation file {self.ann_file}: 'images' is empty")
         widths = np.array([m["width"] for m in images], dtype=np.float64)
         heights = np.array([m["height"] for m in images], dtype=np.float64)
         img_pos = np.searchsorted(np.array([m["id"] for m in images], dtype=np.int64), coco.ann_image_ids)
@@ -96,8 +98,8 @@ class CocoDetection(Dataset):
         kept = np.flatnonzero(kept_mask)
 
         missing = [images[i]["file_name"] for i in np.flatnonzero(~exists)]
-        if n_img and not len(kept):
-            if missing and len(missing) == n_img:
+        if not len(kept):
+            if len(missing) == n_img:
                 raise DatasetError(
                     f"none of the {n_img} images listed in {self.ann_file} exists under {self.img_dir} "
                     f"(first missing: {', '.join(missing[:3])})"
@@ -107,8 +109,6 @@ class CocoDetection(Dataset):
                 f"({len(missing)} missing, {int(small.sum())} smaller than {min_size} px, "
                 f"{int((empty & exists).sum())} without valid boxes{' (filter_empty)' if filter_empty else ''})"
             )
-        if not n_img:
-            raise DatasetError(f"annotation file {self.ann_file}: 'images' is empty")
 
         self._images = [images[i] for i in kept]
         self._boxes = [per_img_boxes[i] for i in kept]

@@ -88,7 +88,7 @@ def _first_bad(path: Path, items: list, key: str, check, what: str) -> None:
     bad = [i for i, it in enumerate(items) if not check(it)]
     if bad:
         i = bad[0]
-        ident = f" (id {items[i]['id']})" if isinstance(items[i], dict) and "id" in items[i] else ""
+        ident = f" (id {items[i]['id']!r})" if isinstance(items[i], dict) and "id" in items[i] else ""
         more = f" ({len(bad)} entries have this problem)" if len(bad) > 1 else ""
         raise _fail(path, f"{key}[{i}]{ident}: {what}; got {_short(items[i])}{more}")
 

@@ -57,9 +57,10 @@ def _draw_shape(canvas: np.ndarray, cls: int, cx: float, cy: float, size: float,
     c16 = (int(round(cx * 16)), int(round(cy * 16)))
     if cls == 0:  # circle
         cv2.circle(canvas, c16, int(round(r * 16)), color, -1, line, shift=4)
-    elif cls == 1:  # square, nearly axis-aligned
-        side_r = r * 0.85 * math.sqrt(2)  # half-diagonal
-        cv2.fillPoly(canvas, [_poly(cx, cy, np.full(4, side_r), angle * 0.25 + np.pi / 4)], color, line, shift=4)
+    elif cls == 1:  # square, tilted by at most ±15° so it never turns into a diamond
+        half_diag = r * 0.85 * math.sqrt(2)
+        tilt = (angle / (2 * np.pi) - 0.5) * math.radians(30)
+        cv2.fillPoly(canvas, [_poly(cx, cy, np.full(4, half_diag), tilt + np.pi / 4)], color, line, shift=4)
     elif cls == 2:  # triangle
         cv2.fillPoly(canvas, [_poly(cx, cy, np.full(3, r * 1.1), angle)], color, line, shift=4)
     elif cls == 3:  # five-pointed star

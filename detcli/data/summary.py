@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -69,7 +70,7 @@ class DatasetSummary:
         """A ``rich.table.Table`` of the counts (rich is imported lazily)."""
         from rich.table import Table
 
-        t = Table(title=title or f"dataset {self.ann_file}", show_header=True, header_style="bold")
+        t = Table(title=title or Path(self.ann_file).name, show_header=True, header_style="bold")
         t.add_column("item")
         t.add_column("count", justify="right")
         t.add_row("images listed", str(self.images))

@@ -47,8 +47,8 @@ class DeltaXYWHCoder:
         Args:
             anchors: (..., 4) xyxy, broadcastable against ``deltas``.
             deltas: (..., 4) normalised deltas.
-            max_shape: (h, w) to clip to, or a (B, 2) tensor of per-image (h, w) when ``deltas``
-                is (B, N, 4); ``None`` = no clipping.
+            max_shape: (h, w) to clip to, or a tensor of (h, w) pairs broadcastable against
+                ``deltas[..., :2]`` (e.g. (K, 2) for (K, 4) deltas, (B, 1, 2) for (B, N, 4)); ``None`` = no clipping.
         Returns:
             (..., 4) xyxy boxes.
         """
@@ -60,10 +60,8 @@ class DeltaXYWHCoder:
         boxes = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
         if max_shape is None:
             return boxes
-        if isinstance(max_shape, Tensor) and max_shape.dim() == 2:
-            hw = max_shape.to(boxes)[:, None, :]  # (B, 1, 2)
-            upper = torch.stack([hw[..., 1], hw[..., 0], hw[..., 1], hw[..., 0]], dim=-1)
-            return torch.minimum(boxes.clamp(min=0), upper)
+        if isinstance(max_shape, Tensor):  # (..., 2) per-box (h, w), broadcast against boxes[..., :2]
+            wh = max_shape.to(boxes).flip(-1)
+            return torch.minimum(boxes.clamp(min=0), torch.cat([wh, wh], dim=-1))
         h, w = float(max_shape[0]), float(max_shape[1])
-        upper = boxes.new_tensor([w, h, w, h])
-        return torch.minimum(boxes.clamp(min=0), upper)
+        return torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))

@@ -30,7 +30,8 @@ def make_act(name: str | None) -> nn.Module:
     if name == "PReLU":
         return nn.PReLU()
     if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of LeakyReLU, GELU, PReLU, {', '.join(_ACTIVATIONS)}")
+        known = ", ".join(["LeakyReLU", "GELU", "PReLU", *_ACTIVATIONS])
+        raise ValueError(f"unknown activation {name!r}; expected one of {known}")
     return _ACTIVATIONS[name](inplace=True)
 
 

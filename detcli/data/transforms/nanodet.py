@@ -48,7 +48,8 @@ def sample_shape_matrix(
     c[0, 2], c[1, 2] = -width / 2, -height / 2
 
     p = np.eye(3)  # perspective
-    p[2, 0], p[2, 1] = rng.uniform(-perspective, perspective, size=2)
+    p[2, 0] = rng.uniform(-perspective, perspective)
+    p[2, 1] = rng.uniform(-perspective, perspective)
 
     s = rng.uniform(*scale)  # isotropic scale
     scl = np.diag([s, s, 1.0])

@@ -175,8 +175,9 @@ class NanoDetPlus(Detector):
         """Load an official NanoDet-Plus checkpoint (Lightning ``.ckpt`` dict, ``nanodet_model_best.pth`` dict
         or bare state dict; EMA ``avg_model.`` weights preferred).
 
-        The inference graph must match key-for-key and shape-for-shape (else :class:`DetcliError`); AGM keys
-        are loaded when the checkpoint has them.
+        The inference graph must match key-for-key and shape-for-shape (else :class:`DetcliError`); the AGM is
+        loaded when the checkpoint has it (then completely). The official constant Integral buffer
+        ``head.distribution_project.project`` is checked against reg_max and dropped.
 
         Returns:
             True when the AGM weights were loaded too.
@@ -189,8 +190,9 @@ class NanoDetPlus(Detector):
                     raise DetcliError(f"checkpoint has reg_max={bins.numel() - 1} ({key}), the model {self.reg_max}")
         own = self.state_dict()
         unexpected = [k for k in state if k not in own]
-        missing = [k for k in self.inference_state_dict()
-                   if k not in state and not k.endswith("num_batches_tracked")]
+        has_agm = any(k.startswith(AUX_PREFIXES) for k in state)
+        required = own if has_agm else self.inference_state_dict()  # the AGM: all of it or none
+        missing = [k for k in required if k not in state and not k.endswith("num_batches_tracked")]
         mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
         if unexpected or missing or mismatched:
             details = []
@@ -204,4 +206,4 @@ class NanoDetPlus(Detector):
                 details.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
             raise DetcliError("checkpoint does not match this NanoDet-Plus model: " + "; ".join(details))
         self.load_state_dict(state, strict=False)
-        return any(k.startswith(AUX_PREFIXES) for k in state)
+        return has_agm

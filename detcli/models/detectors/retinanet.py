@@ -10,7 +10,9 @@ MMDetection checkpoint loads strictly with :meth:`RetinaNet.load_mmdet_state_dic
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -26,6 +28,9 @@ from detcli.models.base import Detector
 from detcli.models.heads.retina_head import RetinaHead
 from detcli.models.necks.fpn import FPN
 from detcli.structures import Detections, ImageMeta, Target
+
+if TYPE_CHECKING:
+    from detcli.config.schema import RetinaNetConfig, TestConfig
 
 
 class RetinaNet(Detector):
@@ -43,11 +48,15 @@ class RetinaNet(Detector):
         loss_cls_weight, loss_bbox_weight: loss weights.
         score_thr, nms_pre, iou_thr, max_det: test-time defaults (``predict`` arguments override the first,
             third and fourth; ``nms_pre`` ≤ 0 keeps every candidate).
+        min_bbox_size: decoded, clipped boxes need width and height > this to survive (mmdet test_cfg: 0).
         size_divisor: the batch padding divisor; an image's own padded shape decides its valid anchors.
         backbone_weights: None (random init), ``"imagenet"`` (local torchvision file in
             ``torch.hub.get_dir()/checkpoints``) or a path to a torchvision ResNet checkpoint.
             If it is missing, ``backbone_init_message`` says so and the backbone stays random.
     """
+
+    # predict: above this many pre-selected pairs per (image · nms_pre), a dense top-k beats the sparse path
+    dense_topk_factor: float = 8.0
 
     def __init__(
         self,
@@ -75,6 +84,7 @@ class RetinaNet(Detector):
         nms_pre: int = 1000,
         iou_thr: float = 0.5,
         max_det: int = 100,
+        min_bbox_size: float = 0.0,
         size_divisor: int = 32,
         backbone_weights: str | None = None,
     ) -> None:
@@ -91,6 +101,7 @@ class RetinaNet(Detector):
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.loss_cls_weight, self.loss_bbox_weight = loss_cls_weight, loss_bbox_weight
         self.score_thr, self.nms_pre, self.iou_thr, self.max_det = score_thr, nms_pre, iou_thr, max_det
+        self.min_bbox_size = min_bbox_size
         self.size_divisor = size_divisor
 
         self.backbone = ResNet(depth, frozen_stages, norm_eval)
@@ -162,7 +173,8 @@ class RetinaNet(Detector):
         max_det: int | None = None,
     ) -> list[Detections]:
         """Per level: sigmoid, drop scores ≤ score_thr, keep the top ``nms_pre`` (anchor, class) pairs;
-        decode, clip to each image's ``img_shape``, class-aware NMS, keep ``max_det``."""
+        decode, clip to each image's ``img_shape``, drop boxes of size ≤ ``min_bbox_size``, class-aware NMS
+        (one ``batched_nms`` call for the batch, groups = (image, class)), keep ``max_det`` per image."""
         score_thr = self.score_thr if score_thr is None else score_thr
         iou_thr = self.iou_thr if iou_thr is None else iou_thr
         max_det = self.max_det if max_det is None else max_det
@@ -170,25 +182,13 @@ class RetinaNet(Detector):
         _, level_anchors = self._anchors(cls_scores)
         b, c = images.shape[0], self.num_classes
 
-        scores, labels, priors, deltas = [], [], [], []
-        for cls_map, reg_map, anchors in zip(cls_scores, bbox_preds, level_anchors):
-            s = cls_map.permute(0, 2, 3, 1).reshape(b, -1).float().sigmoid()  # (B, N_l·C)
-            s = s.masked_fill(s <= score_thr, -1.0)
-            k = s.shape[1] if self.nms_pre <= 0 else min(self.nms_pre, s.shape[1])
-            top, idx = s.topk(k, dim=1)  # scores above the threshold come first
-            anchor_idx = idx // c
-            reg = reg_map.permute(0, 2, 3, 1).reshape(b, -1, 4).float()
-            deltas.append(torch.gather(reg, 1, anchor_idx[..., None].expand(-1, -1, 4)))
-            priors.append(anchors[anchor_idx])
-            scores.append(top)
-            labels.append(idx % c)
-        scores, labels = torch.cat(scores, 1), torch.cat(labels, 1)
-        img_hw = torch.tensor([m.img_shape for m in metas], device=scores.device)
-        boxes = self.coder.decode(torch.cat(priors, 1), torch.cat(deltas, 1), max_shape=img_hw)  # (B, K, 4)
-
-        keep = scores > score_thr  # (B, K)
-        img_idx, _ = torch.nonzero(keep, as_tuple=True)
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        parts = [self._level_candidates(*lvl, score_thr) for lvl in zip(cls_scores, bbox_preds, level_anchors)]
+        img_idx, labels, scores, priors, deltas = (torch.cat(t) for t in zip(*parts))
+        img_hw = torch.tensor([m.img_shape for m in metas], device=scores.device, dtype=torch.float32)
+        boxes = self.coder.decode(priors, deltas, max_shape=img_hw[img_idx])  # (K, 4)
+        # min_bbox_size=0 of the mmdet test_cfg: boxes clipped to zero width/height are dropped before NMS
+        keep = ((boxes[:, 2:] - boxes[:, :2]) > self.min_bbox_size).all(dim=1)
+        img_idx, labels, scores, boxes = img_idx[keep], labels[keep], scores[keep], boxes[keep]
         kept = batched_nms(boxes, scores, img_idx * c + labels, iou_thr)  # sorted by score
         kept_img = img_idx[kept]
         out = []
@@ -196,6 +196,53 @@ class RetinaNet(Detector):
             sel = kept[kept_img == i][:max_det]
             out.append(Detections(boxes[sel], scores[sel], labels[sel]))
         return out
+
+    def _level_candidates(
+        self, cls_map: Tensor, reg_map: Tensor, anchors: Tensor, score_thr: float
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(anchor, class) pairs of one level with score > ``score_thr``, at most ``nms_pre`` per image
+        (MMDetection ``filter_scores_and_topk``: threshold first, then the best ``nms_pre``).
+
+        Works on the raw (B, A·C, H, W) logits without a permuted copy or a sigmoid of every pair. Few
+        survivors of the threshold (the usual case): select them on the logit (sigmoid is monotonic; small
+        margin, then the exact ``sigmoid > thr`` test) and rank them per image. Many survivors: a dense
+        per-image top-``nms_pre`` on the logits, then the threshold — the same set, cheaper.
+        Returns, over the K candidates: image index (K,), class (K,), score (K,), prior (K, 4), deltas (K, 4).
+        """
+        c, a = self.num_classes, self.anchor_generator.num_base_anchors
+        b, _, h, w = cls_map.shape
+        k = self.nms_pre if self.nms_pre > 0 else cls_map[0].numel()
+        if score_thr <= 0:
+            pre = torch.ones_like(cls_map, dtype=torch.bool)
+        elif score_thr >= 1:
+            pre = torch.zeros_like(cls_map, dtype=torch.bool)
+        else:
+            pre = cls_map > math.log(score_thr / (1 - score_thr)) - 1e-3
+        n_pre = int(pre.count_nonzero())
+        if n_pre > self.dense_topk_factor * k * b:
+            top, flat = cls_map.reshape(b, -1).topk(min(k, cls_map[0].numel()), dim=1)
+            score = top.float().sigmoid()
+            ok = score > score_thr
+            img = torch.arange(b, device=flat.device)[:, None].expand_as(flat)[ok]
+            flat, score = flat[ok], score[ok]
+            ch, y, x = flat // (h * w), flat % (h * w) // w, flat % w
+        else:
+            img, ch, y, x = torch.nonzero(pre, as_tuple=True)
+            score = cls_map[img, ch, y, x].float().sigmoid()
+            ok = score > score_thr
+            img, ch, y, x, score = img[ok], ch[ok], y[ok], x[ok], score[ok]
+            # rank inside each image: sort by score (descending), then stably by image
+            order = torch.argsort(score, descending=True, stable=True)
+            order = order[torch.argsort(img[order], stable=True)]
+            counts = torch.bincount(img, minlength=b)
+            rank = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[img[order]]
+            order = order[rank < k]
+            img, ch, y, x, score = img[order], ch[order], y[order], x[order], score[order]
+        anchor_in_cell = ch // c
+        prior = anchors[(y * w + x) * a + anchor_in_cell]
+        reg_ch = anchor_in_cell[:, None] * 4 + torch.arange(4, device=ch.device)
+        delta = reg_map[img[:, None], reg_ch, y[:, None], x[:, None]].float()
+        return img, ch % c, score, prior, delta
 
     # ------------------------------------------------------------------ checkpoints
     def load_mmdet_state_dict(self, checkpoint: Mapping[str, object]) -> None:
@@ -220,3 +267,35 @@ class RetinaNet(Detector):
             raise DetcliError("MMDetection checkpoint does not match this RetinaNet — " + "; ".join(parts))
         self.load_state_dict(sd, strict=True)
 
+
+
+def build_retinanet(cfg: "RetinaNetConfig", test: "TestConfig", num_classes: int, backbone_weights: str | None) -> RetinaNet:
+    """RetinaNet from a validated preset's ``model`` (``RetinaNetConfig``) and ``test`` sections.
+
+    ``test.nms_pre=None`` keeps MMDetection's 1000 pairs per level.
+    """
+    return RetinaNet(
+        num_classes=num_classes,
+        depth=cfg.depth,
+        frozen_stages=cfg.frozen_stages,
+        norm_eval=cfg.norm_eval,
+        fpn_channels=cfg.fpn_channels,
+        feat_channels=cfg.fpn_channels,
+        stacked_convs=cfg.stacked_convs,
+        anchor_strides=tuple(cfg.anchor.strides),
+        anchor_ratios=tuple(cfg.anchor.ratios),
+        octave_base_scale=cfg.anchor.octave_base_scale,
+        scales_per_octave=cfg.anchor.scales_per_octave,
+        pos_iou_thr=cfg.assigner.pos_iou_thr,
+        neg_iou_thr=cfg.assigner.neg_iou_thr,
+        min_pos_iou=cfg.assigner.min_pos_iou,
+        focal_alpha=cfg.loss.alpha,
+        focal_gamma=cfg.loss.gamma,
+        loss_cls_weight=cfg.loss.cls_weight,
+        loss_bbox_weight=cfg.loss.bbox_weight,
+        score_thr=test.score_thr,
+        nms_pre=1000 if test.nms_pre is None else test.nms_pre,
+        iou_thr=test.iou_thr,
+        max_det=test.max_det,
+        backbone_weights=backbone_weights,
+    )

@@ -64,7 +64,9 @@ class GhostBottleneck(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.ghost2(self.ghost1(x)) + self.shortcut(x)
+        out = self.ghost2(self.ghost1(x))
+        out += self.shortcut(x)  # in place: out is a fresh concat result
+        return out
 
 
 class GhostBlocks(nn.Module):

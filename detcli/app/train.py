@@ -1,0 +1,173 @@
+"""``detcli train``: preset + data + flags → a :class:`~detcli.engine.trainer.TrainSetup` → the engine."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detcli.config.loader import load_preset
+from detcli.config.schema import Preset, TrainConfig
+from detcli.console import Reporter
+from detcli.data.dataset_config import DatasetConfig
+from detcli.errors import DetcliError
+
+
+@dataclass
+class TrainRequest:
+    preset: str | None
+    data: str | None = None
+    epochs: int | None = None
+    batch: int | None = None
+    imgsz: int | None = None
+    device: str | None = None
+    workers: int | None = None
+    project: Path = Path("runs/train")
+    name: str = "train"
+    exist_ok: bool = False
+    resume: str | None = None
+    weights: Path | None = None
+    seed: int = 0
+    amp: bool | None = None
+    overrides: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+    force_plain: bool | None = None
+
+
+@dataclass
+class BuildSpec:
+    """Picklable recipe for one training process' model and loaders (crosses ``mp.spawn``)."""
+
+    preset: Preset
+    train_cfg: TrainConfig
+    data: DatasetConfig
+    imgsz: int | None
+    workers: int
+    weights: str | None
+    force_plain: bool | None
+
+
+def build_parts(spec: BuildSpec, info) -> Any:
+    """``TrainSetup.build``: datasets, loaders and model of one process (summaries on rank 0)."""
+    from detcli.app.common import load_weights_into, model_summary
+    from detcli.data.build import build_dataset, input_size
+    from detcli.data.collate import collate
+    from detcli.data.loader import build_dataloader
+    from detcli.engine.trainer import TrainParts
+    from detcli.models import build_model
+
+    reporter = Reporter(silent=info.rank != 0, force_plain=spec.force_plain)
+    preset, data = spec.preset, spec.data
+    if data.train is None:
+        raise DetcliError("the dataset has no train split (dataset YAML: add train.ann_file and train.img_dir)")
+    train_ds = build_dataset(preset, data.train, train=True, imgsz=spec.imgsz)
+    val_ds = build_dataset(preset, data.val, train=False, imgsz=spec.imgsz)
+    for kind, ds in (("train", train_ds), ("val", val_ds)):
+        summary = ds.summary()
+        reporter.print(summary.to_table(f"{kind}: {ds.ann_file}"))
+        for line in summary.problems():
+            reporter.warn(f"{kind}: {line}")
+    model = build_model(preset, train_ds.num_classes, pretrained=spec.weights is None)
+    if getattr(model, "backbone_init_message", None):
+        reporter.warn(model.backbone_init_message)
+    if spec.weights is not None:
+        reporter.info(load_weights_into(model, Path(spec.weights)))
+    model_summary(reporter, preset, model, input_size(preset, spec.imgsz))
+    collate_fn = functools.partial(collate, size_divisor=preset.input.size_divisor)
+    distributed = info.world_size > 1
+    per_process = info.batch_per_process
+    train_loader = build_dataloader(
+        train_ds, batch_size=per_process, workers=spec.workers, shuffle=True,
+        drop_last=len(train_ds) >= per_process * info.world_size, seed=info.seed, distributed=distributed,
+        collate_fn=collate_fn,
+    )
+    val_loader = build_dataloader(
+        val_ds, batch_size=per_process, workers=min(spec.workers, 2), shuffle=False, drop_last=False,
+        seed=info.seed, distributed=distributed, collate_fn=collate_fn,
+    )
+    dataset_info = {"config": data.model_dump(mode="json"), "imgsz": spec.imgsz}
+    return TrainParts(model, train_loader, val_loader, val_ds, dataset_info)
+
+
+def train_command(req: TrainRequest) -> dict | None:
+    from detcli.data.dataset_config import resolve_dataset
+    from detcli.engine.run_dir import new_run_dir
+    from detcli.engine.trainer import TrainSetup, launch_training
+    from detcli.engine.launch import torchrun_env
+    from detcli.distributed import is_main
+
+    main_rank = is_main() and (not torchrun_env() or _env_rank() == 0)
+    reporter = Reporter(silent=not main_rank, force_plain=req.force_plain)
+    reporter.header("train", req.device or "auto")
+    if req.resume is not None:
+        preset, train_cfg, data, run_dir, resume_from, imgsz, seed = _resume_state(req, reporter)
+        weights = None
+    else:
+        preset, _ = load_preset(req.preset, req.overrides)
+        data_spec = req.data or "demo"
+        if req.data is None:
+            reporter.info("no --data: using the built-in demo dataset and the preset's demo schedule")
+        data = resolve_dataset(data_spec)
+        train_cfg = preset.demo_train() if data_spec == "demo" and preset.demo else preset.train
+        updates = {k: v for k, v in {"epochs": req.epochs, "batch": req.batch, "workers": req.workers}.items()
+                   if v is not None}
+        if req.amp is not None:
+            updates["amp"] = req.amp
+        train_cfg = TrainConfig.model_validate({**train_cfg.model_dump(), **updates})
+        run_dir = _shared_run_dir(req, new_run_dir) if main_rank else _shared_run_dir(req, None)
+        resume_from, imgsz, seed, weights = None, req.imgsz, req.seed, req.weights
+    spec = BuildSpec(preset, train_cfg, data, imgsz, train_cfg.workers,
+                     str(weights) if weights is not None else None, req.force_plain)
+    setup = TrainSetup(
+        preset=preset, train_cfg=train_cfg, build=functools.partial(build_parts, spec), run_dir=run_dir,
+        device=req.device, seed=seed, amp=req.amp, resume_from=resume_from,
+        train_args={"argv": req.argv, "data": str(req.data or "demo"), "imgsz": imgsz, "seed": seed,
+                    "device": req.device, "weights": str(weights) if weights else None},
+        force_plain=req.force_plain,
+    )
+    return launch_training(setup)
+
+
+def _env_rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _shared_run_dir(req: TrainRequest, make) -> Path:
+    """Rank 0 creates the auto-numbered folder; under torchrun the others take the same one."""
+    from detcli.distributed import broadcast_object
+
+    path = make(req.project, req.name, exist_ok=req.exist_ok) if make is not None else None
+    return Path(broadcast_object(str(path) if path is not None else None))
+
+
+def _resume_state(req: TrainRequest, reporter: Reporter):
+    """Preset, schedule, data and run folder of the run to continue, all read from its last.pt."""
+    from detcli.engine.checkpoint import load_checkpoint
+    from detcli.engine.run_dir import latest_run
+
+    if req.resume == "latest":
+        run_dir = latest_run(req.project)
+        if run_dir is None:
+            raise DetcliError(f"--resume: no run with weights/last.pt under {req.project}/")
+        last = run_dir / "weights" / "last.pt"
+    else:
+        given = Path(req.resume)
+        last = given if given.is_file() else given / "weights" / "last.pt"
+        if not last.is_file():
+            raise DetcliError(f"--resume {req.resume}: no checkpoint at {last}")
+        run_dir = last.parent.parent
+    ckpt = load_checkpoint(last)
+    if ckpt.get("optimizer") is None:
+        raise DetcliError(f"--resume {last}: not a resumable checkpoint (no optimizer state)")
+    ignored = [f for f, v in (("--preset", req.preset), ("--data", req.data), ("--epochs", req.epochs),
+                              ("--batch", req.batch), ("--imgsz", req.imgsz), ("--set", req.overrides or None))
+               if v is not None]
+    if ignored:
+        reporter.warn(f"--resume continues the run as it was: ignoring {', '.join(ignored)}")
+    preset = Preset.model_validate(ckpt["preset"])
+    data = DatasetConfig.model_validate(ckpt["dataset"]["config"])
+    args = ckpt.get("train_args", {})
+    reporter.info(f"resuming {run_dir} from epoch {ckpt['epoch']}")
+    return preset, preset.train, data, run_dir, last, args.get("imgsz"), int(args.get("seed", 0))

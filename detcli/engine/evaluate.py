@@ -1,0 +1,56 @@
+"""Run a detector over a COCO dataset and score it (also across DDP ranks)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from detcli.config.schema import TestConfig
+from detcli.data.transforms.common import inverse_warp_boxes
+from detcli.distributed import broadcast_object, is_main
+from detcli.engine.evaluator import CocoEvaluator, EvalResult
+from detcli.models.base import Detector
+from detcli.structures import Detections
+
+
+@torch.inference_mode()
+def predict_dataset(
+    model: Detector, loader: DataLoader, device: torch.device, test_cfg: TestConfig, evaluator: CocoEvaluator,
+    reporter: Any, description: str = "val",
+) -> None:
+    """``model.predict`` on every batch (eval mode), boxes mapped back to original pixels, into ``evaluator``.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        bar = reporter.progress(loader, total=len(loader), description=description)
+        for batch in bar:
+            batch = batch.to(device)
+            dets = model.predict(batch.images, batch.metas, test_cfg.score_thr, test_cfg.iou_thr, test_cfg.max_det)
+            for det, meta in zip(dets, batch.metas):
+                boxes = inverse_warp_boxes(det.boxes.float(), meta.warp_matrix, meta.ori_shape)
+                evaluator.add(meta.image_id, Detections(boxes, det.scores, det.labels))
+    finally:
+        model.train(was_training)
+
+
+def evaluate(
+    model: Detector, loader: DataLoader, dataset: Any, device: torch.device, test_cfg: TestConfig, reporter: Any,
+    description: str = "val",
+) -> EvalResult:
+    """COCO bbox evaluation of ``model`` on ``dataset`` (a CocoDetection: ``coco``, ``cat_ids``, ``class_names``).
+
+    Under DDP every rank predicts its share of ``loader`` (a DistributedSampler), results are gathered,
+    rank 0 runs COCOeval and every rank gets the same :class:`EvalResult`.
+    """
+    evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names)
+    predict_dataset(model, loader, device, test_cfg, evaluator, reporter, description)
+    evaluator.gather()
+    result = evaluator.evaluate() if is_main() else None
+    return broadcast_object(result)
+
+
+__all__ = ["evaluate", "predict_dataset"]

@@ -1,0 +1,163 @@
+"""Run folders (Ultralytics style): ``runs/train/train``, ``train2``, …, with a manifest and results.csv.
+
+Layout of a training run::
+
+    preset.yaml      the resolved preset (train section as actually run)
+    run.json         manifest: argv, versions, devices, seed, world size, dataset fingerprint, batch, lr, times
+    results.csv      one row per epoch: epoch, time, train/<loss>…, lr/pg0, metrics/<COCO stat>…
+    weights/last.pt  every epoch (resume from it)
+    weights/best.pt  when metrics/AP50-95 improves (EMA weights as ``model``)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detcli.config.schema import Preset, TrainConfig
+
+
+def new_run_dir(project: str | Path = "runs/train", name: str = "train", exist_ok: bool = False) -> Path:
+    """Create and return ``project/name``, or ``name2``, ``name3``… when it exists (unless ``exist_ok``).
+
+    The folder is created here, so two runs started together get different folders.
+    """
+    project = Path(project)
+    project.mkdir(parents=True, exist_ok=True)
+    if exist_ok:
+        path = project / name
+        path.mkdir(exist_ok=True)
+        return path
+    n = 1
+    while True:
+        path = project / (name if n == 1 else f"{name}{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            n += 1
+            continue
+        return path
+
+
+def latest_run(project: str | Path = "runs/train") -> Path | None:
+    """The run under ``project`` whose ``weights/last.pt`` was written last (None if there is none)."""
+    candidates = list(Path(project).glob("**/weights/last.pt"))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent
+
+
+def resolved_preset(preset: Preset, train_cfg: TrainConfig) -> dict[str, Any]:
+    """The preset as a plain dict with the ``train`` section that actually runs (demo overrides applied)."""
+    data = preset.model_dump(mode="json")
+    data["train"] = train_cfg.model_dump(mode="json")
+    return data
+
+
+def write_preset(run_dir: Path, preset_dict: dict[str, Any]) -> Path:
+    path = Path(run_dir) / "preset.yaml"
+    _write_text_atomic(path, yaml.safe_dump(preset_dict, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
+    path = Path(run_dir) / "run.json"
+    _write_text_atomic(path, json.dumps(manifest, indent=2, default=str) + "\n")
+    return path
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "run.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ResultsCSV:
+    """``results.csv``: one row per epoch, written with the csv module and flushed at once.
+
+    Columns come from the first row (``epoch``, ``time``, ``train/<loss>``…, ``lr/pg0``, ``metrics/…``);
+    a later row with new keys rewrites the file with the extra columns. Values missing in a row (metrics of
+    an epoch without validation) are left empty; NaN is written as ``nan``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> tuple[list[str], list[dict[str, str]]]:
+        if not self.path.is_file():
+            return [], []
+        with open(self.path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or []), list(reader)
+
+    def truncate(self, last_epoch: int) -> None:
+        """Keep the rows with ``epoch`` ≤ ``last_epoch`` (resume); delete the file if none is left."""
+        columns, rows = self.read()
+        kept = [r for r in rows if _as_int(r.get("epoch")) is not None and _as_int(r["epoch"]) <= last_epoch]
+        if not kept:
+            self.path.unlink(missing_ok=True)
+            return
+        self._write(columns, kept)
+
+    def append(self, row: dict[str, Any]) -> None:
+        values = {k: _cell(v) for k, v in row.items()}
+        columns, rows = self.read()
+        if columns and all(k in columns for k in values):
+            with open(self.path, "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, fieldnames=columns).writerow(values)
+            return
+        merged = columns + [k for k in values if k not in columns]
+        self._write(merged, rows + [values])
+
+    def _write(self, columns: list[str], rows: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _as_int(text: str | None) -> int | None:
+    try:
+        return int(float(text)) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "new_run_dir",
+    "latest_run",
+    "resolved_preset",
+    "write_preset",
+    "write_manifest",
+    "read_manifest",
+    "now_iso",
+    "ResultsCSV",
+]

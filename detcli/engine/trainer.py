@@ -1,0 +1,613 @@
+"""The training loop shared by every detector family, and the per-process entry the CLI calls.
+
+One iteration: lr for (epoch, it) → ``model.loss`` (AMP on CUDA when enabled) → sum → non-finite check →
+backward → optional grad-norm clipping → optimizer step → EMA update. After each epoch: validation when due
+(EMA weights), ``results.csv`` row, ``last.pt``, ``best.pt`` when AP50-95 improves. A resumed run restores
+model, EMA, optimizer, scaler, epoch, best AP and every random state, and continues as if uninterrupted.
+
+Entry points: :func:`launch_training` (picks one process, spawned DDP workers or torchrun) and
+:func:`run_training` (one process; what each DDP worker runs).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from detcli.config.schema import Preset, TrainConfig
+from detcli.distributed import barrier, is_dist, rank as dist_rank, reduce_mean, world_size
+from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
+from detcli.engine.ddp import TrainingGraph, unused_parameters, wrap_ddp
+from detcli.engine.ema import ModelEMA
+from detcli.engine.evaluator import STAT_NAMES, EvalResult
+from detcli.engine.optim import build_optimizer
+from detcli.engine.run_dir import (
+    ResultsCSV, now_iso, read_manifest, resolved_preset, write_manifest, write_preset,
+)
+from detcli.engine.schedule import LRSchedule
+from detcli.engine.seed import get_rng_state, seed_everything, set_rng_state
+from detcli.errors import DetcliError, NonFiniteLossError
+from detcli.models.base import Detector
+
+FITNESS = "metrics/AP50-95"
+
+
+class Trainer:
+    """Trains ``model`` with ``train_cfg`` and writes the run folder.
+
+    Args:
+        preset: the validated preset (stored in checkpoints with ``train_cfg`` as its train section).
+        train_cfg: the training config actually used (``preset.train`` or ``preset.demo_train()``).
+        model: the detector, on any device (moved to ``device``).
+        train_loader: batches of :class:`~detcli.structures.Batch` (per-process batch; DistributedSampler
+            under DDP).
+        val_loader / val_dataset: validation batches and the CocoDetection they come from (``coco``,
+            ``cat_ids``, ``class_names``); None → no validation (and no ``best.pt``).
+        run_dir: the run folder (created by :func:`~detcli.engine.run_dir.new_run_dir`).
+        reporter: console (a silent one on ranks > 0).
+        device: this process' device.
+        seed: base seed (this process used ``seed + rank``).
+        amp: mixed precision (CUDA only; ignored with a warning elsewhere).
+        resume_from: ``last.pt`` to continue from.
+        train_args: what to record about the invocation (``argv``, CLI options); JSON-able.
+        dataset_info: recorded in checkpoints as ``dataset`` (e.g. ``{"config": DatasetConfig dump}``);
+            files and fingerprints of the datasets are added.
+    """
+
+    def __init__(
+        self,
+        preset: Preset,
+        train_cfg: TrainConfig,
+        model: Detector,
+        train_loader: DataLoader,
+        val_loader: DataLoader | None,
+        val_dataset: Any | None,
+        run_dir: Path,
+        reporter: Any,
+        device: torch.device,
+        seed: int,
+        amp: bool,
+        resume_from: Path | None,
+        train_args: dict[str, Any],
+        dataset_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.preset, self.cfg = preset, train_cfg
+        self.model = model
+        self.train_loader, self.val_loader, self.val_dataset = train_loader, val_loader, val_dataset
+        self.run_dir = Path(run_dir)
+        self.reporter = reporter
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.use_amp = bool(amp) and self.device.type == "cuda"
+        self.amp_requested = bool(amp)
+        self.resume_from = Path(resume_from) if resume_from is not None else None
+        self.train_args = json.loads(json.dumps(train_args or {}, default=str))
+        self.dataset_info = {**_describe_datasets(train_loader.dataset, val_dataset), **(dataset_info or {})}
+        self.dataset_info = json.loads(json.dumps(self.dataset_info, default=str))
+        self.last_path = self.run_dir / "weights" / "last.pt"
+        self.best_path = self.run_dir / "weights" / "best.pt"
+        self.results = ResultsCSV(self.run_dir / "results.csv")
+        self.world, self.rank = world_size(), dist_rank()
+        self.start_epoch = 0
+        self.best_map = -1.0
+        self.train_time = 0.0
+        self.last_result: EvalResult | None = None
+        self.last_row: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg, rep = self.cfg, self.reporter
+        self.class_names, self.cat_ids = _classes(self.train_loader.dataset, self.val_dataset)
+        self.iters_per_epoch = len(self.train_loader)
+        if self.iters_per_epoch == 0:
+            raise DetcliError(
+                f"the training set gives no full batch (batch {cfg.batch} over {self.world} process(es), "
+                "drop_last); use a smaller --batch or more images"
+            )
+        model = self.model.to(self.device)
+        if cfg.sync_bn and self.world > 1:
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                rep.warn("train.sync_bn needs CUDA; BatchNorm stays per-process on CPU")
+        self.model = model
+        self.optimizer, self.lr, lr_note = build_optimizer(model, cfg.optimizer, cfg.batch)
+        self.schedule = LRSchedule(cfg.warmup, cfg.schedule, self.lr, cfg.epochs, self.iters_per_epoch)
+        if self.amp_requested and not self.use_amp:
+            rep.warn(f"AMP is CUDA-only; training in fp32 on {self.device.type}")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        ckpt = load_checkpoint(self.resume_from) if self.resume_from is not None else None
+        if ckpt is not None:
+            self._restore_training_state(ckpt)
+        self.graph = self._training_graph()
+        self.ema = ModelEMA(model, cfg.ema.decay, cfg.ema.gamma) if cfg.ema is not None else None
+        if ckpt is not None and self.ema is not None:
+            if ckpt.get("ema"):
+                self.ema.load_state_dict(ckpt["ema"])
+            else:
+                rep.warn(f"{self.resume_from} has no EMA state; the EMA restarts from the current weights")
+        device_names = _gather(_device_name(self.device))  # a collective: every rank takes part
+        if self.rank == 0:
+            self._write_run_files(lr_note, device_names, resumed=ckpt is not None)
+        rep.info(f"optimizer: {lr_note}")
+        rep.info(
+            f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, warmup {cfg.warmup.steps} "
+            f"iterations from {cfg.warmup.ratio:g}·lr, {cfg.schedule.type}; EMA "
+            f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {'on' if self.use_amp else 'off'}; "
+            f"{self.world} process(es) on {self.device.type}"
+        )
+        if ckpt is not None:
+            self._restore_rng(ckpt)
+        barrier()
+
+    def _restore_training_state(self, ckpt: dict[str, Any]) -> None:
+        path, rep = self.resume_from, self.reporter
+        if ckpt.get("optimizer") is None:
+            raise DetcliError(f"{path} has no optimizer state (a best.pt?); resume from weights/last.pt")
+        if list(ckpt.get("class_names", [])) != list(self.class_names):
+            raise DetcliError(
+                f"{path} was trained on classes {ckpt.get('class_names')} but the data has {self.class_names}"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.best_map = float(ckpt.get("best_map", -1.0))
+        self.train_time = float(ckpt.get("train_time", 0.0))
+        if self.start_epoch >= self.cfg.epochs:
+            raise DetcliError(
+                f"{path}: training already finished ({self.start_epoch}/{self.cfg.epochs} epochs); "
+                "nothing to resume (start a new run, or raise --epochs)"
+            )
+        changed = self.schedule.differences(ckpt.get("schedule_state") or {})
+        if changed:
+            rep.warn("the lr schedule differs from the interrupted run: " + "; ".join(changed))
+        best = f", best AP50-95 {self.best_map:.4f}" if self.best_map >= 0 else ""
+        rep.info(f"resuming {path}: epoch {self.start_epoch + 1}/{self.cfg.epochs}{best}")
+
+    def _restore_rng(self, ckpt: dict[str, Any]) -> None:
+        per_rank = (ckpt.get("rng") or {}).get("per_rank") or []
+        if len(per_rank) == self.world:
+            set_rng_state(per_rank[self.rank], _loader_generators(self.train_loader))
+        else:
+            self.reporter.warn(
+                f"the checkpoint holds random states of {len(per_rank)} process(es), this run has {self.world}: "
+                "reseeding (the run will not repeat the uninterrupted one exactly)"
+            )
+            seed_everything(self.seed + 1000 * self.start_epoch, self.rank)
+
+    def _training_graph(self) -> nn.Module:
+        """``TrainingGraph(model)``, wrapped in DDP when there are several processes."""
+        if self.world == 1:
+            return TrainingGraph(self.model)
+        find_unused = getattr(self.model, "ddp_find_unused_parameters", None)
+        if find_unused is None:
+            gens = _loader_generators(self.train_loader)
+            state = get_rng_state(gens)
+            self.model.train()
+            batch = next(iter(self.train_loader)).to(self.device)
+            unused = unused_parameters(self.model, batch, self.start_epoch)
+            set_rng_state(state, gens)
+            find_unused = bool(unused)
+            if unused:
+                self.reporter.info(
+                    f"DDP: {len(unused)} parameter(s) get no gradient (e.g. {', '.join(unused[:3])}); "
+                    "find_unused_parameters=True"
+                )
+        return wrap_ddp(self.model, self.device, bool(find_unused))
+
+    def _write_run_files(self, lr_note: str, device_names: list[str], resumed: bool) -> None:
+        write_preset(self.run_dir, resolved_preset(self.preset, self.cfg))
+        if resumed:
+            manifest = read_manifest(self.run_dir)
+            manifest.setdefault("resumes", []).append(
+                {"time": now_iso(), "from_epoch": self.start_epoch, "argv": self.train_args.get("argv"),
+                 "world_size": self.world, "device": str(self.device)}
+            )
+            self.results.truncate(self.start_epoch)
+        else:
+            manifest = {
+                "command": "train",
+                "argv": self.train_args.get("argv"),
+                "start_time": now_iso(),
+                "versions": versions(),
+                "device": str(self.device),
+                "device_names": device_names,
+                "world_size": self.world,
+                "seed": self.seed,
+                "amp": self.use_amp,
+                "batch": self.cfg.batch,
+                "batch_per_process": self.train_loader.batch_size,
+                "lr": self.lr,
+                "lr_note": lr_note,
+                "epochs": self.cfg.epochs,
+                "iters_per_epoch": self.iters_per_epoch,
+                "dataset": self.dataset_info,
+                "fitness": f"best.pt = highest {FITNESS} (EMA weights when the preset has an EMA)",
+                "train_args": self.train_args,
+            }
+            self.results.path.unlink(missing_ok=True)
+        write_manifest(self.run_dir, manifest)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        """Train from the start (or the resumed epoch) to ``train_cfg.epochs``; returns the last epoch's row."""
+        self._setup()
+        rep, cfg = self.reporter, self.cfg
+        rep.info(f"Logging results to {self.run_dir}")
+        rep.info(f"Starting training for {cfg.epochs - self.start_epoch} epochs...")
+        for epoch in range(self.start_epoch, cfg.epochs):
+            started = time.monotonic()
+            losses, lr = self.train_one_epoch(epoch)
+            result = self.validate(epoch) if self._validation_due(epoch) else None
+            self.train_time += time.monotonic() - started
+            self._end_epoch(epoch, losses, lr, result)
+        return self._finish()
+
+    def _validation_due(self, epoch: int) -> bool:
+        if self.val_loader is None:
+            return False
+        return (epoch + 1) % self.cfg.val_interval == 0 or epoch + 1 == self.cfg.epochs
+
+    def train_one_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One pass over the training set; returns (mean of each loss over all processes, last lr)."""
+        cfg, model, optimizer = self.cfg, self.model, self.optimizer
+        self.graph.train()
+        _set_epoch(self.train_loader, epoch)
+        sums: dict[str, float] = {}
+        n = 0
+        lr = self.schedule.lr_at(epoch, 0)
+        bar = self.reporter.progress(
+            self.train_loader, total=self.iters_per_epoch, description=f"epoch {epoch + 1}/{cfg.epochs}"
+        )
+        for it, batch in enumerate(bar):
+            lr = self.schedule.step(optimizer, epoch, it)
+            batch = batch.to(self.device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                losses = self.graph(batch.images, batch.targets, batch.metas, epoch)
+            total = sum(losses.values())
+            terms = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()]).tolist()
+            values = dict(zip(losses, terms[:-1]))  # one device sync for every term and the total
+            self._check_finite(values, terms[-1], epoch, it)
+            self.scaler.scale(total).backward()
+            if cfg.grad_clip is not None:
+                self.scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(model)
+            n += 1
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            postfix = {k: s / n for k, s in sums.items()}
+            postfix["lr"] = lr
+            if self.device.type == "cuda":
+                postfix["mem_GB"] = torch.cuda.memory_reserved(self.device) / 1e9
+            bar.update_postfix(postfix)
+        means = {k: s / max(n, 1) for k, s in sums.items()}
+        if is_dist() and means:
+            reduced = reduce_mean(torch.tensor(list(means.values()), dtype=torch.float64, device=self.device))
+            means = dict(zip(means, reduced.tolist()))
+        return means, lr
+
+    def _check_finite(self, values: dict[str, float], total: float, epoch: int, it: int) -> None:
+        ok = math.isfinite(total) and all(math.isfinite(v) for v in values.values())
+        if is_dist():  # every rank must stop together, or the others hang in the next all-reduce
+            flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            everywhere = bool(flag.item() == 1.0)
+        else:
+            everywhere = ok
+        if everywhere:
+            return
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        where = "" if not ok or not is_dist() else " (on another process; this one had finite terms)"
+        kept = (
+            f"{self.last_path} still holds epoch {epoch} and best.pt is unchanged"
+            if epoch > 0 else "no checkpoint was written"
+        )
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch + 1}/{self.cfg.epochs}, iteration {it + 1}/{self.iters_per_epoch}"
+            f"{where}: {terms}. Training stopped; {kept}. Try a lower train.optimizer.lr, train.grad_clip, "
+            "--no-amp, or check the dataset for broken boxes."
+        )
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> EvalResult:
+        """COCO evaluation of the EMA model (or the model), synchronised from rank 0 first."""
+        from detcli.engine.evaluate import evaluate
+
+        module = self.ema.module if self.ema is not None else self.model
+        if is_dist():  # BN statistics differ per process; score rank 0's weights everywhere
+            for t in module.state_dict().values():
+                dist.broadcast(t, src=0)
+        return evaluate(
+            module, self.val_loader, self.val_dataset, self.device, self.preset.test, self.reporter,
+            description=f"val {epoch + 1}/{self.cfg.epochs}",
+        )
+
+    # ------------------------------------------------------------------ epoch end
+    def _end_epoch(self, epoch: int, losses: dict[str, float], lr: float, result: EvalResult | None) -> None:
+        done = epoch + 1
+        ap = result.stats["AP50-95"] if result is not None else math.nan
+        improved = result is not None and math.isfinite(ap) and ap > self.best_map
+        if improved:
+            self.best_map = ap
+        if result is not None:
+            self.last_result = result
+        rng = _gather(get_rng_state(_loader_generators(self.train_loader)))
+        row: dict[str, Any] = {"epoch": done, "time": round(self.train_time, 3)}
+        row.update({f"train/{k}": v for k, v in losses.items()})
+        row["lr/pg0"] = self.optimizer.param_groups[0]["lr"]
+        row.update({f"metrics/{s}": (result.stats[s] if result is not None else None) for s in STAT_NAMES})
+        self.last_row = row
+        if self.rank == 0:
+            self.results.append(row)
+            payload = self._payload(done, rng, result)
+            save_checkpoint(self.last_path, payload)
+            if improved:
+                save_checkpoint(self.best_path, self._best_payload(payload))
+            self.reporter.epoch_row(_console_row(row, self.cfg.epochs, self.best_map))
+        barrier()
+
+    def _payload(self, epochs_done: int, rng: list[dict], result: EvalResult | None) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "epoch": epochs_done,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.use_amp else None,
+            "schedule_state": self.schedule.state_dict(),
+            "best_map": float(self.best_map),
+            "metrics": result.to_dict() if result is not None else None,
+            "train_time": float(self.train_time),
+            "preset": resolved_preset(self.preset, self.cfg),
+            "class_names": list(self.class_names),
+            "cat_ids": [int(c) for c in self.cat_ids],
+            "dataset": self.dataset_info,
+            "rng": {"per_rank": rng},
+            "train_args": self.train_args,
+            "versions": versions(),
+            "date": now_iso(),
+        }
+
+    def _best_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``best.pt``: the weights to run (EMA when present) as ``model``; no optimizer, no EMA copy."""
+        weights = self.ema.module.state_dict() if self.ema is not None else payload["model"]
+        return {**payload, "model": weights, "ema": None, "optimizer": None, "scaler": None, "rng": None}
+
+    def _finish(self) -> dict[str, Any]:
+        rep = self.reporter
+        rep.info(f"{self.cfg.epochs - self.start_epoch} epochs completed in {self.train_time / 3600:.3f} hours.")
+        out = dict(self.last_row)
+        out["best/AP50-95"] = self.best_map if self.best_map >= 0 else math.nan
+        out["run_dir"] = str(self.run_dir)
+        if self.last_result is not None:
+            rep.table(
+                f"per class, epoch {self.cfg.epochs} ({'EMA' if self.ema is not None else 'model'} weights)",
+                ["class", "instances", "AP50-95", "AP50", "AR100"],
+                [[c.name, c.instances, c.ap, c.ap50, c.ar100] for c in self.last_result.per_class]
+                + [["all", sum(c.instances for c in self.last_result.per_class),
+                    self.last_result.stats["AP50-95"], self.last_result.stats["AP50"], self.last_result.stats["AR100"]]],
+            )
+        if self.rank == 0:
+            final = {"row": out, "metrics": self.last_result.to_dict() if self.last_result is not None else None}
+            (self.run_dir / "metrics.json").write_text(json.dumps(_json_safe(final), indent=2) + "\n")
+        weights = f"{self.best_path} (best), {self.last_path} (last)" if self.best_path.exists() else str(self.last_path)
+        rep.info(f"Results saved to {self.run_dir} · weights {weights}")
+        return out
+
+
+# ---------------------------------------------------------------------- helpers
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf → None (strict JSON), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _console_row(row: dict[str, Any], epochs: int, best: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"epoch": f"{row['epoch']}/{epochs}", "time": f"{row['time']:.0f}s"}
+    out.update({k.removeprefix("train/"): v for k, v in row.items() if k.startswith("train/")})
+    out["lr"] = row["lr/pg0"]
+    for stat in ("AP50-95", "AP50"):
+        value = row.get(f"metrics/{stat}")
+        out[stat] = math.nan if value is None else value
+    out["best"] = best if best >= 0 else math.nan
+    return out
+
+
+def _set_epoch(loader: DataLoader, epoch: int) -> None:
+    """``set_epoch`` on the loader's sampler(s) that have one (DistributedSampler reshuffles by epoch)."""
+    samplers = [getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)]
+    seen: set[int] = set()
+    for s in samplers:
+        if s is not None and id(s) not in seen and hasattr(s, "set_epoch"):
+            seen.add(id(s))
+            s.set_epoch(epoch)
+
+
+def _loader_generators(loader: DataLoader) -> list[torch.Generator]:
+    """Distinct torch generators a DataLoader draws from (its own, its sampler's), in a fixed order."""
+    candidates = [
+        getattr(loader, "generator", None),
+        getattr(getattr(loader, "sampler", None), "generator", None),
+        getattr(getattr(getattr(loader, "batch_sampler", None), "sampler", None), "generator", None),
+    ]
+    out: list[torch.Generator] = []
+    for g in candidates:
+        if isinstance(g, torch.Generator) and all(g is not o for o in out):
+            out.append(g)
+    return out
+
+
+def _gather(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, …]`` on every rank (``[obj]`` without DDP)."""
+    if not is_dist():
+        return [obj]
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine() or device.type
+
+
+def _classes(train_dataset: Any, val_dataset: Any | None) -> tuple[list[str], list[int]]:
+    names = getattr(train_dataset, "class_names", None)
+    cat_ids = getattr(train_dataset, "cat_ids", None)
+    if val_dataset is not None:
+        val_names = getattr(val_dataset, "class_names", None)
+        if names is not None and val_names is not None and list(names) != list(val_names):
+            raise DetcliError(f"training classes {list(names)} differ from validation classes {list(val_names)}")
+        names = names if names is not None else val_names
+        cat_ids = cat_ids if cat_ids is not None else getattr(val_dataset, "cat_ids", None)
+    if names is None:
+        raise DetcliError("the training dataset has no class_names")
+    cat_ids = list(cat_ids) if cat_ids is not None else list(range(1, len(names) + 1))
+    return list(names), [int(c) for c in cat_ids]
+
+
+def _describe_datasets(train_dataset: Any, val_dataset: Any | None) -> dict[str, Any]:
+    """Annotation file, image folder and fingerprint of each split that exposes them."""
+    info: dict[str, Any] = {}
+    for split, ds in (("train", train_dataset), ("val", val_dataset)):
+        if ds is None or not hasattr(ds, "ann_file"):
+            continue
+        entry: dict[str, Any] = {"ann_file": str(ds.ann_file), "img_dir": str(getattr(ds, "img_dir", "")),
+                                 "images": len(ds)}
+        if callable(getattr(ds, "fingerprint", None)):
+            entry["fingerprint"] = ds.fingerprint()
+        info[split] = entry
+    return info
+
+
+# ---------------------------------------------------------------------- entry points
+@dataclass
+class ProcessInfo:
+    """What :attr:`TrainSetup.build` gets in each process."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    batch_per_process: int
+    seed: int
+
+
+@dataclass
+class TrainParts:
+    """What :attr:`TrainSetup.build` returns: the model and the data of this process."""
+
+    model: Detector
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+    val_dataset: Any | None
+    dataset_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainSetup:
+    """Everything a training process needs; picklable, so it crosses ``torch.multiprocessing.spawn``.
+
+    Attributes:
+        preset: validated preset.
+        train_cfg: training config to run (``preset.train`` or ``preset.demo_train()``, CLI overrides applied).
+        build: module-level function ``(ProcessInfo) -> TrainParts`` that builds the model and the loaders
+            of one process (DistributedSampler when ``world_size > 1``, ``batch_per_process`` per loader).
+        run_dir: the run folder, created once before launching.
+        device: the ``--device`` spec (``None``/``""`` → GPU 0 if any, ``cpu``, ``0``, ``0,1``).
+        seed: base seed; process ``r`` uses ``seed + r``.
+        amp: mixed precision (None → ``train_cfg.amp``).
+        resume_from: ``last.pt`` to continue.
+        train_args: recorded in ``run.json`` and checkpoints (``argv`` at least).
+        force_plain: console mode for :class:`detcli.console.Reporter` (None → auto).
+    """
+
+    preset: Preset
+    train_cfg: TrainConfig
+    build: Callable[[ProcessInfo], TrainParts]
+    run_dir: Path
+    device: str | None = None
+    seed: int = 0
+    amp: bool | None = None
+    resume_from: Path | None = None
+    train_args: dict[str, Any] = field(default_factory=dict)
+    force_plain: bool | None = None
+
+
+def run_training(setup: TrainSetup) -> dict[str, Any]:
+    """Train in this process (alone, or as one rank of an initialised process group)."""
+    from detcli.console import Reporter
+    from detcli.engine.launch import local_rank, parse_device, process_device
+
+    device_type, ids = parse_device(setup.device)
+    device = process_device(device_type, ids)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # as NanoDet
+    world, rank = world_size(), dist_rank()
+    if setup.train_cfg.batch % world:
+        raise DetcliError(f"--batch {setup.train_cfg.batch} is not divisible by the {world} training processes")
+    seed_everything(setup.seed, rank)
+    reporter = Reporter(silent=rank != 0, force_plain=setup.force_plain)
+    info = ProcessInfo(rank, local_rank(), world, device, setup.train_cfg.batch // world, setup.seed)
+    parts = setup.build(info)
+    trainer = Trainer(
+        setup.preset, setup.train_cfg, parts.model, parts.train_loader, parts.val_loader, parts.val_dataset,
+        setup.run_dir, reporter, device, setup.seed,
+        setup.train_cfg.amp if setup.amp is None else setup.amp,
+        setup.resume_from, setup.train_args, parts.dataset_info,
+    )
+    return trainer.fit()
+
+
+def launch_training(setup: TrainSetup) -> dict[str, Any] | None:
+    """Run :func:`run_training` in the right processes; returns the final row (read back after spawn).
+
+    * under torchrun: this process joins the group from the environment;
+    * ``--device 0,1`` (or ``DETCLI_DDP_CPU_PROCS=N`` on CPU): N spawned workers on this machine;
+    * otherwise: this process alone.
+    """
+    from detcli.engine.launch import (
+        backend_for, init_from_env, launch_ddp, parse_device, process_count, process_device, torchrun_env,
+    )
+
+    device_type, ids = parse_device(setup.device)
+    if torchrun_env() and int(os.environ["WORLD_SIZE"]) > 1:
+        init_from_env(backend_for(device_type), process_device(device_type, ids))
+        try:
+            return run_training(setup)
+        finally:
+            dist.destroy_process_group()
+    nprocs = process_count(device_type, ids)
+    if nprocs == 1:
+        return run_training(setup)
+    launch_ddp(run_training, nprocs, backend_for(device_type), (setup,), device_type, ids)
+    path = Path(setup.run_dir) / "metrics.json"
+    return json.loads(path.read_text())["row"] if path.is_file() else None
+
+
+__all__ = ["Trainer", "ProcessInfo", "TrainParts", "TrainSetup", "run_training", "launch_training", "FITNESS"]

@@ -1,0 +1,549 @@
+"""Training engine: schedule, EMA, optimizer groups, checkpoints, run folders, trainer (resume, NaN, DDP).
+
+The trainer tests use a toy detector (1 conv + BN + linear) on 8 random 16×16 images whose loading draws
+from the Python, NumPy and torch random generators, so an exact resume has to restore all of them.
+The DDP test spawns 2 CPU processes on gloo through ``DETCLI_DDP_CPU_PROCS=2`` (as a user would on CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detcli.config.loader import load_preset
+from detcli.config.schema import (
+    EMAConfig, OptimizerConfig, ScheduleConfig, TrainConfig, WarmupConfig,
+)
+from detcli.config.schema import TestConfig as EvalConfig  # aliased: pytest would try to collect Test*
+from detcli.data.collate import collate
+from detcli.data.loader import build_dataloader
+from detcli.engine import checkpoint as ckpt_mod
+from detcli.engine.checkpoint import inference_weights, load_checkpoint, save_checkpoint
+from detcli.engine.ddp import unused_parameters
+from detcli.engine.ema import ModelEMA
+from detcli.engine.evaluate import evaluate
+from detcli.engine.launch import _as_detcli_error, parse_device
+from detcli.engine.optim import build_optimizer
+from detcli.engine.run_dir import ResultsCSV, latest_run, new_run_dir
+from detcli.engine.schedule import LRSchedule
+from detcli.engine.seed import seed_everything
+from detcli.engine.trainer import ProcessInfo, Trainer, TrainParts, TrainSetup, launch_training
+from detcli.errors import DetcliError, NonFiniteLossError
+from detcli.models.base import Detector
+from detcli.structures import Detections, ImageMeta
+
+torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+def _sched(warmup=(0, 0.001), kind="step", epochs=12, iters=4, base=1.0, **kw) -> LRSchedule:
+    return LRSchedule(WarmupConfig(steps=warmup[0], ratio=warmup[1]), ScheduleConfig(type=kind, **kw), base, epochs, iters)
+
+
+def test_warmup_is_linear_in_the_global_iteration():
+    s = _sched(warmup=(10, 0.1), kind="step", iters=4)  # no milestones: only the warmup acts
+    assert s.lr_at(0, 0) == pytest.approx(0.1)  # ratio · lr at iteration 0
+    assert s.lr_at(0, 2) == pytest.approx(1 - 0.8 * 0.9)  # 0.28
+    assert s.lr_at(1, 1) == pytest.approx(0.55)  # global iteration 5 = half way
+    assert s.lr_at(2, 1) == pytest.approx(0.91)  # iteration 9
+    assert s.lr_at(2, 2) == 1.0  # iteration 10: warmup over
+    assert s.lr_at(5, 3) == 1.0
+
+
+def test_cosine_per_epoch_matches_hand_values_and_torch():
+    s = _sched(kind="cosine", epochs=10, base=0.01, eta_min=0.001)
+    assert s.lr_at(0, 3) == pytest.approx(0.01)
+    assert s.lr_at(5, 0) == pytest.approx(0.001 + 0.009 * 0.5)  # cos(π/2) = 0
+    assert s.lr_at(9, 0) == pytest.approx(0.001 + 0.009 * (1 + math.cos(0.9 * math.pi)) / 2)
+    assert s.epoch_lr(10) == pytest.approx(0.001)  # T_max reached
+    # torch's CosineAnnealingLR(T_max=10, eta_min) stepped once per epoch gives the same curve
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.01)
+    torch_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10, eta_min=0.001)
+    for epoch in range(10):
+        assert s.lr_at(epoch, 0) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        opt.step()
+        torch_sched.step()
+
+
+def test_step_milestones_and_warmup_multiply():
+    s = _sched(warmup=(500, 0.001), kind="step", epochs=12, iters=1000, base=0.01, milestones=[8, 11], gamma=0.1)
+    assert s.lr_at(0, 0) == pytest.approx(0.01 * 0.001)  # mmdet LinearLR start_factor
+    assert s.lr_at(0, 250) == pytest.approx(0.01 * (1 - 0.5 * 0.999))
+    assert s.lr_at(7, 999) == pytest.approx(0.01)
+    assert s.lr_at(8, 0) == pytest.approx(0.001)  # milestone 8: the 9th epoch is decayed
+    assert s.lr_at(10, 5) == pytest.approx(0.001)
+    assert s.lr_at(11, 0) == pytest.approx(0.0001)
+
+
+def test_schedule_step_keeps_relative_group_lr():
+    a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 0.5}], lr=1.0)
+    s = _sched(warmup=(10, 0.1), iters=10)
+    assert s.step(opt, 0, 5) == pytest.approx(0.55)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.55, 0.275])
+    s.step(opt, 3, 0)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1.0, 0.5])
+
+
+# ---------------------------------------------------------------------------------------------- EMA
+class _OneWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1.0]))
+        self.register_buffer("stat", torch.tensor([10.0]))
+        self.register_buffer("count", torch.tensor(0, dtype=torch.long))
+
+
+def test_ema_two_steps_by_hand():
+    model = _OneWeight()
+    ema = ModelEMA(model, decay=0.9, gamma=2.0)
+    # step 1: d = 0.9·exp(−(1+1)/2) + 0.1 = 0.43109149...
+    with torch.no_grad():
+        model.w.fill_(3.0), model.stat.fill_(20.0), model.count.fill_(7)
+    d1 = ema.update(model)
+    assert d1 == pytest.approx(0.9 * 0.36787944117 + 0.1)
+    assert ema.module.w.item() == pytest.approx(1.0 * (1 - d1) + 3.0 * d1)  # 1.86218...
+    assert ema.module.stat.item() == pytest.approx(10.0 * (1 - d1) + 20.0 * d1)
+    assert ema.module.count.item() == 7  # integer buffers are copied
+    # step 2: d = 0.9·exp(−3/2) + 0.1 = 0.30081714...
+    with torch.no_grad():
+        model.w.fill_(5.0), model.stat.fill_(0.0)
+    d2 = ema.update(model)
+    assert d2 == pytest.approx(0.9 * 0.22313016015 + 0.1)
+    w1 = 1.0 * (1 - d1) + 3.0 * d1
+    assert ema.module.w.item() == pytest.approx(w1 * (1 - d2) + 5.0 * d2, rel=1e-6)  # 2.80609...
+    assert ema.module.w.item() == pytest.approx(2.806091, abs=1e-5)
+    assert not ema.module.w.requires_grad
+    # the counter travels with the state
+    other = ModelEMA(_OneWeight(), decay=0.9, gamma=2.0)
+    other.load_state_dict(ema.state_dict())
+    assert other.updates == 2 and other.module.w.item() == ema.module.w.item()
+
+
+# ---------------------------------------------------------------------------------------------- optimizer
+class _GroupsNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.gn = nn.GroupNorm(2, 4)
+        self.fc = nn.Linear(4, 2)
+        self.frozen = nn.Conv2d(4, 4, 1)
+        self.frozen.requires_grad_(False)
+        self.tied = nn.Linear(4, 2)
+        self.tied.weight = self.fc.weight  # shared parameter
+
+
+def _ids(params) -> set[int]:
+    return {id(p) for p in params}
+
+
+def test_optimizer_groups_exclusions_and_no_duplicates():
+    net = _GroupsNet()
+    cfg = OptimizerConfig(type="adamw", lr=0.001, weight_decay=0.05, norm_decay=False, bias_decay=False)
+    opt, lr, _ = build_optimizer(net, cfg, batch=8)
+    decay, no_decay = opt.param_groups
+    assert _ids(decay["params"]) == _ids([net.conv.weight, net.fc.weight])
+    assert _ids(no_decay["params"]) == _ids([net.conv.bias, net.bn.weight, net.bn.bias, net.gn.weight, net.gn.bias,
+                                             net.fc.bias, net.tied.bias])
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    every = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(every) == len(set(every))  # the tied weight appears once
+    assert id(net.frozen.weight) not in every and id(net.frozen.bias) not in every
+    assert lr == 0.001 and isinstance(opt, torch.optim.AdamW)
+
+    # bias_decay only: norm parameters decay, conv/linear biases do not
+    cfg2 = cfg.model_copy(update={"norm_decay": True})
+    opt2, _, _ = build_optimizer(net, cfg2, batch=8)
+    assert _ids(opt2.param_groups[1]["params"]) == _ids([net.conv.bias, net.fc.bias, net.tied.bias])
+
+
+def test_optimizer_everything_decays_by_default_and_lr_scaling_note():
+    net = _GroupsNet()
+    cfg = OptimizerConfig(type="sgd", lr=0.01, weight_decay=1e-4, momentum=0.9, base_batch=16)
+    opt, lr, note = build_optimizer(net, cfg, batch=4)
+    assert len(opt.param_groups) == 1  # NanoDet / RetinaNet: every parameter decays
+    assert len(opt.param_groups[0]["params"]) == 9  # 11 tensors − 2 frozen; the tied weight once
+    assert lr == pytest.approx(0.0025)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0025) and opt.param_groups[0]["initial_lr"] == opt.param_groups[0]["lr"]
+    assert "lr 0.01 × 4/16 = 0.0025 (linear scaling from batch 16)" in note
+    _, lr_fixed, note_fixed = build_optimizer(net, cfg.model_copy(update={"base_batch": None}), batch=4)
+    assert lr_fixed == 0.01 and "not scaled" in note_fixed
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "weights" / "last.pt"
+    save_checkpoint(path, {"format": "detcli-1", "epoch": 1, "w": torch.ones(3)})
+    before = path.read_bytes()
+
+    def failing_save(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"format": "detcli-1", "epoch": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary left behind
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_load_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(DetcliError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    save_checkpoint(corrupt, {"format": "detcli-1", "w": torch.ones(1000)})
+    corrupt.write_bytes(corrupt.read_bytes()[:200])  # truncated
+    with pytest.raises(DetcliError, match="corrupt"):
+        load_checkpoint(corrupt)
+    plain = tmp_path / "plain.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, plain)
+    with pytest.raises(DetcliError, match="not a detcli checkpoint"):
+        load_checkpoint(plain)
+
+
+def test_read_any_checkpoint_runs_no_code_from_the_file(tmp_path):
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(3.0)}, "hp": _Trap(), "arr": np.arange(2)}, path)
+    with pytest.raises(DetcliError):
+        load_checkpoint(path)
+    raw = ckpt_mod.read_any_checkpoint(path)
+    assert torch.equal(raw["state_dict"]["w"], torch.arange(3.0))
+    assert isinstance(raw["hp"], ckpt_mod.OpaqueObject) and raw["hp"].args == ("would have run",)
+    assert np.array_equal(raw["arr"], np.arange(2))
+    assert _TRAPPED == []
+
+
+_TRAPPED: list = []
+
+
+def _spring(msg):  # what a malicious pickle would run
+    _TRAPPED.append(msg)
+
+
+class _Trap:
+    def __reduce__(self):
+        return (_spring, ("would have run",))
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+def test_run_dir_numbering_and_latest(tmp_path):
+    project = tmp_path / "runs" / "train"
+    assert new_run_dir(project, "train") == project / "train"
+    assert new_run_dir(project, "train") == project / "train2"
+    assert new_run_dir(project, "train") == project / "train3"
+    assert new_run_dir(project, "train", exist_ok=True) == project / "train"
+    assert latest_run(project) is None
+    for name, t in (("train", 100), ("train3", 300), ("train2", 200)):
+        last = project / name / "weights" / "last.pt"
+        last.parent.mkdir(parents=True)
+        last.write_bytes(b"x")
+        import os
+
+        os.utime(last, (t, t))
+    assert latest_run(project) == project / "train3"
+
+
+def test_results_csv_append_truncate_and_new_columns(tmp_path):
+    csv_file = ResultsCSV(tmp_path / "results.csv")
+    for e in (1, 2, 3):
+        csv_file.append({"epoch": e, "time": 1.5 * e, "train/loss": 0.5 / e, "metrics/AP50-95": None})
+    csv_file.truncate(2)
+    cols, rows = csv_file.read()
+    assert cols == ["epoch", "time", "train/loss", "metrics/AP50-95"]
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["metrics/AP50-95"] == ""
+    csv_file.append({"epoch": 3, "time": 4.5, "train/loss": 0.1, "metrics/AP50-95": float("nan"), "lr/pg0": 0.01})
+    cols, rows = csv_file.read()
+    assert cols[-1] == "lr/pg0" and rows[2]["metrics/AP50-95"] == "nan" and rows[0]["lr/pg0"] == ""
+
+
+def test_parse_device_and_worker_errors():
+    assert parse_device("cpu") == ("cpu", [])
+    if not torch.cuda.is_available():
+        assert parse_device(None) == ("cpu", [])
+        with pytest.raises(DetcliError, match="CUDA is not available"):
+            parse_device("0,1")
+    with pytest.raises(DetcliError, match="expected cpu"):
+        parse_device("gpu0")
+    with pytest.raises(DetcliError, match="twice"):
+        parse_device("1,1")
+    err = _as_detcli_error("Traceback ...\n  File x\ndetcli.errors.NonFiniteLossError: non-finite loss at epoch 2/2\n")
+    assert isinstance(err, NonFiniteLossError) and str(err) == "non-finite loss at epoch 2/2"
+    assert _as_detcli_error("Traceback\nValueError: boom") is None
+
+
+# ---------------------------------------------------------------------------------------------- toy detector
+CAT_IDS = [1, 3]
+NAMES = ["a", "b"]
+
+
+class ToyDetector(Detector):
+    """Conv + BN + linear classifier of "which classes are present"; predicts one fixed box per class."""
+
+    strides = (1,)
+    num_classes = 2
+
+    def __init__(self, spare: bool = False, nan_from_epoch: int | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.cls = nn.Linear(4, 2)
+        self.spare = nn.Linear(2, 2) if spare else None  # never used by the loss
+        self.nan_from_epoch = nan_from_epoch
+
+    def forward(self, images):
+        return self.cls(F.relu(self.bn(self.conv(images))).mean((2, 3)))
+
+    def loss(self, images, targets, metas, epoch):
+        logits = self(images)
+        present = torch.stack([torch.bincount(t.labels, minlength=2).clamp(max=1) for t in targets]).float()
+        loss_cls = F.binary_cross_entropy_with_logits(logits, present)
+        if self.nan_from_epoch is not None and epoch >= self.nan_from_epoch:
+            loss_cls = loss_cls * float("nan")
+        return {"loss_cls": loss_cls, "loss_reg": 0.01 * self.conv.weight.pow(2).sum()}
+
+    def predict(self, images, metas, score_thr, iou_thr, max_det):
+        scores = self(images).sigmoid()
+        box = torch.tensor([[2.0, 2.0, 10.0, 10.0]], device=images.device)
+        return [Detections(box.repeat(2, 1), s, torch.arange(2, device=images.device)) for s in scores]
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    """8 random 16×16 images, one box each; loading draws from Python, NumPy and torch RNGs."""
+
+    def __init__(self, n: int = 8):
+        self.n = n
+        self.cat_ids, self.class_names = list(CAT_IDS), list(NAMES)
+        self._coco = None
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, idx):
+        img = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(idx))
+        if torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        img = img + float(np.random.normal(0, 0.1)) + random.random() * 0.01
+        meta = ImageMeta(idx + 1, f"{idx}.jpg", (16, 16), (16, 16), np.eye(3).tolist())
+        return {"img": img, "boxes": torch.tensor([[2.0, 2.0, 10.0, 10.0]]), "labels": torch.tensor([idx % 2]), "meta": meta}
+
+    @property
+    def coco(self):
+        if self._coco is None:
+            from pycocotools.coco import COCO
+
+            api = COCO()
+            api.dataset = {
+                "images": [{"id": i + 1, "file_name": f"{i}.jpg", "width": 16, "height": 16} for i in range(self.n)],
+                "annotations": [
+                    {"id": i + 1, "image_id": i + 1, "category_id": CAT_IDS[i % 2], "bbox": [2, 2, 8, 8],
+                     "area": 64.0, "iscrowd": 0}
+                    for i in range(self.n)
+                ],
+                "categories": [{"id": c, "name": n} for c, n in zip(CAT_IDS, NAMES)],
+            }
+            with contextlib.redirect_stdout(io.StringIO()):
+                api.createIndex()
+            self._coco = api
+        return self._coco
+
+
+class _Bar:
+    def __init__(self, iterable):
+        self.iterable, self.postfix = iterable, {}
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def update_postfix(self, values):
+        self.postfix = dict(values)
+
+
+class RecordingReporter:
+    """Test double of detcli.console.Reporter."""
+
+    def __init__(self):
+        self.lines, self.rows, self.tables = [], [], []
+
+    def info(self, msg):
+        self.lines.append(msg)
+
+    warn = info
+
+    def print(self, renderable=""):
+        pass
+
+    def progress(self, iterable, total=None, description=""):
+        return _Bar(iterable)
+
+    def epoch_row(self, metrics):
+        self.rows.append(dict(metrics))
+
+    def table(self, title, columns, rows):
+        self.tables.append((title, columns, rows))
+
+
+def _train_cfg(epochs: int = 2) -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs, batch=2, workers=0,
+        optimizer=OptimizerConfig(type="adamw", lr=0.01, weight_decay=0.05, norm_decay=False),
+        warmup=WarmupConfig(steps=6, ratio=0.1),  # spills into epoch 2 (4 iterations per epoch)
+        schedule=ScheduleConfig(type="cosine", eta_min=0.001),
+        grad_clip=1.0, ema=EMAConfig(decay=0.9, gamma=4.0), val_interval=1,
+    )
+
+
+def _loaders(distributed: bool = False, batch: int = 2):
+    train_ds, val_ds = ToyDataset(), ToyDataset()
+    train = build_dataloader(train_ds, batch, 0, True, True, 7, distributed, collate)
+    val = build_dataloader(val_ds, 4, 0, False, False, 7, distributed, collate)
+    return train, val, val_ds
+
+
+@pytest.fixture(scope="module")
+def preset():
+    return load_preset("nanodet-plus-m")[0]
+
+
+def _trainer(preset, run_dir, model_seed, resume_from=None, model=None, cls=Trainer, epochs=2):
+    seed_everything(model_seed)
+    model = model or ToyDetector()
+    seed_everything(0)
+    train, val, val_ds = _loaders()
+    return cls(preset, _train_cfg(epochs), model, train, val, val_ds, run_dir, RecordingReporter(),
+               torch.device("cpu"), 0, False, resume_from, {"argv": ["detcli", "train"]}, {"config": {"k": 1}})
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class StopAfterFirstEpoch(Trainer):
+    def _end_epoch(self, epoch, *args):
+        super()._end_epoch(epoch, *args)
+        if epoch == 0:
+            raise _Interrupted
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_continues_exactly(tmp_path, preset):
+    straight = _trainer(preset, new_run_dir(tmp_path, "a"), model_seed=1)
+    final = straight.fit()
+    interrupted = _trainer(preset, new_run_dir(tmp_path, "b"), model_seed=1, cls=StopAfterFirstEpoch)
+    with pytest.raises(_Interrupted):
+        interrupted.fit()
+    last = tmp_path / "b" / "weights" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 1
+    torch.manual_seed(1234), np.random.seed(5), random.seed(9)  # the RNGs move on before the resume
+    resumed = _trainer(preset, tmp_path / "b", model_seed=99, resume_from=last)  # different init: loaded over
+    final_resumed = resumed.fit()
+
+    assert _state_equal(straight.model.state_dict(), resumed.model.state_dict())
+    assert _state_equal(straight.ema.module.state_dict(), resumed.ema.module.state_dict())
+    assert straight.ema.updates == resumed.ema.updates == 8
+    a, b = load_checkpoint(tmp_path / "a" / "weights" / "last.pt"), load_checkpoint(last)
+    assert a["epoch"] == b["epoch"] == 2
+    assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
+    drop_time = lambda r: {k: repr(v) for k, v in r.items() if k not in ("time", "run_dir")}  # noqa: E731
+    assert drop_time(final) == drop_time(final_resumed)
+    _, rows_a = ResultsCSV(tmp_path / "a" / "results.csv").read()
+    _, rows_b = ResultsCSV(tmp_path / "b" / "results.csv").read()
+    assert [drop_time(r) for r in rows_a] == [drop_time(r) for r in rows_b] and len(rows_b) == 2
+    # the run folder: manifest with the resume recorded, resolved preset, best.pt holding the EMA weights
+    import json
+
+    manifest = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert manifest["resumes"][0]["from_epoch"] == 1 and manifest["world_size"] == 1
+    assert (tmp_path / "b" / "preset.yaml").read_text().count("epochs: 2") == 1
+    best = load_checkpoint(tmp_path / "a" / "weights" / "best.pt")
+    assert best["optimizer"] is None and best["ema"] is None and best["best_map"] == a["best_map"] >= 0
+    assert best["class_names"] == NAMES and best["cat_ids"] == CAT_IDS and best["dataset"]["config"] == {"k": 1}
+    if best["epoch"] == 2:
+        assert _state_equal(best["model"], inference_weights(a))
+
+
+def test_evaluate_matches_a_hand_scored_case(preset):
+    """Perfect scores on the right class → AP 1.0; the other class' box at lower score is a false positive."""
+
+    class Oracle(ToyDetector):
+        def predict(self, images, metas, score_thr, iou_thr, max_det):
+            out = []
+            for meta in metas:
+                label = (meta.image_id - 1) % 2
+                scores = torch.tensor([0.9, 0.1]) if label == 0 else torch.tensor([0.1, 0.9])
+                out.append(Detections(torch.tensor([[2.0, 2.0, 10.0, 10.0]] * 2), scores, torch.arange(2)))
+            return out
+
+    _, val, val_ds = _loaders()
+    result = evaluate(Oracle(), val, val_ds, torch.device("cpu"), EvalConfig(), RecordingReporter())
+    assert result.stats["AP50-95"] == pytest.approx(1.0) and result.num_images == 8 and result.num_detections == 16
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoints(tmp_path, preset):
+    seen = {}
+
+    class Recording(Trainer):
+        def _end_epoch(self, epoch, *args):
+            super()._end_epoch(epoch, *args)
+            seen["best"] = hashlib.sha256(self.best_path.read_bytes()).hexdigest()
+            seen["last"] = hashlib.sha256(self.last_path.read_bytes()).hexdigest()
+
+    run = new_run_dir(tmp_path, "nan")
+    trainer = _trainer(preset, run, model_seed=1, model=ToyDetector(nan_from_epoch=1), cls=Recording)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2/2, iteration 1/4: loss_cls=nan, loss_reg=") as e:
+        trainer.fit()
+    assert "still holds epoch 1" in str(e.value)
+    assert hashlib.sha256((run / "weights" / "best.pt").read_bytes()).hexdigest() == seen["best"]
+    assert hashlib.sha256((run / "weights" / "last.pt").read_bytes()).hexdigest() == seen["last"]
+    assert load_checkpoint(run / "weights" / "last.pt")["epoch"] == 1
+    assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_unused_parameter_probe_restores_buffers():
+    torch.manual_seed(0)
+    model = ToyDetector(spare=True).train()
+    train, _, _ = _loaders()
+    batch = next(iter(train))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert unused_parameters(model, batch, 0) == ["spare.weight", "spare.bias"]
+    assert _state_equal(before, model.state_dict())
+    assert all(p.grad is None for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- DDP on CPU
+def build_toy_parts(info: ProcessInfo) -> TrainParts:
+    """``TrainSetup.build`` for the DDP test (module level: it crosses torch.multiprocessing.spawn)."""
+    torch.manual_seed(3)
+    train, val, val_ds = _loaders(distributed=info.world_size > 1, batch=info.batch_per_process)
+    return TrainParts(ToyDetector(spare=True), train, val, val_ds, {"config": {"ddp": True}})
+
+
+def test_ddp_two_cpu_processes(tmp_path, preset, monkeypatch):
+    monkeypatch.setenv("DETCLI_DDP_CPU_PROCS", "2")
+    run = new_run_dir(tmp_path, "ddp")
+    cfg = _train_cfg(epochs=1).model_copy(update={"batch": 4})
+    setup = TrainSetup(preset, cfg, build_toy_parts, run, device="cpu", seed=0, force_plain=True,
+                       train_args={"argv": ["detcli", "train", "--device", "cpu"]})
+    row = launch_training(setup)  # 2 gloo processes; the spare parameter needs find_unused_parameters
+    ckpt = load_checkpoint(run / "weights" / "last.pt")
+    assert ckpt["epoch"] == 1 and len(ckpt["rng"]["per_rank"]) == 2
+    assert ckpt["ema"]["updates"] == 2  # 8 images / (2 per process × 2 processes)
+    assert row is not None and row["epoch"] == 1 and math.isfinite(row["train/loss_cls"])
+    import json
+
+    assert json.loads((run / "run.json").read_text())["world_size"] == 2
+    assert len(ResultsCSV(run / "results.csv").read()[1]) == 1
