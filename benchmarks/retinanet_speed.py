@@ -31,18 +31,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, runs: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` in ms."""
+def timed_pair(fa, fb, runs: int, warmup: int, device: torch.device) -> tuple[float, float]:
+    """Median wall times (ms) of ``fa`` and ``fb``, run alternately so that load changes hit both alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        fa(), fb()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        for fn, out in ((fa, times[0]), (fb, times[1])):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            out.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def random_targets(gen: torch.Generator, n_img: int, h: int, w: int, n_box: int, num_classes: int, device):
@@ -95,8 +96,7 @@ def main() -> int:
         sum(tv(tv_imgs, tv_targets).values()).backward()
 
     ours.train(), tv.train()
-    t_ours_train = timed(ours_train, args.runs, args.warmup, device)
-    t_tv_train = timed(tv_train, args.runs, args.warmup, device)
+    t_ours_train, t_tv_train = timed_pair(ours_train, tv_train, args.runs, args.warmup, device)
 
     ours.eval(), tv.eval()
     x1, tv_x1 = x2[:1], tv_imgs[:1]
@@ -109,10 +109,9 @@ def main() -> int:
         with torch.no_grad():
             tv(tv_x1)
 
-    t_ours_inf = timed(ours_infer, args.runs, args.warmup, device)
-    t_tv_inf = timed(tv_infer, args.runs, args.warmup, device)
+    t_ours_inf, t_tv_inf = timed_pair(ours_infer, tv_infer, args.runs, args.warmup, device)
 
-    print(f"device {device}, threads {args.threads}, input {h}x{w}, median of {args.runs} runs (after {args.warmup} warm-up)")
+    print(f"device {device}, threads {args.threads}, input {h}x{w}, median of {args.runs} alternating runs (after {args.warmup} warm-up)")
     print(f"{'':26s}{'detcli':>12s}{'torchvision':>14s}{'tv / detcli':>13s}")
     print(f"{'train iter (ms / image)':26s}{t_ours_train / 2:12.1f}{t_tv_train / 2:14.1f}{t_tv_train / t_ours_train:13.2f}")
     print(f"{'inference (ms / image)':26s}{t_ours_inf:12.1f}{t_tv_inf:14.1f}{t_tv_inf / t_ours_inf:13.2f}")

@@ -1,0 +1,97 @@
+"""The CLI as a user meets it: help texts, clear errors without tracebacks, and train → eval → predict."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detcli.data.demo import ensure_demo_dataset
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "DETCLI_HOME": str(cwd / "home")}
+    return subprocess.run(
+        [sys.executable, "-m", "detcli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny") / "demo"
+    ensure_demo_dataset(root, num_train=8, num_val=4)
+    return root / "demo.yaml"
+
+
+def test_help_shows_examples(tmp_path: Path):
+    top = run_cli("--help", cwd=tmp_path)
+    assert top.returncode == 0 and "detcli train --preset nanodet-plus-m" in top.stdout
+    for cmd in ("train", "eval", "predict"):
+        out = run_cli(cmd, "--help", cwd=tmp_path)
+        assert out.returncode == 0 and "Examples" in out.stdout, out.stdout
+    assert "export" not in top.stdout and "inspect-anchors" not in top.stdout  # not built yet: not registered
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "--preset", "nanodet-plus-n"], "unknown preset 'nanodet-plus-n'"),
+        (["train", "--preset", "nanodet-plus-m", "--set", "model.widht=1.5x"], "did you mean 'model.width'"),
+        (["train", "--preset", "nanodet-plus-m", "--data", "nowhere.yaml"], "nowhere.yaml does not exist"),
+        (["train"], "give --preset"),
+        (["predict", "no_such_dir/"], "source not found: 'no_such_dir/'"),
+        (["eval"], "no trained run found under runs/train"),
+        (["eval", "--weights", "missing.pt"], "checkpoint not found: missing.pt"),
+    ],
+)
+def test_bad_input_is_a_message_not_a_traceback(tmp_path: Path, args, expected):
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert expected in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path: Path):
+    (tmp_path / "bad.pt").write_bytes(b"\x00not a checkpoint")
+    out = run_cli("eval", "--weights", "bad.pt", cwd=tmp_path)
+    assert out.returncode == 2 and "bad.pt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
+    train = run_cli(
+        "train", "--preset", "nanodet-plus-m", "--data", str(tiny_data), "--epochs", "2", "--batch", "4",
+        "--imgsz", "128", "--workers", "0", "--set", "train.val_interval=1", cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    run = tmp_path / "runs" / "train" / "train"
+    for name in ("preset.yaml", "run.json", "results.csv", "weights/last.pt", "weights/best.pt"):
+        assert (run / name).is_file(), name
+    rows = (run / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("epoch,") and "metrics/AP50-95" in rows[0]
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["seed"] == 0 and "torch" in manifest["versions"]
+    assert "parameters (inference graph)" in train.stdout  # the preset summary
+
+    # eval without --data: the dataset recorded in the checkpoint
+    ev = run_cli("eval", "--imgsz", "128", cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    metrics = json.loads((tmp_path / "runs" / "eval" / "eval" / "metrics.json").read_text())
+    assert set(metrics["stats"]) >= {"AP50-95", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"}
+    assert [c["class"] for c in metrics["per_class"]] == ["circle", "square", "triangle", "star", "ring"]
+
+    # predict on the val folder with the latest run's best.pt
+    val_dir = tiny_data.parent / "val"
+    pr = run_cli("predict", str(val_dir), "--conf", "0.01", "--imgsz", "128", cwd=tmp_path)
+    assert pr.returncode == 0, pr.stderr[-3000:]
+    out = tmp_path / "runs" / "predict" / "predict"
+    assert len(list(out.glob("*.jpg"))) == 4
+    preds = json.loads((out / "predictions.json").read_text())
+    assert all({"file_name", "bbox", "score", "category"} <= set(p) for p in preds)
+
+    # a second run numbers its folder; resume of a finished run says so without damage
+    again = run_cli("train", "--resume", cwd=tmp_path)
+    assert again.returncode in (0, 2) and "Traceback" not in again.stderr
+    assert (run / "weights" / "best.pt").is_file()
