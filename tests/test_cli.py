@@ -95,3 +95,22 @@ def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
     again = run_cli("train", "--resume", cwd=tmp_path)
     assert again.returncode in (0, 2) and "Traceback" not in again.stderr
     assert (run / "weights" / "best.pt").is_file()
+
+
+def test_retinanet_train_eval_predict_small(tmp_path: Path, tiny_data: Path):
+    """RetinaNet goes through the same CLI as NanoDet-Plus (R18 at a small input size)."""
+    train = run_cli(
+        "train", "--preset", "retinanet-r18-fpn", "--data", str(tiny_data), "--epochs", "1", "--batch", "2",
+        "--imgsz", "160", "--workers", "0", "--name", "retina", cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    assert "linear scaling" in train.stdout  # lr 0.01 at batch 16 scaled to batch 2, said in the summary
+    assert "backbone initialised randomly" in train.stdout  # no ImageNet file here: said plainly
+    best = tmp_path / "runs" / "train" / "retina" / "weights" / "best.pt"
+    assert best.is_file()
+    ev = run_cli("eval", "--weights", str(best), "--imgsz", "160", cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    pr = run_cli("predict", str(tiny_data.parent / "val"), "--weights", str(best), "--conf", "0.01",
+                 "--imgsz", "160", cwd=tmp_path)
+    assert pr.returncode == 0, pr.stderr[-3000:]
+    assert (tmp_path / "runs" / "predict" / "predict" / "predictions.json").is_file()

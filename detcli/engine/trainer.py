@@ -91,8 +91,7 @@ class Trainer:
         self.amp_requested = bool(amp)
         self.resume_from = Path(resume_from) if resume_from is not None else None
         self.train_args = json.loads(json.dumps(train_args or {}, default=str))
-        self.dataset_info = {**_describe_datasets(train_loader.dataset, val_dataset), **(dataset_info or {})}
-        self.dataset_info = json.loads(json.dumps(self.dataset_info, default=str))
+        self.dataset_info = json.loads(json.dumps(dataset_info or {}, default=str))
         self.last_path = self.run_dir / "weights" / "last.pt"
         self.best_path = self.run_dir / "weights" / "best.pt"
         self.results = ResultsCSV(self.run_dir / "results.csv")
@@ -137,6 +136,8 @@ class Trainer:
                 rep.warn(f"{self.resume_from} has no EMA state; the EMA restarts from the current weights")
         device_names = _gather(_device_name(self.device))  # a collective: every rank takes part
         if self.rank == 0:
+            described = _describe_datasets(self.train_loader.dataset, self.val_dataset)  # hashes the json files
+            self.dataset_info = json.loads(json.dumps({**described, **self.dataset_info}, default=str))
             self._write_run_files(lr_note, device_names, resumed=ckpt is not None)
         rep.info(f"optimizer: {lr_note}")
         rep.info(

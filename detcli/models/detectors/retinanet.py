@@ -127,7 +127,14 @@ class RetinaNet(Detector):
 
     # ------------------------------------------------------------------ training
     def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int = 0) -> dict[str, Tensor]:
-        """``loss_cls`` (focal) and ``loss_bbox`` (L1 on deltas), each / Σ_images max(#pos_i, 1)."""
+        """``loss_cls`` (focal) and ``loss_bbox`` (L1 on deltas), each / Σ_images max(#pos_i, 1).
+
+        Args:
+            images: (B, 3, H, W) padded batch; ``metas[i].img_shape`` gives image i's own size, from which its
+                padded shape and valid anchors follow.
+            targets: per image (G_i, 4) xyxy boxes and (G_i,) labels in input pixels.
+        The normaliser is per process (no all-reduce across GPUs), as MMDetection.
+        """
         cls_scores, bbox_preds = self(images)
         device, b, c = images.device, images.shape[0], self.num_classes
         sizes, level_anchors = self._anchors(cls_scores)
