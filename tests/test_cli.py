@@ -114,3 +114,24 @@ def test_retinanet_train_eval_predict_small(tmp_path: Path, tiny_data: Path):
                  "--imgsz", "160", cwd=tmp_path)
     assert pr.returncode == 0, pr.stderr[-3000:]
     assert (tmp_path / "runs" / "predict" / "predict" / "predictions.json").is_file()
+
+
+def test_nanodet_ddp_two_cpu_processes(tmp_path: Path, tiny_data: Path):
+    """DDP on the gloo backend with 2 CPU workers (DETCLI_DDP_CPU_PROCS), through the CLI."""
+    env_backup = os.environ.get("DETCLI_DDP_CPU_PROCS")
+    os.environ["DETCLI_DDP_CPU_PROCS"] = "2"
+    try:
+        out = run_cli(
+            "train", "--preset", "nanodet-plus-m", "--data", str(tiny_data), "--epochs", "1", "--batch", "4",
+            "--imgsz", "128", "--workers", "0", "--device", "cpu", "--name", "ddp", cwd=tmp_path, timeout=600,
+        )
+    finally:
+        if env_backup is None:
+            os.environ.pop("DETCLI_DDP_CPU_PROCS")
+        else:
+            os.environ["DETCLI_DDP_CPU_PROCS"] = env_backup
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run = tmp_path / "runs" / "train" / "ddp"
+    assert json.loads((run / "run.json").read_text())["world_size"] == 2
+    assert (run / "weights" / "last.pt").is_file() and (run / "weights" / "best.pt").is_file()
+    assert not (tmp_path / "runs" / "train" / "ddp2").exists()  # one run folder for both ranks

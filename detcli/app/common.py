@@ -71,7 +71,7 @@ def load_for_inference(
     weights: Path | None, preset_name: str | None, overrides: list[str], device: torch.device
 ) -> LoadedModel:
     """A detcli checkpoint (preset, classes and dataset inside) or an official one (needs ``preset_name``)."""
-    from detcli.engine.checkpoint import load_checkpoint, read_any_checkpoint
+    from detcli.engine.checkpoint import inference_weights, load_checkpoint, read_any_checkpoint
 
     path = Path(weights) if weights is not None else latest_best()
     raw = read_any_checkpoint(path)
@@ -82,7 +82,7 @@ def load_for_inference(
             raise DetcliError(f"{path} is a detcli checkpoint: it carries its preset; drop --preset")
         names = list(ckpt["class_names"])
         model = build_model(preset, len(names), pretrained=False)
-        model.load_state_dict(ckpt["model"], strict=True)
+        model.load_state_dict(inference_weights(ckpt), strict=True)  # EMA weights when last.pt has them
         loaded = LoadedModel(model, preset, names, list(ckpt["cat_ids"]), ckpt.get("dataset"), path, False)
     else:
         if preset_name is None:
@@ -167,11 +167,11 @@ def load_weights_into(model: Detector, path: Path) -> str:
     differs (a head trained for another class count) keep their fresh initialisation. Returns a one-line
     report.
     """
-    from detcli.engine.checkpoint import read_any_checkpoint
+    from detcli.engine.checkpoint import inference_weights, read_any_checkpoint
 
     raw = read_any_checkpoint(path)
     if isinstance(raw, dict) and str(raw.get("format", "")).startswith("detcli"):
-        source = raw["model"]
+        source = inference_weights(raw)
     else:
         source = official_state_dict(model, raw)
     own = model.state_dict()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,13 @@ def train_command(req: TrainRequest) -> dict | None:
     from detcli.engine.launch import torchrun_env
     from detcli.distributed import is_main
 
-    main_rank = is_main() and (not torchrun_env() or _env_rank() == 0)
+    if torchrun_env() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # join the group first: rank 0 names the run folder and broadcasts it
+        from detcli.engine.launch import backend_for, init_from_env, parse_device, process_device
+
+        device_type, ids = parse_device(req.device)
+        init_from_env(backend_for(device_type), process_device(device_type, ids))
+    main_rank = is_main()
     reporter = Reporter(silent=not main_rank, force_plain=req.force_plain)
     reporter.header("train", req.device or "auto")
     if req.resume is not None:
@@ -126,12 +133,6 @@ def train_command(req: TrainRequest) -> dict | None:
         force_plain=req.force_plain,
     )
     return launch_training(setup)
-
-
-def _env_rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
 
 
 def _shared_run_dir(req: TrainRequest, make) -> Path:

@@ -46,9 +46,9 @@ class CocoDetection(Dataset):
             :class:`DatasetError` instead (evaluation, where a substitute would be scored under the wrong id).
 
     ``__getitem__`` returns ``{"img": (3,h,w) float32, "boxes": (G,4) float32 xyxy in transformed pixels,
-    "labels": (G,) int64, "meta": ImageMeta}``. The random generator of a sample is seeded from
-    (``torch.initial_seed()`` of the process — a DataLoader worker's seed —, index, samples drawn so far
-    in this process), so runs with the same seed and worker count repeat exactly.
+    "labels": (G,) int64, "meta": ImageMeta}``. The random generator of a sample is seeded from (a draw of
+    the process' torch generator, index), so runs with the same seed and worker count repeat exactly, also
+    across ``--resume`` (the engine restores the torch generator; workers are re-seeded every epoch).
     """
 
     def __init__(
@@ -235,9 +235,11 @@ class CocoDetection(Dataset):
 
     def sample_rng(self, idx: int) -> np.random.Generator:
         """Generator for the next sample at ``idx`` (see class docstring)."""
-        rng = np.random.default_rng([torch.initial_seed(), idx, self._draws])
+        # the seed is drawn from this process' torch generator, which the engine saves and restores and a
+        # DataLoader worker gets freshly seeded each epoch: augmentations repeat exactly after --resume
+        seed = int(torch.randint(0, 2**62, (1,)).item())
         self._draws += 1
-        return rng
+        return np.random.default_rng([seed, idx])
 
     def get(self, idx: int, rng: np.random.Generator | None) -> dict[str, Any]:
         """Sample ``idx`` with an explicit generator."""

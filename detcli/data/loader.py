@@ -37,7 +37,8 @@ def build_dataloader(
 
     With ``distributed`` a :class:`DistributedSampler` (seeded, same permutation on every rank) splits the
     data; call ``loader.sampler.set_epoch(epoch)`` each epoch to reshuffle. Otherwise shuffling uses a
-    generator seeded with ``seed``. Workers are persistent (``workers > 0``) and memory is pinned on CUDA.
+    generator seeded with ``seed``. Workers are started afresh each epoch (their seeds come from ``generator``, so a resumed run
+    repeats them) and memory is pinned on CUDA.
     """
     generator = torch.Generator()
     sampler = None
@@ -59,5 +60,5 @@ def build_dataloader(
         drop_last=drop_last,
         worker_init_fn=seed_worker,
         generator=generator,
-        persistent_workers=workers > 0,
+        persistent_workers=False,  # fresh, re-seeded workers each epoch: exact --resume
     )

@@ -28,6 +28,7 @@ from detcli.distributed import barrier, is_dist, rank as dist_rank, reduce_mean,
 from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
 from detcli.engine.ddp import TrainingGraph, unused_parameters, wrap_ddp
 from detcli.engine.ema import ModelEMA
+from detcli.engine.evaluate import evaluate
 from detcli.engine.evaluator import STAT_NAMES, EvalResult
 from detcli.engine.optim import build_optimizer
 from detcli.engine.run_dir import (
@@ -328,8 +329,6 @@ class Trainer:
     @torch.no_grad()
     def validate(self, epoch: int) -> EvalResult:
         """COCO evaluation of the EMA model (or the model), synchronised from rank 0 first."""
-        from detcli.engine.evaluate import evaluate
-
         module = self.ema.module if self.ema is not None else self.model
         if is_dist():  # BN statistics differ per process; score rank 0's weights everywhere
             for t in module.state_dict().values():

@@ -110,11 +110,12 @@ def _head_losses(
     num_pos = reduce_mean(torch.tensor(float(pos.numel()), device=cls.device)).clamp(min=1.0)
     loss_qfl = quality_focal_loss(cls, flat["labels"], flat["scores"]).sum() / num_pos
 
+    weight = cls[pos].detach().sigmoid().max(dim=1).values  # (P,)
+    # every process takes part in this all-reduce, positives or not (else DDP waits forever)
+    box_norm = reduce_mean(weight.sum()).clamp(min=1.0)
     if pos.numel() == 0:
         zero = reg.sum() * 0
         return loss_qfl, zero, zero
-    weight = cls[pos].detach().sigmoid().max(dim=1).values  # (P,)
-    box_norm = reduce_mean(weight.sum()).clamp(min=1.0)
     loss_bbox = giou_loss(boxes[pos], flat["pos_gt"], weight=weight, avg_factor=box_norm)
     side_logits = reg[pos].reshape(-1, reg_max + 1)  # (4P, R+1), sides l, t, r, b
     loss_dfl = (

@@ -54,6 +54,8 @@ class NanoDetPlus(Detector):
             such a file (must exist).
     """
 
+    ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
+
     def __init__(
         self,
         num_classes: int,

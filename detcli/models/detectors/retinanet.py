@@ -55,6 +55,8 @@ class RetinaNet(Detector):
             If it is missing, ``backbone_init_message`` says so and the backbone stays random.
     """
 
+    ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
+
     # predict: above this many pre-selected pairs per (image · nms_pre), a dense top-k beats the sparse path
     dense_topk_factor: float = 8.0
 
