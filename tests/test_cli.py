@@ -135,3 +135,30 @@ def test_nanodet_ddp_two_cpu_processes(tmp_path: Path, tiny_data: Path):
     assert json.loads((run / "run.json").read_text())["world_size"] == 2
     assert (run / "weights" / "last.pt").is_file() and (run / "weights" / "best.pt").is_file()
     assert not (tmp_path / "runs" / "train" / "ddp2").exists()  # one run folder for both ranks
+
+
+@pytest.mark.parametrize("family", ["nanodet", "retinanet"])
+def test_official_checkpoint_formats_load_through_the_cli(tmp_path: Path, tiny_data: Path, family: str):
+    """NanoDet Lightning-style (``avg_model.`` EMA prefix) and MMDetection (``state_dict``/``meta``) files."""
+    import torch
+
+    from detcli.config.loader import load_preset
+    from detcli.models import build_model
+
+    preset = "nanodet-plus-m" if family == "nanodet" else "retinanet-r18-fpn"
+    model = build_model(load_preset(preset)[0], 80, pretrained=False)
+    sd = model.inference_state_dict()
+    if family == "nanodet":
+        ckpt = {"state_dict": {**{f"model.{k}": v for k, v in sd.items()},
+                               **{f"avg_model.{k}": v for k, v in sd.items()}}, "epoch": 3}
+    else:
+        ckpt = {"state_dict": sd, "meta": {"mmdet_version": "3.3.0"}}
+    torch.save(ckpt, tmp_path / "official.pth")
+    out = run_cli("predict", str(tiny_data.parent / "val"), "--preset", preset, "--weights", "official.pth",
+                  "--imgsz", "160", "--conf", "0.5", "--name", family, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "runs" / "predict" / family / "predictions.json").is_file()
+    wrong = run_cli("predict", str(tiny_data.parent / "val"), "--preset",
+                    "retinanet-r18-fpn" if family == "nanodet" else "nanodet-plus-m", "--weights", "official.pth",
+                    cwd=tmp_path)
+    assert wrong.returncode == 2 and "official.pth" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -107,8 +107,9 @@ def load_official(model: Detector, raw: Any, path: Path) -> None:
         raise DetcliError(f"{type(model).__name__} cannot read official checkpoints ({path})")
     try:
         loader(raw)
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise DetcliError(f"{path}: not a checkpoint of this architecture: {str(e).splitlines()[0][:300]}") from None
+    except (KeyError, RuntimeError, ValueError, DetcliError) as e:
+        detail = " ".join(str(e).split())[:300]
+        raise DetcliError(f"{path}: not a {type(model).__name__} checkpoint of this preset: {detail}") from None
 
 
 def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tuple[int, int]) -> None:

@@ -276,6 +276,7 @@ class RetinaNet(Detector):
             raise DetcliError("MMDetection checkpoint does not match this RetinaNet — " + "; ".join(parts))
         self.load_state_dict(sd, strict=True)
 
+    load_official_state_dict = load_mmdet_state_dict  # the family's official checkpoint format
 
 
 def build_retinanet(cfg: "RetinaNetConfig", test: "TestConfig", num_classes: int, backbone_weights: str | None) -> RetinaNet:
