@@ -95,7 +95,7 @@ class Reporter:
             self.console.print(f"[yellow]WARNING[/yellow] {msg}" if self.rich else f"WARNING {msg}")
 
     def error(self, msg: str) -> None:
-        err = Console(stderr=True, highlight=False, no_color=not self.rich)
+        err = Console(stderr=True, highlight=False, no_color=not self.rich, soft_wrap=True)  # paths stay whole
         err.print(f"[bold red]error:[/bold red] {msg}" if self.rich else f"error: {msg}", markup=self.rich)
 
     def progress(self, iterable: Iterable, total: int | None = None, description: str = "") -> Progress_:

@@ -91,10 +91,11 @@ def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
     preds = json.loads((out / "predictions.json").read_text())
     assert all({"file_name", "bbox", "score", "category"} <= set(p) for p in preds)
 
-    # a second run numbers its folder; resume of a finished run says so without damage
+    # resuming a finished run says so, and leaves its files alone
+    before = (run / "weights" / "best.pt").read_bytes()
     again = run_cli("train", "--resume", cwd=tmp_path)
-    assert again.returncode in (0, 2) and "Traceback" not in again.stderr
-    assert (run / "weights" / "best.pt").is_file()
+    assert again.returncode == 2 and "already finished its 2 epochs" in again.stderr, again.stderr
+    assert (run / "weights" / "best.pt").read_bytes() == before
 
 
 def test_retinanet_train_eval_predict_small(tmp_path: Path, tiny_data: Path):

@@ -168,6 +168,11 @@ def _resume_state(req: TrainRequest, reporter: Reporter):
     if ignored:
         reporter.warn(f"--resume continues the run as it was: ignoring {', '.join(ignored)}")
     preset = Preset.model_validate(ckpt["preset"])
+    if int(ckpt["epoch"]) >= preset.train.epochs:
+        raise DetcliError(
+            f"--resume {run_dir}: the run already finished its {preset.train.epochs} epochs; to train on, start a "
+            f"new run from its weights: detcli train --preset {preset.name} --weights {run_dir}/weights/best.pt"
+        )
     data = DatasetConfig.model_validate(ckpt["dataset"]["config"])
     args = ckpt.get("train_args", {})
     reporter.info(f"resuming {run_dir} from epoch {ckpt['epoch']}")

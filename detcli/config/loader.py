@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import typing
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,11 @@ from detcli.errors import PresetError
 
 
 def presets_dir() -> Path:
-    """The built-in presets: ``detcli.presets`` in an installed wheel, ``presets/`` in a source tree."""
-    try:
-        return Path(str(resources.files("detcli.presets")))
-    except ModuleNotFoundError:  # running from a checkout (editable install or cwd on sys.path)
-        return Path(__file__).resolve().parents[2] / "presets"
+    """The built-in presets: ``detcli/presets`` in an installed wheel, ``presets/`` in a source tree."""
+    installed = Path(__file__).resolve().parents[1] / "presets"  # the wheel maps presets/ → detcli.presets
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parents[2] / "presets"
 
 
 def builtin_presets() -> dict[str, Path]:
