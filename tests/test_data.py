@@ -452,7 +452,7 @@ def test_loader_is_reproducible(tmp_path, workers):
 
 
 # ---------------------------------------------------------------------------------------------- parity (opt-in)
-NANODET_REPO = Path(os.environ.get("NANODET_REPO", "/work/ref/nanodet"))
+NANODET_REPO = Path(os.environ.get("NANODET_REPO", "/nonexistent"))  # an official checkout, opt-in
 
 
 def _load_official(name: str):
@@ -485,7 +485,7 @@ class _ReplayRandom:
 
 
 @pytest.mark.parity
-@pytest.mark.skipif(not (NANODET_REPO / "nanodet/data/transform/warp.py").is_file(), reason="no NanoDet checkout")
+@pytest.mark.skipif(not (NANODET_REPO / "nanodet/data/transform/warp.py").is_file(), reason="set NANODET_REPO to an official nanodet checkout")
 def test_parity_with_official_shape_transform_and_color():
     warp, color = _load_official("warp"), _load_official("color")
     cfg = dict(perspective=0.0005, scale=(0.6, 1.4), stretch=((0.8, 1.2), (0.8, 1.2)), rotation=10, shear=4,
