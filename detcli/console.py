@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -103,18 +104,20 @@ class Reporter:
             total = len(iterable)  # type: ignore[arg-type]
         return Progress_(self, iterable, total, description)
 
-    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    def table(self, title: str, columns: list[str], rows: list[list[Any]], numeric: bool = True) -> None:
+        """A table; columns after the first are right-aligned when ``numeric``."""
         if self.silent:
             return
-        table = Table(title=title, title_justify="left", show_edge=self.rich, box=None if not self.rich else None)
+        table = Table(title=title, title_justify="left", show_edge=self.rich, box=box.SQUARE if self.rich else None,
+                      show_header=any(columns))
         for i, col in enumerate(columns):
-            table.add_column(col, justify="left" if i == 0 else "right")
+            table.add_column(col, justify="right" if numeric and i > 0 else "left")
         for row in rows:
             table.add_row(*[_fmt(v) for v in row])
         self.console.print(table)
 
     def key_values(self, title: str, items: dict[str, Any]) -> None:
-        self.table(title, ["", ""], [[k, v] for k, v in items.items()])
+        self.table(title, ["", ""], [[k, v] for k, v in items.items()], numeric=False)
 
     def epoch_row(self, metrics: dict[str, Any]) -> None:
         """One compact row per epoch; the column header is printed once."""

@@ -163,3 +163,13 @@ def test_official_checkpoint_formats_load_through_the_cli(tmp_path: Path, tiny_d
                     "retinanet-r18-fpn" if family == "nanodet" else "nanodet-plus-m", "--weights", "official.pth",
                     cwd=tmp_path)
     assert wrong.returncode == 2 and "official.pth" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_unavailable_gpu_fails_before_a_run_folder_is_made(tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = run_cli("train", "--preset", "nanodet-plus-m", "--device", "0,1", cwd=tmp_path)
+    assert out.returncode == 2 and "CUDA is not available" in out.stderr and "use --device cpu" in out.stderr
+    assert not (tmp_path / "runs").exists()

@@ -16,21 +16,13 @@ from detcli.models.base import Detector
 
 
 def select_device(spec: str | None) -> torch.device:
-    """'cpu', '0', 'cuda:0' or None (GPU 0 when there is one) → one torch.device (single process)."""
-    if spec is None or spec == "":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    spec = spec.strip().lower()
-    if spec == "cpu":
-        return torch.device("cpu")
-    ids = spec.removeprefix("cuda:").split(",")
-    if not all(i.strip().isdigit() for i in ids):
-        raise DetcliError(f"--device {spec!r}: expected cpu, 0, or 0,1")
-    if not torch.cuda.is_available():
-        raise DetcliError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
-    first = int(ids[0])
-    if first >= torch.cuda.device_count():
-        raise DetcliError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    return torch.device(f"cuda:{first}")
+    """'cpu', '0', 'cuda:0' or None (GPU 0 when there is one) → the device of a single-process command."""
+    from detcli.engine.launch import parse_device
+
+    device_type, ids = parse_device(spec)
+    if len(ids) > 1:
+        raise DetcliError(f"--device {spec}: eval and predict run on one device; give one id")
+    return torch.device(device_type, ids[0]) if device_type == "cuda" else torch.device(device_type)
 
 
 def latest_best(project: Path = Path("runs/train")) -> Path:
@@ -114,7 +106,7 @@ def load_official(model: Detector, raw: Any, path: Path) -> None:
 
 def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tuple[int, int]) -> None:
     """Parameters, GFLOPs at the input size, strides and assigner."""
-    from detcli.models.complexity import conv_params, gflops, total_params
+    from detcli.models.complexity import gflops, total_params
 
     infer = model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -123,15 +115,19 @@ def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tup
         flops_text = f"{flops:.2f} G (2×MACs) at {size[0]}×{size[1]}"
     except Exception as e:  # a summary must not stop a run
         flops_text = f"n/a ({e})"
-    infer_params = sum(v.numel() for k, v in model.inference_state_dict().items() if v.dtype.is_floating_point
-                       and not k.endswith(("running_mean", "running_var")))
+    infer_keys = set(model.inference_state_dict())
+    infer_params = sum(p.numel() for n, p in model.named_parameters() if n in infer_keys)
+    infer_conv = sum(
+        p.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
+        for n, p in m.named_parameters(prefix=name) if n in infer_keys
+    )
     reporter.key_values(
         f"preset {preset.name} ({preset.model.type})",
         {
             "description": preset.description,
             "parameters (inference graph)": f"{infer_params:,}",
             "parameters (training graph)": f"{total_params(model):,} ({trainable:,} trainable)",
-            "conv parameters": f"{conv_params(model):,}",
+            "conv parameters (inference graph)": f"{infer_conv:,} (NanoDet's README count)",
             "GFLOPs": flops_text,
             "strides": ", ".join(map(str, strides_of(preset))),
             "assigner": assigner_name(preset),

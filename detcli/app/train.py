@@ -105,6 +105,9 @@ def train_command(req: TrainRequest) -> dict | None:
         init_from_env(backend_for(device_type), process_device(device_type, ids))
     main_rank = is_main()
     reporter = Reporter(silent=not main_rank, force_plain=req.force_plain)
+    from detcli.engine.launch import parse_device
+
+    parse_device(req.device)  # a bad --device fails before a run folder is made
     reporter.header("train", req.device or "auto")
     if req.resume is not None:
         preset, train_cfg, data, run_dir, resume_from, imgsz, seed = _resume_state(req, reporter)
