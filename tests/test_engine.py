@@ -11,7 +11,6 @@ import hashlib
 import io
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +35,8 @@ from detcli.engine.optim import build_optimizer
 from detcli.engine.run_dir import ResultsCSV, latest_run, new_run_dir
 from detcli.engine.schedule import LRSchedule
 from detcli.engine.seed import seed_everything
-from detcli.engine.trainer import ProcessInfo, Trainer, TrainParts, TrainSetup, launch_training
+from detcli.engine.session import ProcessInfo, TrainParts, TrainSetup, launch_training
+from detcli.engine.trainer import Trainer
 from detcli.errors import DetcliError, NonFiniteLossError
 from detcli.models.base import Detector
 from detcli.structures import Detections, ImageMeta

@@ -1,4 +1,4 @@
-"""``detcli train``: preset + data + flags → a :class:`~detcli.engine.trainer.TrainSetup` → the engine."""
+"""``detcli train``: preset + data + flags → a :class:`~detcli.engine.session.TrainSetup` → the engine."""
 from __future__ import annotations
 
 import functools
@@ -54,7 +54,7 @@ def build_parts(spec: BuildSpec, info) -> Any:
     from detcli.data.build import build_dataset, input_size
     from detcli.data.collate import collate
     from detcli.data.loader import build_dataloader
-    from detcli.engine.trainer import TrainParts
+    from detcli.engine.session import TrainParts
     from detcli.models import build_model
 
     reporter = Reporter(silent=info.rank != 0, force_plain=spec.force_plain)
@@ -93,7 +93,7 @@ def build_parts(spec: BuildSpec, info) -> Any:
 def train_command(req: TrainRequest) -> dict | None:
     from detcli.data.dataset_config import resolve_dataset
     from detcli.engine.run_dir import new_run_dir
-    from detcli.engine.trainer import TrainSetup, launch_training
+    from detcli.engine.session import TrainSetup, launch_training
     from detcli.engine.launch import torchrun_env
     from detcli.distributed import is_main
 
