@@ -33,6 +33,10 @@ SetOpt = typer.Option(
     [], "--set", help="Override any preset field, e.g. --set train.optimizer.lr=0.002 (repeatable)."
 )
 DeviceOpt = typer.Option(None, "--device", help="cpu, 0, or 0,1 (several GPUs: DDP). Default: GPU 0 if any.")
+TrainAnnOpt = typer.Option(None, "--train-ann", help="Train COCO JSON (instead of --data; with --train-images).")
+TrainImgOpt = typer.Option(None, "--train-images", help="Folder the train JSON's file_names are relative to.")
+ValAnnOpt = typer.Option(None, "--val-ann", help="Val COCO JSON (instead of --data; with --val-images).")
+ValImgOpt = typer.Option(None, "--val-images", help="Folder the val JSON's file_names are relative to.")
 
 
 def _builtin_names() -> str:
@@ -74,6 +78,10 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default: preset)."),
     overrides: list[str] = SetOpt,
+    train_ann: Optional[Path] = TrainAnnOpt,
+    train_images: Optional[Path] = TrainImgOpt,
+    val_ann: Optional[Path] = ValAnnOpt,
+    val_images: Optional[Path] = ValImgOpt,
 ) -> None:
     from detcli.app.train import TrainRequest, train_command
 
@@ -84,6 +92,7 @@ def train(
             preset=preset, data=data, epochs=epochs, batch=batch, imgsz=imgsz, device=device, workers=workers,
             project=project, name=name, exist_ok=exist_ok, resume=resume, weights=weights, seed=seed, amp=amp,
             overrides=list(overrides), argv=list(sys.argv),
+            files=_split_files(data, train_ann, train_images, val_ann, val_images),
         )
     )
 
@@ -114,6 +123,8 @@ def eval_(
     project: Path = typer.Option(Path("runs/eval"), "--project", help="Parent folder of result folders."),
     name: str = typer.Option("eval", "--name", help="Result folder name (auto-numbered)."),
     overrides: list[str] = SetOpt,
+    val_ann: Optional[Path] = ValAnnOpt,
+    val_images: Optional[Path] = ValImgOpt,
 ) -> None:
     from detcli.app.evaluate import EvalRequest, eval_command
 
@@ -121,6 +132,7 @@ def eval_(
         EvalRequest(
             weights=weights, data=data, preset=preset, batch=batch, imgsz=imgsz, device=device, workers=workers,
             conf=conf, iou=iou, max_det=max_det, project=project, name=name, overrides=list(overrides),
+            files=_split_files(data, None, None, val_ann, val_images),
         )
     )
 
@@ -158,6 +170,20 @@ def predict(
             batch=batch, device=device, project=project, name=name, save=save, overrides=list(overrides),
         )
     )
+
+
+def _split_files(data, train_ann, train_images, val_ann, val_images):
+    """``--train-ann/--train-images/--val-ann/--val-images`` → a DatasetConfig (None when not used)."""
+    given = [x for x in (train_ann, train_images, val_ann, val_images) if x is not None]
+    if not given:
+        return None
+    if data is not None:
+        raise DetcliError("give either --data or the --train-ann/--val-ann file flags, not both")
+    if val_ann is None or val_images is None:
+        raise DetcliError("--val-ann and --val-images are both needed (evaluation runs on the val split)")
+    from detcli.data.dataset_config import DatasetConfig
+
+    return DatasetConfig.from_files(val_ann, val_images, train_ann, train_images)
 
 
 def _normalise_resume(argv: list[str]) -> list[str]:

@@ -45,6 +45,8 @@ def test_help_shows_examples(tmp_path: Path):
         (["predict", "no_such_dir/"], "source not found: 'no_such_dir/'"),
         (["eval"], "no trained run found under runs/train"),
         (["eval", "--weights", "missing.pt"], "checkpoint not found: missing.pt"),
+        (["train", "--preset", "nanodet-plus-m", "--val-ann", "x.json"], "--val-ann and --val-images are both needed"),
+        (["eval", "--val-ann", "nope.json", "--val-images", "."], "nope.json does not exist"),
     ],
 )
 def test_bad_input_is_a_message_not_a_traceback(tmp_path: Path, args, expected):
@@ -101,7 +103,11 @@ def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
 def test_retinanet_train_eval_predict_small(tmp_path: Path, tiny_data: Path):
     """RetinaNet goes through the same CLI as NanoDet-Plus (R18 at a small input size)."""
     train = run_cli(
-        "train", "--preset", "retinanet-r18-fpn", "--data", str(tiny_data), "--epochs", "1", "--batch", "2",
+        "train", "--preset", "retinanet-r18-fpn", "--epochs", "1", "--batch", "2",
+        "--train-ann", str(tiny_data.parent / "annotations" / "instances_train.json"),
+        "--train-images", str(tiny_data.parent / "train"),
+        "--val-ann", str(tiny_data.parent / "annotations" / "instances_val.json"),
+        "--val-images", str(tiny_data.parent / "val"),
         "--imgsz", "160", "--workers", "0", "--name", "retina", cwd=tmp_path,
     )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]

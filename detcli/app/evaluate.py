@@ -25,6 +25,7 @@ class EvalRequest:
     project: Path = Path("runs/eval")
     name: str = "eval"
     overrides: list[str] = field(default_factory=list)
+    files: object | None = None  # a DatasetConfig from --val-ann/--val-images
 
 
 def eval_command(req: EvalRequest) -> dict:
@@ -41,7 +42,9 @@ def eval_command(req: EvalRequest) -> dict:
     reporter.header("eval", str(device))
     loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
     preset = loaded.preset
-    if req.data is not None:
+    if req.files is not None:
+        data_cfg = req.files
+    elif req.data is not None:
         data_cfg = resolve_dataset(req.data)
     elif loaded.dataset is not None:
         data_cfg = DatasetConfig.model_validate(loaded.dataset["config"])

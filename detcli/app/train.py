@@ -33,6 +33,7 @@ class TrainRequest:
     overrides: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
     force_plain: bool | None = None
+    files: DatasetConfig | None = None  # from --train-ann/--train-images/--val-ann/--val-images
 
 
 @dataclass
@@ -114,10 +115,10 @@ def train_command(req: TrainRequest) -> dict | None:
         weights = None
     else:
         preset, _ = load_preset(req.preset, req.overrides)
-        data_spec = req.data or "demo"
-        if req.data is None:
+        data_spec = req.data or ("files" if req.files is not None else "demo")
+        if data_spec == "demo":
             reporter.info("no --data: using the built-in demo dataset and the preset's demo schedule")
-        data = resolve_dataset(data_spec)
+        data = req.files if req.files is not None else resolve_dataset(data_spec)
         train_cfg = preset.demo_train() if data_spec == "demo" and preset.demo else preset.train
         updates = {k: v for k, v in {"epochs": req.epochs, "batch": req.batch, "workers": req.workers}.items()
                    if v is not None}
@@ -131,7 +132,7 @@ def train_command(req: TrainRequest) -> dict | None:
     setup = TrainSetup(
         preset=preset, train_cfg=train_cfg, build=functools.partial(build_parts, spec), run_dir=run_dir,
         device=req.device, seed=seed, amp=req.amp, resume_from=resume_from,
-        train_args={"argv": req.argv, "data": str(req.data or "demo"), "imgsz": imgsz, "seed": seed,
+        train_args={"argv": req.argv, "data": str(req.data or ("files" if req.files else "demo")), "imgsz": imgsz, "seed": seed,
                     "device": req.device, "weights": str(weights) if weights else None},
         force_plain=req.force_plain,
     )
