@@ -45,6 +45,7 @@ def test_help_shows_examples(tmp_path: Path):
         (["predict", "no_such_dir/"], "source not found: 'no_such_dir/'"),
         (["eval"], "no trained run found under runs/train"),
         (["eval", "--weights", "missing.pt"], "checkpoint not found: missing.pt"),
+        (["train", "--preset", "nanodet-plus-m", "--weights", "missing.pt"], "--weights missing.pt: file not found"),
         (["train", "--preset", "nanodet-plus-m", "--val-ann", "x.json"], "--val-ann and --val-images are both needed"),
         (["eval", "--val-ann", "nope.json", "--val-images", "."], "nope.json does not exist"),
     ],

@@ -95,20 +95,17 @@ def train_command(req: TrainRequest) -> dict | None:
     from detcli.data.dataset_config import resolve_dataset
     from detcli.engine.run_dir import new_run_dir
     from detcli.engine.session import TrainSetup, launch_training
-    from detcli.engine.launch import torchrun_env
     from detcli.distributed import is_main
+    from detcli.engine.launch import backend_for, init_from_env, parse_device, process_device, torchrun_env
 
+    device_type, ids = parse_device(req.device)  # a bad --device fails before a run folder is made
+    if req.weights is not None and not Path(req.weights).is_file():
+        raise DetcliError(f"--weights {req.weights}: file not found")
     if torchrun_env() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # join the group first: rank 0 names the run folder and broadcasts it
-        from detcli.engine.launch import backend_for, init_from_env, parse_device, process_device
-
-        device_type, ids = parse_device(req.device)
         init_from_env(backend_for(device_type), process_device(device_type, ids))
     main_rank = is_main()
     reporter = Reporter(silent=not main_rank, force_plain=req.force_plain)
-    from detcli.engine.launch import parse_device
-
-    parse_device(req.device)  # a bad --device fails before a run folder is made
     reporter.header("train", req.device or "auto")
     if req.resume is not None:
         preset, train_cfg, data, run_dir, resume_from, imgsz, seed = _resume_state(req, reporter)
@@ -132,8 +129,8 @@ def train_command(req: TrainRequest) -> dict | None:
     setup = TrainSetup(
         preset=preset, train_cfg=train_cfg, build=functools.partial(build_parts, spec), run_dir=run_dir,
         device=req.device, seed=seed, amp=req.amp, resume_from=resume_from,
-        train_args={"argv": req.argv, "data": str(req.data or ("files" if req.files else "demo")), "imgsz": imgsz, "seed": seed,
-                    "device": req.device, "weights": str(weights) if weights else None},
+        train_args={"argv": req.argv, "data": str(req.data or ("files" if req.files else "demo")), "imgsz": imgsz,
+                    "seed": seed, "device": req.device, "weights": str(weights) if weights else None},
         force_plain=req.force_plain,
     )
     return launch_training(setup)
