@@ -19,26 +19,9 @@ def build_model(preset: Preset, num_classes: int | None = None, pretrained: bool
     backbone_weights = cfg.backbone_weights if pretrained else None
     match cfg:
         case NanoDetPlusConfig():
-            from detcli.models.detectors.nanodet_plus import NanoDetPlus
+            from detcli.models.detectors.nanodet_plus import build_nanodet_plus
 
-            return NanoDetPlus(
-                num_classes=classes,
-                width=cfg.width,
-                neck_channels=cfg.neck_channels,
-                head_kernel=cfg.head_kernel,
-                stacked_convs=cfg.stacked_convs,
-                strides=tuple(cfg.strides),
-                reg_max=cfg.reg_max,
-                aux_channels=cfg.aux_channels,
-                aux_stacked_convs=cfg.aux_stacked_convs,
-                detach_epoch=cfg.detach_epoch,
-                assigner_topk=cfg.assigner.topk,
-                assigner_iou_factor=cfg.assigner.iou_factor,
-                qfl_weight=cfg.loss.qfl_weight,
-                dfl_weight=cfg.loss.dfl_weight,
-                giou_weight=cfg.loss.giou_weight,
-                backbone_weights=backbone_weights,
-            )
+            return build_nanodet_plus(cfg, classes, backbone_weights)
         case RetinaNetConfig():
             from detcli.models.detectors.retinanet import build_retinanet
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,6 +26,9 @@ from detcli.models.heads.simple_conv_head import SimpleConvHead
 from detcli.models.necks.ghost_pan import GhostPAN
 from detcli.postprocess import multiclass_nms
 from detcli.structures import Detections, ImageMeta, Target
+
+if TYPE_CHECKING:
+    from detcli.config.schema import NanoDetPlusConfig
 
 AUX_PREFIXES = ("aux_fpn.", "aux_head.")
 # a constant buffer of the official Integral layer (bins 0..reg_max); detcli computes the bins on the fly
@@ -209,3 +213,25 @@ class NanoDetPlus(Detector):
             raise DetcliError("checkpoint does not match this NanoDet-Plus model: " + "; ".join(details))
         self.load_state_dict(state, strict=False)
         return has_agm
+
+
+def build_nanodet_plus(cfg: "NanoDetPlusConfig", num_classes: int, backbone_weights: str | None) -> NanoDetPlus:
+    """NanoDet-Plus from a validated preset's ``model`` section (``NanoDetPlusConfig``)."""
+    return NanoDetPlus(
+        num_classes=num_classes,
+        width=cfg.width,
+        neck_channels=cfg.neck_channels,
+        head_kernel=cfg.head_kernel,
+        stacked_convs=cfg.stacked_convs,
+        strides=tuple(cfg.strides),
+        reg_max=cfg.reg_max,
+        aux_channels=cfg.aux_channels,
+        aux_stacked_convs=cfg.aux_stacked_convs,
+        detach_epoch=cfg.detach_epoch,
+        assigner_topk=cfg.assigner.topk,
+        assigner_iou_factor=cfg.assigner.iou_factor,
+        qfl_weight=cfg.loss.qfl_weight,
+        dfl_weight=cfg.loss.dfl_weight,
+        giou_weight=cfg.loss.giou_weight,
+        backbone_weights=backbone_weights,
+    )
