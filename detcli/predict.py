@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import colorsys
 import glob
-import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 from detcli.data.image_io import read_image_bgr
 from detcli.data.transforms.common import inverse_warp_boxes
 from detcli.errors import DetcliError
+from detcli.fileio import atomic_write_json
 from detcli.models.base import Detector
 from detcli.structures import Batch, Detections, ImageMeta
 
@@ -319,16 +318,7 @@ class PredictionWriter:
     def close(self) -> Path:
         """Finish open videos and write ``predictions.json`` (temp file + rename). Returns its path."""
         self._release_video()
-        path = self.out_dir / "predictions.json"
-        fd, tmp = tempfile.mkstemp(prefix=".predictions.", suffix=".json", dir=self.out_dir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.records, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        path = atomic_write_json(self.out_dir / "predictions.json", self.records, indent=None)
         return path
 
     def _records(self, frame: Frame, det: Detections) -> list[dict]:

@@ -191,7 +191,7 @@ def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DetcliError, match=r"cannot write .*last\.pt: disk full"):
         save_checkpoint(path, {"format": "detcli-1", "epoch": 2})
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary left behind

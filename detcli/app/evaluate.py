@@ -1,13 +1,13 @@
 """``detcli eval``: COCO bbox evaluation of a checkpoint."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from detcli.app.common import load_for_inference, model_summary, select_device
 from detcli.console import Reporter
 from detcli.errors import DetcliError
+from detcli.fileio import atomic_write_json
 
 
 @dataclass
@@ -79,12 +79,7 @@ def eval_command(req: EvalRequest) -> dict:
         "imgsz": list(size),
         **result.to_dict(),
     }
-    _write_json_atomic(out / "metrics.json", payload)
+    atomic_write_json(out / "metrics.json", payload)
     reporter.info(f"Results saved to {out}")
     return payload
 
-
-def _write_json_atomic(path: Path, payload) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)

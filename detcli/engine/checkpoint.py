@@ -17,10 +17,8 @@ A ``detcli-1`` checkpoint is a dict of tensors, dicts, lists, strings and number
 """
 from __future__ import annotations
 
-import os
 import pickle
 import platform
-import tempfile
 import types
 from pathlib import Path
 from typing import Any
@@ -28,50 +26,18 @@ from typing import Any
 import torch
 
 from detcli.errors import DetcliError
+from detcli.fileio import atomic_write
 
 FORMAT = "detcli-1"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` atomically: a temporary file in the same folder, fsync, then ``os.replace``.
+    """Write ``payload`` atomically (:func:`detcli.fileio.atomic_write`).
 
-    A crash or an error mid-write leaves the previous file at ``path`` untouched and no temporary behind.
+    A crash or an error mid-write leaves the previous file at ``path`` untouched and no temporary behind;
+    a folder that cannot be written raises :class:`DetcliError` naming the file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

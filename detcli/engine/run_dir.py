@@ -11,9 +11,9 @@ Layout of a training run::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from detcli.config.schema import Preset, TrainConfig
+from detcli.fileio import atomic_write_text
 
 
 def new_run_dir(project: str | Path = "runs/train", name: str = "train", exist_ok: bool = False) -> Path:
@@ -62,13 +63,13 @@ def resolved_preset(preset: Preset, train_cfg: TrainConfig) -> dict[str, Any]:
 
 def write_preset(run_dir: Path, preset_dict: dict[str, Any]) -> Path:
     path = Path(run_dir) / "preset.yaml"
-    _write_text_atomic(path, yaml.safe_dump(preset_dict, sort_keys=False, allow_unicode=True))
+    atomic_write_text(path, yaml.safe_dump(preset_dict, sort_keys=False, allow_unicode=True))
     return path
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
     path = Path(run_dir) / "run.json"
-    _write_text_atomic(path, json.dumps(manifest, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
     return path
 
 
@@ -82,12 +83,6 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class ResultsCSV:
@@ -128,12 +123,11 @@ class ResultsCSV:
         self._write(merged, rows + [values])
 
     def _write(self, columns: list[str], rows: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, text.getvalue())
 
 
 def _cell(value: Any) -> str:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from detcli.config.schema import Preset, TrainConfig
 from detcli.distributed import barrier, is_dist, rank as dist_rank, reduce_mean, world_size
+from detcli.fileio import atomic_write_json
 from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
 from detcli.engine.ddp import TrainingGraph, unused_parameters, wrap_ddp
 from detcli.engine.ema import ModelEMA
@@ -404,7 +405,7 @@ class Trainer:
             )
         if self.rank == 0:
             final = {"row": out, "metrics": self.last_result.to_dict() if self.last_result is not None else None}
-            (self.run_dir / "metrics.json").write_text(json.dumps(_json_safe(final), indent=2) + "\n")
+            atomic_write_json(self.run_dir / "metrics.json", _json_safe(final))
         weights = f"{self.best_path} (best), {self.last_path} (last)" if self.best_path.exists() else str(self.last_path)
         rep.info(f"Results saved to {self.run_dir} · weights {weights}")
         return out
