@@ -9,15 +9,23 @@ import typer
 
 from detcli.errors import DetcliError
 
+
+def _examples(*lines: str) -> str:
+    """An example block that help keeps one command per line (click's \\b: no re-wrapping)."""
+    return "\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
 app = typer.Typer(
     name="detcli",
     help=(
         "Object detection from the command line: faithful NanoDet-Plus and RetinaNet presets.\n\n"
-        "Examples:\n\n"
-        "  detcli train --preset nanodet-plus-m            # trains on the built-in demo data\n\n"
-        "  detcli train --preset nanodet-plus-m --data coco.yaml --batch 96 --device 0\n\n"
-        "  detcli eval --weights runs/train/train/weights/best.pt\n\n"
-        "  detcli predict images/ --conf 0.35"
+        "Examples (without --data: the built-in demo data):\n\n"
+        + _examples(
+            "detcli train --preset nanodet-plus-m",
+            "detcli train -p nanodet-plus-m --data coco.yaml --batch 96",
+            "detcli eval --weights runs/train/train/weights/best.pt",
+            "detcli predict images/ --conf 0.35",
+        )
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -29,10 +37,21 @@ PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name (see `detcli 
 DataOpt = typer.Option(
     None, "--data", help="Dataset YAML, COCO-style folder, or 'demo' (the built-in demo data, the default)."
 )
+EvalDataOpt = typer.Option(
+    None, "--data", help="Dataset YAML, COCO-style folder, or 'demo' (default: the checkpoint's dataset)."
+)
 SetOpt = typer.Option(
-    [], "--set", help="Override any preset field, e.g. --set train.optimizer.lr=0.002 (repeatable)."
+    [], "--set", help="Override any preset field, e.g. train.optimizer.lr=0.002 (repeatable)."
+)
+InferSetOpt = typer.Option(
+    [], "--set", help="Override a preset field of the checkpoint, e.g. test.iou_thr=0.5 (repeatable)."
 )
 DeviceOpt = typer.Option(None, "--device", help="cpu, 0, or 0,1 (several GPUs: DDP). Default: GPU 0 if any.")
+InferDeviceOpt = typer.Option(None, "--device", help="One device: cpu, 0 or cuda:1. Default: GPU 0 if any.")
+InferImgszOpt = typer.Option(
+    None, "--imgsz", min=32,
+    help="Input size, long side (default: the size the checkpoint was trained at, else the preset's).",
+)
 TrainAnnOpt = typer.Option(None, "--train-ann", help="Train COCO JSON (instead of --data; with --train-images).")
 TrainImgOpt = typer.Option(None, "--train-images", help="Folder the train JSON's file_names are relative to.")
 ValAnnOpt = typer.Option(None, "--val-ann", help="Val COCO JSON (instead of --data; with --val-images).")
@@ -50,12 +69,14 @@ def _builtin_names() -> str:
         "Train a detector. Without --data it trains on the built-in demo dataset with the preset's short "
         "demo schedule.\n\n"
         "Examples:\n\n"
-        "  detcli train --preset nanodet-plus-m\n\n"
-        "  detcli train --preset nanodet-plus-m --data data.yaml --epochs 100 --batch 32 --device 0\n\n"
-        "  detcli train --preset nanodet-plus-m --set model.detach_epoch=5 --set train.optimizer.lr=0.002\n\n"
-        "  detcli train --resume                 # continue the latest run\n\n"
-        "  detcli train --resume runs/train/train3\n\n"
-        "  torchrun --nproc_per_node 2 -m detcli train --preset nanodet-plus-m --data data.yaml"
+        + _examples(
+            "detcli train --preset nanodet-plus-m",
+            "detcli train -p nanodet-plus-m --data data.yaml --epochs 100 --device 0",
+            "detcli train -p nanodet-plus-m --set train.optimizer.lr=0.002",
+            "detcli train --resume              # continue the latest run",
+            "detcli train --resume runs/train/train3",
+            "torchrun --nproc_per_node 2 -m detcli train -p nanodet-plus-m",
+        )
     )
 )
 def train(
@@ -100,29 +121,32 @@ def train(
 @app.command(
     name="eval",
     help=(
-        "COCO bbox evaluation (pycocotools): the 12 stats and a per-class AP table, saved as JSON.\n\n"
+        "COCO bbox evaluation (pycocotools): the 12 stats and a per-class AP table, saved as metrics.json "
+        "beside the scored detections (predictions.json, COCO results format).\n\n"
         "Examples:\n\n"
-        "  detcli eval --weights runs/train/train/weights/best.pt     # on the data it was trained on\n\n"
-        "  detcli eval --weights best.pt --data data.yaml --batch 16\n\n"
-        "  detcli eval --preset nanodet-plus-m --weights nanodet-plus-m_320.ckpt --data coco.yaml"
+        + _examples(
+            "detcli eval                 # latest run's best.pt, on its own data",
+            "detcli eval --weights best.pt --data data.yaml --batch 16",
+            "detcli eval -p nanodet-plus-m --weights official.ckpt --data coco.yaml",
+        )
     ),
 )
 def eval_(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
-    data: Optional[str] = DataOpt,
+    data: Optional[str] = EvalDataOpt,
     preset: Optional[str] = typer.Option(
         None, "--preset", "-p", help="Needed only for official (non-detcli) checkpoints."
     ),
     batch: int = typer.Option(16, "--batch", min=1, help="Batch size."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (default: the checkpoint's)."),
-    device: Optional[str] = DeviceOpt,
+    imgsz: Optional[int] = InferImgszOpt,
+    device: Optional[str] = InferDeviceOpt,
     workers: int = typer.Option(2, "--workers", min=0, help="Data-loader workers."),
     conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold (default: preset)."),
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
     max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
     project: Path = typer.Option(Path("runs/eval"), "--project", help="Parent folder of result folders."),
     name: str = typer.Option("eval", "--name", help="Result folder name (auto-numbered)."),
-    overrides: list[str] = SetOpt,
+    overrides: list[str] = InferSetOpt,
     val_ann: Optional[Path] = ValAnnOpt,
     val_images: Optional[Path] = ValImgOpt,
 ) -> None:
@@ -139,12 +163,15 @@ def eval_(
 
 @app.command(
     help=(
-        "Detect objects in images or videos; writes annotated copies and one predictions.json.\n\n"
+        "Detect objects in images or videos; writes annotated copies and one predictions.json (COCO results "
+        "format, image ids numbered from 1 in reading order, file_name beside each record).\n\n"
         "SOURCE is an image, a folder, a glob ('imgs/*.jpg', quoted) or a video.\n\n"
         "Examples:\n\n"
-        "  detcli predict images/                       # latest run's best.pt\n\n"
-        "  detcli predict street.mp4 --weights best.pt --conf 0.5\n\n"
-        "  detcli predict 'shots/*.png' --batch 16 --no-save"
+        + _examples(
+            "detcli predict images/           # latest run's best.pt",
+            "detcli predict street.mp4 --weights best.pt --conf 0.5",
+            "detcli predict 'shots/*.png' --batch 16 --no-save",
+        )
     )
 )
 def predict(
@@ -154,13 +181,13 @@ def predict(
     conf: float = typer.Option(0.35, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
     max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (default: the checkpoint's)."),
+    imgsz: Optional[int] = InferImgszOpt,
     batch: int = typer.Option(8, "--batch", min=1, help="Images per forward pass."),
-    device: Optional[str] = DeviceOpt,
+    device: Optional[str] = InferDeviceOpt,
     project: Path = typer.Option(Path("runs/predict"), "--project", help="Parent folder of output folders."),
     name: str = typer.Option("predict", "--name", help="Output folder name (auto-numbered)."),
     save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images/videos."),
-    overrides: list[str] = SetOpt,
+    overrides: list[str] = InferSetOpt,
 ) -> None:
     from detcli.app.predict import PredictRequest, predict_command
 

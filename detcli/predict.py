@@ -37,7 +37,8 @@ class Frame:
     Attributes:
         img: (H, W, 3) uint8 BGR.
         path: the file it came from, as found (folder/glob sources give ``folder/name``).
-        index: running number over everything ``iter_sources`` yielded (used as image id).
+        index: running number (from 0) over everything ``iter_sources`` yielded; ``index + 1`` is the
+            ``image_id`` in ``predictions.json``.
         frame: frame number inside a video, ``None`` for an image.
         fps: frames per second of the video, ``None`` for an image.
     """
@@ -228,10 +229,47 @@ def class_color(label: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
+Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels, x2/y2 exclusive
+
+
+def place_labels(boxes: list[Rect], sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[Rect]:
+    """Where each box's label goes: inside the image and clear of the labels placed before it.
+
+    A label sits on top of its box, inside the box's top edge when there is no room above, shifted left or
+    up as far as needed to stay inside the image. A label that would overlap one placed earlier moves just
+    below it (as far as the image allows), so two detections on one box show two readable labels.
+
+    Args:
+        boxes: detection boxes (x1, y1, x2, y2), in placement order (the most important first).
+        sizes: (w, h) of each label.
+        image_size: (w, h) of the image.
+
+    Returns:
+        One (x1, y1, x2, y2) per label; a label wider (taller) than the image starts at its left (top) edge.
+    """
+    img_w, img_h = image_size
+    placed: list[Rect] = []
+    for (bx1, by1, _, _), (w, h) in zip(boxes, sizes):
+        x = _clamp(bx1, 0, img_w - w)
+        y = _clamp(by1 - h if by1 - h >= 0 else by1, 0, img_h - h)
+        while True:  # y grows at every step: ends after at most len(placed) moves
+            hit = next((r for r in placed if x < r[2] and r[0] < x + w and y < r[3] and r[1] < y + h), None)
+            if hit is None or hit[3] + h > img_h:
+                break
+            y = hit[3]
+        placed.append((x, y, x + w, y + h))
+    return placed
+
+
+def _clamp(v: int, lo: int, hi: int) -> int:
+    return max(lo, min(v, hi))
+
+
 def draw_detections(img_bgr: np.ndarray, det: Detections, class_names: list[str]) -> np.ndarray:
     """A copy of ``img_bgr`` with boxes and ``"name score"`` labels on a filled background.
 
-    Line width grows with the image size; higher-scoring detections are drawn last (on top).
+    Line width grows with the image size. Boxes are drawn lowest score first (the best on top), then the
+    labels over every box, placed by :func:`place_labels` with the highest score first.
     """
     out = np.ascontiguousarray(img_bgr).copy()
     h, w = out.shape[:2]
@@ -240,22 +278,26 @@ def draw_detections(img_bgr: np.ndarray, det: Detections, class_names: list[str]
     font_thickness = max(lw - 1, 1)
     boxes = det.boxes.detach().cpu().reshape(-1, 4).round().int().tolist()
     scores = det.scores.detach().cpu().tolist()
-    labels = det.labels.detach().cpu().tolist()
-    for i in np.argsort(scores, kind="stable"):
+    labels = [int(c) for c in det.labels.detach().cpu().tolist()]
+    order = np.argsort(scores, kind="stable")[::-1].tolist()  # best first
+    texts, sizes, baselines = [], [], []
+    for i in order:
+        name = class_names[labels[i]] if 0 <= labels[i] < len(class_names) else f"class{labels[i]}"
+        texts.append(f"{name} {scores[i]:.2f}")
+        (tw, th), baseline = cv2.getTextSize(texts[-1], cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
+        sizes.append((tw + 2, th + baseline + 2))
+        baselines.append(baseline)
+    rects = place_labels([tuple(boxes[i]) for i in order], sizes, (w, h))
+    for i in reversed(order):
         x1, y1, x2, y2 = boxes[i]
-        label = int(labels[i])
-        color = class_color(label)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, lw, cv2.LINE_AA)
-        name = class_names[label] if 0 <= label < len(class_names) else f"class{label}"
-        text = f"{name} {scores[i]:.2f}"
-        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
-        above = y1 - th - baseline - 2 >= 0  # put the label inside the box when it would leave the image
-        ty1 = y1 - th - baseline - 2 if above else y1
-        ty2 = y1 if above else y1 + th + baseline + 2
-        cv2.rectangle(out, (x1, ty1), (x1 + tw + 2, ty2), color, -1, cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), class_color(labels[i]), lw, cv2.LINE_AA)
+    for k in reversed(range(len(order))):  # the best label last: on top where the image is too small
+        color = class_color(labels[order[k]])
+        lx1, ly1, lx2, ly2 = rects[k]
+        cv2.rectangle(out, (lx1, ly1), (lx2 - 1, ly2 - 1), color, -1, cv2.LINE_AA)
         text_color = (0, 0, 0) if sum(color) / 3 > 150 else (255, 255, 255)
-        cv2.putText(out, text, (x1 + 1, ty2 - baseline - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
-                    font_thickness, cv2.LINE_AA)
+        cv2.putText(out, texts[k], (lx1 + 1, ly2 - baselines[k] - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    text_color, font_thickness, cv2.LINE_AA)
     return out
 
 
@@ -265,9 +307,14 @@ class PredictionWriter:
     """Saves annotated images/videos and one ``predictions.json`` for a predict run.
 
     Images keep their file name under ``out_dir``; each video becomes ``<stem>.mp4`` (mp4v), or a folder
-    ``<stem>/`` of ``<stem>_<frame>.jpg`` when no mp4 writer can be opened. ``predictions.json`` is a list of
-    ``{"file_name", "frame", "bbox": [x, y, w, h], "score", "category_id", "category"}`` (original pixels),
-    written atomically by :meth:`close`.
+    ``<stem>/`` of ``<stem>_<frame>.jpg`` when no mp4 writer can be opened.
+
+    ``predictions.json`` is a COCO results file (``COCO.loadRes`` reads it): a list of ``{"image_id",
+    "category_id", "bbox": [x, y, w, h], "score"}`` in original pixels, each with ``"file_name"`` (the
+    source path as found), ``"frame"`` (video frame number, ``None`` for an image) and ``"category"`` (the
+    class name) beside it. ``image_id`` numbers the images and video frames from 1 in the order they were
+    read (:attr:`Frame.index` + 1: sorted file order for folders and globs). Written atomically by
+    :meth:`close`.
 
     Args:
         out_dir: created if missing.
@@ -328,11 +375,12 @@ class PredictionWriter:
         labels = det.labels.detach().cpu().tolist()
         return [
             {
-                "file_name": frame.path,
-                "frame": frame.frame,
+                "image_id": frame.index + 1,
+                "category_id": self.cat_ids[int(c)],
                 "bbox": b,
                 "score": round(s, 5),
-                "category_id": self.cat_ids[int(c)],
+                "file_name": frame.path,
+                "frame": frame.frame,
                 "category": self.class_names[int(c)],
             }
             for b, s, c in zip(xywh, scores, labels)
@@ -394,6 +442,7 @@ __all__ = [
     "to_original_pixels",
     "predict_batches",
     "class_color",
+    "place_labels",
     "draw_detections",
     "PredictionWriter",
 ]

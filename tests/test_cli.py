@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from detcli.data.demo import ensure_demo_dataset
+from detcli.engine.checkpoint import load_checkpoint
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "DETCLI_HOME": str(cwd / "home")}
+def run_cli(*args: str, cwd: Path, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "DETCLI_HOME": str(cwd / "home"), **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "detcli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -33,6 +34,59 @@ def test_help_shows_examples(tmp_path: Path):
         out = run_cli(cmd, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "Examples" in out.stdout, out.stdout
     assert "export" not in top.stdout and "inspect-anchors" not in top.stdout  # not built yet: not registered
+
+
+def _examples(help_text: str) -> list[str]:
+    """The lines of the help's Examples block (up to the next section), blank lines dropped."""
+    block = help_text.split("Examples", 1)[1].split("\n", 1)[1]
+    block = block.split("\nOptions:", 1)[0].split("\nArguments:", 1)[0].split("\nCommands:", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["predict"]])
+def test_help_at_80_columns_keeps_each_example_on_one_line(tmp_path: Path, cmd):
+    out = run_cli(*cmd, "--help", cwd=tmp_path, COLUMNS="80")
+    assert out.returncode == 0, out.stderr
+    examples = _examples(out.stdout)
+    assert len(examples) >= 3
+    for line in examples:  # a wrapped command would leave a line that does not start a command
+        assert line.startswith(("    detcli ", "    torchrun ")) and len(line) <= 80, line
+
+
+@pytest.mark.parametrize(
+    "cmd, own",
+    [("eval", "--data <str> Dataset YAML, COCO-style folder, or 'demo' (default: the checkpoint's dataset)"),
+     ("predict", "predictions.json (COCO results format, image ids numbered from 1 in reading order")],
+)
+def test_eval_and_predict_help_describe_their_own_options(tmp_path: Path, cmd, own):
+    text = " ".join(run_cli(cmd, "--help", cwd=tmp_path, COLUMNS="80").stdout.split())  # undo the wrapping
+    assert "--device <str> One device: cpu, 0 or cuda:1." in text and "DDP" not in text
+    assert "--imgsz <int range> Input size, long side (default: the size the checkpoint was trained at" in text
+    assert "e.g. test.iou_thr=0.5" in text and "train.optimizer" not in text
+    assert own in text
+
+
+def test_model_summary_labels_each_family_own_parameter_count():
+    """NanoDet's README counts Conv2d parameters; MMDetection counts every parameter."""
+    from detcli.app.common import model_summary
+    from detcli.config.loader import load_preset
+    from detcli.models import build_model
+
+    class Recorder:
+        def key_values(self, title, items):
+            self.items = items
+
+    rows = {}
+    for name in ("nanodet-plus-m", "retinanet-r18-fpn"):
+        preset, _ = load_preset(name)
+        reporter = Recorder()
+        model_summary(reporter, preset, build_model(preset, 5, pretrained=False), (64, 64))
+        rows[name] = reporter.items
+    nanodet, retina = rows["nanodet-plus-m"], rows["retinanet-r18-fpn"]
+    assert nanodet["conv parameters (inference graph)"].endswith(" (as NanoDet's README counts)")
+    assert nanodet["parameters (inference graph)"].replace(",", "").isdigit()
+    assert retina["parameters (inference graph)"].endswith(" (as MMDetection counts)")
+    assert retina["conv parameters (inference graph)"].replace(",", "").isdigit()
 
 
 @pytest.mark.parametrize(
@@ -77,22 +131,25 @@ def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["seed"] == 0 and "torch" in manifest["versions"]
     assert "parameters (inference graph)" in train.stdout  # the preset summary
+    assert load_checkpoint(run / "weights" / "best.pt")["input_size"] == [128, 128]  # the size it trained at
 
-    # eval without --data: the dataset recorded in the checkpoint
-    ev = run_cli("eval", "--imgsz", "128", cwd=tmp_path)
+    # eval without --data or --imgsz: the dataset and the input size recorded in the checkpoint
+    ev = run_cli("eval", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-3000:]
     metrics = json.loads((tmp_path / "runs" / "eval" / "eval" / "metrics.json").read_text())
+    assert metrics["imgsz"] == [128, 128]
     assert set(metrics["stats"]) >= {"AP50-95", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"}
     assert [c["class"] for c in metrics["per_class"]] == ["circle", "square", "triangle", "star", "ring"]
 
     # predict on the val folder with the latest run's best.pt
     val_dir = tiny_data.parent / "val"
-    pr = run_cli("predict", str(val_dir), "--conf", "0.01", "--imgsz", "128", cwd=tmp_path)
+    pr = run_cli("predict", str(val_dir), "--conf", "0.01", cwd=tmp_path)
     assert pr.returncode == 0, pr.stderr[-3000:]
+    assert "input 128×128" in pr.stdout
     out = tmp_path / "runs" / "predict" / "predict"
     assert len(list(out.glob("*.jpg"))) == 4
     preds = json.loads((out / "predictions.json").read_text())
-    assert all({"file_name", "bbox", "score", "category"} <= set(p) for p in preds)
+    assert preds and all({"image_id", "category_id", "bbox", "score", "file_name"} <= set(p) for p in preds)
 
     # resuming a finished run says so, and leaves its files alone
     before = (run / "weights" / "best.pt").read_bytes()

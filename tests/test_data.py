@@ -6,7 +6,6 @@ import importlib.util
 import hashlib
 import json
 import os
-import time
 import warnings
 from pathlib import Path
 
@@ -60,16 +59,13 @@ def digest(root: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- demo
-def test_demo_is_deterministic_and_fast(tmp_path):
-    t0 = time.perf_counter()
+def test_demo_is_deterministic(tmp_path):
     a = ensure_demo_dataset(tmp_path / "a" / "demo", num_train=24, num_val=8)
-    elapsed = time.perf_counter() - t0
     b = ensure_demo_dataset(tmp_path / "b" / "demo", num_train=24, num_val=8)
     ja = (a / "annotations" / "instances_train.json").read_bytes()
     jb = (b / "annotations" / "instances_train.json").read_bytes()
     assert hashlib.sha256(ja).digest() == hashlib.sha256(jb).digest()
     assert digest(a) == digest(b)  # JPEGs too
-    assert elapsed < 3.0, f"32 demo images took {elapsed:.2f}s"  # full set (640) is ~1 s on one core
     # Image i does not depend on how many images are generated.
     c = ensure_demo_dataset(tmp_path / "c" / "demo", num_train=6, num_val=2)
     assert (c / "train" / "000005.jpg").read_bytes() == (a / "train" / "000005.jpg").read_bytes()

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -268,6 +271,7 @@ from detcli.predict import (  # noqa: E402
     class_color,
     draw_detections,
     iter_sources,
+    place_labels,
     predict_batches,
 )
 
@@ -440,6 +444,36 @@ def test_draw_detections(tmp_path):
     np.testing.assert_array_equal(draw_detections(img, empty, ["cat", "dog"]), img)
 
 
+def test_label_at_the_right_edge_moves_left_into_the_image():
+    """Image 200×100, box (180, 40)–(199, 90), label 60×14: above the box, shifted left to end at x = 200."""
+    assert place_labels([(180, 40, 199, 90)], [(60, 14)], (200, 100)) == [(140, 26, 200, 40)]
+    assert place_labels([(-5, 0, 30, 30)], [(20, 10)], (200, 100)) == [(0, 0, 20, 10)]  # no room above: inside
+    assert place_labels([(150, 95, 199, 99)], [(60, 14)], (200, 100)) == [(140, 81, 200, 95)]
+    assert place_labels([(10, 10, 20, 20)], [(300, 14)], (200, 100)) == [(0, 10, 300, 24)]  # wider than the image
+
+
+def test_labels_of_one_box_do_not_cover_each_other():
+    rects = place_labels([(50, 40, 120, 90)] * 3, [(60, 14), (50, 14), (60, 14)], (200, 100))
+    assert rects == [(50, 26, 110, 40), (50, 40, 100, 54), (50, 54, 110, 68)]  # above, then stacked inside
+    # no room left below: the label stays inside the image, over the last one
+    crowded = place_labels([(0, 0, 50, 20)] * 3, [(40, 10)] * 3, (60, 20))
+    assert crowded == [(0, 0, 40, 10), (0, 10, 40, 20), (0, 10, 40, 20)]
+
+
+def test_drawn_labels_stay_inside_and_apart():
+    img = np.full((100, 200, 3), 128, np.uint8)
+    right = Detections(torch.tensor([[180.0, 40.0, 199.0, 90.0]]), torch.tensor([0.87]), torch.tensor([1]))
+    out = draw_detections(img, right, ["cat", "dog"])
+    label_rows = out[20:39]
+    assert (label_rows[:, 140:178] != 128).any(axis=2).mean() > 0.5  # the label, moved left of the box
+
+    same = Detections(torch.tensor([[40.0, 50.0, 120.0, 90.0]] * 2), torch.tensor([0.9, 0.5]), torch.tensor([0, 1]))
+    out = draw_detections(img, same, ["cat", "dog"])
+    # the stronger label above the box, the weaker one below it, inside the box's top edge
+    assert (out[38:48, 45:80] == class_color(0)).all(axis=2).mean() > 0.3  # background between the letters
+    assert (out[53:62, 45:80] == class_color(1)).all(axis=2).mean() > 0.3
+
+
 def test_writer_images_video_and_json(tmp_path):
     names = ["cat", "dog"]
     det = Detections(torch.tensor([[10.0, 20.0, 30.5, 45.25]]), torch.tensor([0.123456]), torch.tensor([1]))
@@ -447,7 +481,7 @@ def test_writer_images_video_and_json(tmp_path):
     frames = [Frame(_img(60, 80, 50), "x/a.png", 0), Frame(_img(60, 80, 60), "y/a.png", 1)]
     video_ok = _write_video(tmp_path / "clip.mp4")
     if video_ok:
-        frames += [f for f in iter_sources(str(tmp_path / "clip.mp4"))]
+        frames += [dataclasses.replace(f, index=2 + f.index) for f in iter_sources(str(tmp_path / "clip.mp4"))]
     with PredictionWriter(out_dir, names, cat_ids=[11, 12]) as writer:
         for f in frames:
             writer.write(f, det)
@@ -456,8 +490,9 @@ def test_writer_images_video_and_json(tmp_path):
     assert cv2.imread(str(out_dir / "a_2.png")).shape == (60, 80, 3)
     records = json.loads((out_dir / "predictions.json").read_text())
     assert len(records) == len(frames)
-    assert records[0] == {"file_name": "x/a.png", "frame": None, "bbox": [10.0, 20.0, 20.5, 25.25],
-                          "score": 0.12346, "category_id": 12, "category": "dog"}
+    assert records[0] == {"image_id": 1, "category_id": 12, "bbox": [10.0, 20.0, 20.5, 25.25], "score": 0.12346,
+                          "file_name": "x/a.png", "frame": None, "category": "dog"}
+    assert [r["image_id"] for r in records] == list(range(1, len(frames) + 1))  # one id per image / frame
     if video_ok:
         assert [r["frame"] for r in records[2:]] == [0, 1, 2, 3, 4]
         cap = cv2.VideoCapture(str(out_dir / "clip.mp4"))
@@ -491,3 +526,116 @@ def test_writer_falls_back_to_frames_and_can_skip_images(tmp_path, monkeypatch):
     writer.close()
     assert [p.name for p in (tmp_path / "p").iterdir()] == ["predictions.json"]
     assert json.loads((tmp_path / "p" / "predictions.json").read_text())[0]["category_id"] == 0
+
+
+# --------------------------------------------------------------------------- output files of eval and predict
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DETCLI_HOME": str(cwd / "home")}
+    return subprocess.run([sys.executable, "-m", "detcli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def confident_checkpoint(tmp_path_factory):
+    """A detcli checkpoint written in-process (no training): NanoDet-Plus-m, the 5 demo classes, class
+    logits biased to 0 (scores near 0.5, so every image gets detections), trained size 64×64, and the
+    4-image demo val split as its dataset. Returns (checkpoint, val annotation file, val image folder)."""
+    from detcli.config.loader import load_preset
+    from detcli.data.dataset_config import DatasetConfig
+    from detcli.data.demo import CLASSES, ensure_demo_dataset
+    from detcli.engine.checkpoint import FORMAT, save_checkpoint
+    from detcli.models import build_model
+
+    root = tmp_path_factory.mktemp("outputs")
+    demo = ensure_demo_dataset(root / "demo", num_train=8, num_val=4)
+    val_ann, val_dir = demo / "annotations" / "instances_val.json", demo / "val"
+    preset, _ = load_preset("nanodet-plus-m")
+    torch.manual_seed(0)
+    model = build_model(preset, len(CLASSES), pretrained=False)
+    with torch.no_grad():
+        for conv in model.head.gfl_cls:
+            conv.bias[: len(CLASSES)] = 0.0
+    path = root / "confident.pt"
+    save_checkpoint(path, {
+        "format": FORMAT, "epoch": 1, "model": model.state_dict(), "ema": None,
+        "preset": preset.model_dump(mode="json"), "input_size": [64, 64],
+        "class_names": list(CLASSES), "cat_ids": list(range(1, len(CLASSES) + 1)),
+        "dataset": {"config": DatasetConfig.from_files(val_ann, val_dir).model_dump(mode="json")},
+    })
+    return path, val_ann, val_dir
+
+
+@contextlib.contextmanager
+def _umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _load_results(gt: COCO, path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return gt.loadRes(str(path))
+
+
+def test_predict_writes_coco_results_at_the_trained_size(tmp_path, confident_checkpoint):
+    ckpt, val_ann, val_dir = confident_checkpoint
+    with _umask(0o022):
+        out = _cli("predict", str(val_dir), "--weights", str(ckpt), "--conf", "0.3", "--no-save", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "input 64×64" in out.stdout  # the checkpoint's size, not the preset's 320
+    path = tmp_path / "runs" / "predict" / "predict" / "predictions.json"
+    assert path.stat().st_mode & 0o777 == 0o644
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(val_ann))
+    records = json.loads(path.read_text())
+    dt = _load_results(gt, path)
+    assert len(dt.getAnnIds()) == len(records) > 0
+    # ids number the sorted files from 1; the demo's ids do the same, so this run scores against its json
+    ids = {os.path.basename(r["file_name"]): r["image_id"] for r in records}
+    assert ids == {img["file_name"]: img["id"] for img in gt.dataset["images"]}
+    assert all(set(r) == {"image_id", "category_id", "bbox", "score", "file_name", "frame", "category"}
+               and len(r["bbox"]) == 4 and r["category_id"] in gt.cats for r in records)
+
+
+def test_eval_saves_its_detections_as_coco_results(tmp_path, confident_checkpoint):
+    ckpt, val_ann, _ = confident_checkpoint
+    with _umask(0o022):
+        out = _cli("eval", "--weights", str(ckpt), "--conf", "0.3", "--workers", "0", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "runs" / "eval" / "eval"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["imgsz"] == [64, 64]
+    path = run / "predictions.json"
+    assert path.stat().st_mode & 0o777 == 0o644
+    records = json.loads(path.read_text())
+    assert set(records[0]) == {"image_id", "category_id", "bbox", "score"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(val_ann))
+    dt = _load_results(gt, path)
+    assert len(dt.getAnnIds()) == len(records) == metrics["num_detections"] > 0
+    assert {r["image_id"] for r in records} == set(gt.getImgIds())
+    assert {r["category_id"] for r in records} <= set(gt.getCatIds())
+
+
+def test_inference_size_defaults_to_the_trained_size(tmp_path):
+    from detcli.app.common import LoadedModel, inference_imgsz
+    from detcli.config.loader import load_preset
+    from detcli.engine.checkpoint import FORMAT, save_checkpoint
+
+    preset, _ = load_preset("nanodet-plus-m")
+
+    def loaded(payload: dict, official: bool = False) -> LoadedModel:
+        path = tmp_path / f"{len(list(tmp_path.iterdir()))}.pt"
+        save_checkpoint(path, {"format": FORMAT, **payload})
+        return LoadedModel(torch.nn.Identity(), preset, ["a"], [1], None, path, official)
+
+    assert inference_imgsz(None, loaded({"input_size": [96, 64]}), []) == 96  # long side of the trained size
+    assert inference_imgsz(None, loaded({"train_args": {"imgsz": 160}}), []) == 160  # older checkpoints
+    assert inference_imgsz(None, loaded({"train_args": {"imgsz": None}}), []) is None  # the preset's size
+    assert inference_imgsz(None, loaded({}), []) is None
+    assert inference_imgsz(128, loaded({"input_size": [96, 96]}), []) == 128  # --imgsz wins
+    assert inference_imgsz(None, loaded({"input_size": [96, 96]}), ["input.size=[416,416]"]) is None  # so does --set
+    assert inference_imgsz(None, loaded({"input_size": [96, 96]}, official=True), []) is None

@@ -105,13 +105,16 @@ def load_official(model: Detector, raw: Any, path: Path) -> None:
 
 
 def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tuple[int, int]) -> None:
-    """Parameters, GFLOPs at the input size, strides and assigner."""
+    """Parameters, GFLOPs at the input size, strides and assigner.
+
+    The parameter count the family's reference publishes (``Detector.param_count_convention``) is labelled
+    with who counts that way, so it can be compared with the paper's or the README's figure.
+    """
     from detcli.models.complexity import gflops, total_params
 
-    infer = model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
-        flops = gflops(infer, size)
+        flops = gflops(model, size)
         flops_text = f"{flops:.2f} G (2×MACs) at {size[0]}×{size[1]}"
     except Exception as e:  # a summary must not stop a run
         flops_text = f"n/a ({e})"
@@ -121,19 +124,43 @@ def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tup
         p.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
         for n, p in m.named_parameters(prefix=name) if n in infer_keys
     )
+    counted_as = {"conv": "", "all": ""}
+    if model.param_count_source:
+        counted_as[model.param_count_convention] = f" (as {model.param_count_source} counts)"
     reporter.key_values(
         f"preset {preset.name} ({preset.model.type})",
         {
             "description": preset.description,
-            "parameters (inference graph)": f"{infer_params:,}",
+            "parameters (inference graph)": f"{infer_params:,}{counted_as['all']}",
             "parameters (training graph)": f"{total_params(model):,} ({trainable:,} trainable)",
-            "conv parameters (inference graph)": f"{infer_conv:,} (NanoDet's README count)",
+            "conv parameters (inference graph)": f"{infer_conv:,}{counted_as['conv']}",
             "GFLOPs": flops_text,
             "strides": ", ".join(map(str, strides_of(preset))),
             "assigner": assigner_name(preset),
             "reference": preset.reference,
         },
     )
+
+
+def inference_imgsz(imgsz: int | None, loaded: LoadedModel, overrides: list[str]) -> int | None:
+    """The ``--imgsz`` of eval and predict: the flag when given, else the size the checkpoint was trained at.
+
+    None (the preset's size) for official checkpoints, for detcli checkpoints that record no size, and when
+    ``--set input.size=…`` asks for another size. The trained size is the long side of the checkpoint's
+    ``input_size`` ([w, h], written by the trainer), or its ``train_args.imgsz`` (older checkpoints).
+    """
+    if imgsz is not None or loaded.official or any(parse_override(o)[0] == ["input", "size"] for o in overrides):
+        return imgsz
+    try:  # mmap: only the small pickled header is read, not the weights
+        ckpt = torch.load(loaded.weights, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a file torch cannot map (not the zip format): read it whole
+        from detcli.engine.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(loaded.weights)
+    if ckpt.get("input_size"):
+        return int(max(ckpt["input_size"]))
+    trained = (ckpt.get("train_args") or {}).get("imgsz")
+    return int(trained) if trained is not None else None
 
 
 COCO80_IDS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detcli.app.common import load_for_inference, model_summary, select_device
+from detcli.app.common import inference_imgsz, load_for_inference, model_summary, select_device
 from detcli.console import Reporter
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write_json
@@ -51,9 +51,10 @@ def eval_command(req: EvalRequest) -> dict:
         reporter.info(f"evaluating on the dataset the checkpoint was trained on: {data_cfg.val.ann_file}")
     else:
         raise DetcliError(f"{loaded.weights} records no dataset; give --data")
-    size = input_size(preset, req.imgsz)
+    imgsz = inference_imgsz(req.imgsz, loaded, req.overrides)
+    size = input_size(preset, imgsz)
     model_summary(reporter, preset, loaded.model, size)
-    dataset = build_dataset(preset, data_cfg.val, train=False, imgsz=req.imgsz)
+    dataset = build_dataset(preset, data_cfg.val, train=False, imgsz=imgsz)
     if dataset.class_names != loaded.class_names:
         raise DetcliError(
             f"{data_cfg.val.ann_file}: classes {dataset.class_names} differ from the checkpoint's "
@@ -67,7 +68,7 @@ def eval_command(req: EvalRequest) -> dict:
         update={k: v for k, v in {"score_thr": req.conf, "iou_thr": req.iou, "max_det": req.max_det}.items()
                 if v is not None}
     )
-    result = evaluate(loaded.model, loader, dataset, device, test, reporter)
+    result = evaluate(loaded.model, loader, dataset, device, test, reporter, keep_detections=True)
     reporter.print(stats_table(result))
     reporter.print(per_class_table(result))
     out = new_run_dir(req.project, req.name)
@@ -80,6 +81,7 @@ def eval_command(req: EvalRequest) -> dict:
         **result.to_dict(),
     }
     atomic_write_json(out / "metrics.json", payload)
+    atomic_write_json(out / "predictions.json", result.detections, indent=None)  # COCO results, dataset ids
     reporter.info(f"Results saved to {out}")
     return payload
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detcli.app.common import load_for_inference, select_device
+from detcli.app.common import inference_imgsz, load_for_inference, select_device
 from detcli.console import Reporter
 
 
@@ -37,12 +37,13 @@ def predict_command(req: PredictRequest) -> Path:
     paths = resolve_source(req.source)  # raises a clear error when nothing matches
     loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
     preset = loaded.preset
-    size = input_size(preset, req.imgsz)
+    imgsz = inference_imgsz(req.imgsz, loaded, req.overrides)
+    size = input_size(preset, imgsz)
     reporter.info(
         f"weights {loaded.weights} · preset {preset.name} · {len(loaded.class_names)} classes · input {size[0]}×{size[1]} "
         f"· conf {req.conf}"
     )
-    transform = build_transform(preset, train=False, imgsz=req.imgsz)
+    transform = build_transform(preset, train=False, imgsz=imgsz)
     out = new_run_dir(req.project, req.name)
     iou = req.iou if req.iou is not None else preset.test.iou_thr
     max_det = req.max_det if req.max_det is not None else preset.test.max_det

@@ -10,7 +10,9 @@ from detcli.data.dataset_config import Split
 def input_size(preset: Preset, imgsz: int | None = None) -> tuple[int, int]:
     """(w, h) network input size (for keep-ratio presets: the (long, short) resize scale).
 
-    ``imgsz`` (the CLI flag) sets the long side; the short side keeps the preset's proportion.
+    ``imgsz`` (the CLI flag) sets the long side; the short side keeps the preset's proportion. Training
+    records the result in its checkpoints (``input_size``); eval and predict take that as their default
+    ``imgsz`` (:func:`detcli.app.common.inference_imgsz`).
     """
     w, h = preset.input.size
     if imgsz is None:

@@ -39,17 +39,20 @@ def predict_dataset(
 
 def evaluate(
     model: Detector, loader: DataLoader, dataset: Any, device: torch.device, test_cfg: TestConfig, reporter: Any,
-    description: str = "val",
+    description: str = "val", keep_detections: bool = False,
 ) -> EvalResult:
     """COCO bbox evaluation of ``model`` on ``dataset`` (a CocoDetection: ``coco``, ``cat_ids``, ``class_names``).
 
     Under DDP every rank predicts its share of ``loader`` (a DistributedSampler), results are gathered,
-    rank 0 runs COCOeval and every rank gets the same :class:`EvalResult`.
+    rank 0 runs COCOeval and every rank gets the same :class:`EvalResult`. ``keep_detections`` also puts
+    the scored COCO results (the dataset's image and category ids) into ``EvalResult.detections``.
     """
     evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names)
     predict_dataset(model, loader, device, test_cfg, evaluator, reporter, description)
     evaluator.gather()
     result = evaluator.evaluate() if is_main() else None
+    if result is not None and keep_detections:
+        result.detections = evaluator.results_json()
     return broadcast_object(result)
 
 

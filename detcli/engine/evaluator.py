@@ -65,6 +65,8 @@ class EvalResult:
         num_images: images evaluated.
         num_detections: detections evaluated.
         log: what pycocotools printed (captured, not shown).
+        detections: the COCO results that were scored (:meth:`CocoEvaluator.results_json`), kept only when
+            asked for (``evaluate(..., keep_detections=True)``); not part of :meth:`to_dict`.
     """
 
     stats: dict[str, float]
@@ -73,9 +75,10 @@ class EvalResult:
     num_images: int
     num_detections: int
     log: str = field(default="", repr=False)
+    detections: list[dict] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        """JSON-safe dict (NaN → ``None``); the pycocotools log is left out."""
+        """JSON-safe dict (NaN → ``None``); the pycocotools log and the detections are left out."""
         return {
             "stats": {k: _json_float(v) for k, v in self.stats.items()},
             "per_class": [

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detcli.config.schema import Preset, TrainConfig
+from detcli.data.build import input_size
 from detcli.distributed import barrier, is_dist, rank as dist_rank, reduce_mean, world_size
 from detcli.fileio import atomic_write_json
 from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
@@ -375,6 +376,7 @@ class Trainer:
             "metrics": result.to_dict() if result is not None else None,
             "train_time": float(self.train_time),
             "preset": resolved_preset(self.preset, self.cfg),
+            "input_size": list(input_size(self.preset, self.train_args.get("imgsz"))),  # [w, h] trained at
             "class_names": list(self.class_names),
             "cat_ids": [int(c) for c in self.cat_ids],
             "dataset": self.dataset_info,

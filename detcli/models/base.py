@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -18,6 +19,12 @@ class Detector(nn.Module, ABC):
 
     strides: tuple[int, ...]
     num_classes: int
+
+    # How the family's reference reports a model's parameter count, so the model summary can label the
+    # number to compare: "conv" = weights and biases of the inference graph's Conv2d layers (BN excluded),
+    # "all" = every parameter of the inference graph. ``param_count_source`` names who counts that way.
+    param_count_convention: ClassVar[Literal["conv", "all"]] = "all"
+    param_count_source: ClassVar[str | None] = None
 
     @abstractmethod
     def forward(self, images: Tensor) -> Tensor | tuple[Tensor, ...]:

@@ -59,6 +59,8 @@ class NanoDetPlus(Detector):
     """
 
     ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
+    param_count_convention = "conv"  # NanoDet's README "Params": Conv2d weights and biases only
+    param_count_source = "NanoDet's README"
 
     def __init__(
         self,

@@ -56,6 +56,8 @@ class RetinaNet(Detector):
     """
 
     ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
+    param_count_convention = "all"  # mmdet tools/analysis_tools/get_flops.py: every parameter of the model
+    param_count_source = "MMDetection"
 
     # predict: above this many pre-selected pairs per (image · nms_pre), a dense top-k beats the sparse path
     dense_topk_factor: float = 8.0
