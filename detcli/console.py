@@ -24,8 +24,11 @@ def _fmt(value: Any) -> str:
 class Progress_:
     """Iterator wrapper returned by :meth:`Reporter.progress`."""
 
+    min_interval = 5.0  # plain (log) mode: seconds at least between two lines, besides ~10% of ``total``
+
     def __init__(self, reporter: "Reporter", iterable: Iterable, total: int | None, description: str):
         self.reporter, self.iterable, self.total, self.description = reporter, iterable, total, description
+        self.clock = time.monotonic  # seconds; a fake clock in tests
         self.postfix: dict[str, Any] = {}
 
     def update_postfix(self, values: dict[str, Any]) -> None:
@@ -57,19 +60,39 @@ class Progress_:
                 bar.update(task, advance=1, postfix=self._postfix_text())
 
     def _plain(self) -> Iterator:
-        """One line every ~10% (and at the end) so CI logs stay readable."""
-        start = time.monotonic()
-        step = max(1, (self.total or 10) // 10)
-        n = 0
+        """Sparse lines for logs: at most one per ~10% of ``total`` and per ``min_interval`` seconds, and
+        always the last one; each with the elapsed time and, when ``total`` is known, an ETA."""
+        start = last_time = self.clock()
+        step = -(-self.total // 10) if self.total else 1  # ceil(total / 10)
+        n = last_n = 0
         for item in self.iterable:
             yield item
             n += 1
-            if n % step == 0 or n == self.total:
-                total = f"/{self.total}" if self.total else ""
-                self.reporter.console.print(
-                    f"{self.description} {n}{total} {time.monotonic() - start:.1f}s {self._postfix_text()}",
-                    highlight=False,
-                )
+            now = self.clock()
+            if n == self.total or (n - last_n >= step and now - last_time >= self.min_interval):
+                self._plain_line(n, now - start)
+                last_n, last_time = n, now
+        if n != last_n and n != self.total:  # ended before ``total`` (or there is none): still say where
+            self._plain_line(n, self.clock() - start)
+
+    def _plain_line(self, n: int, elapsed: float) -> None:
+        parts = [self.description, f"{n}/{self.total}" if self.total else str(n), self._duration(elapsed)]
+        if self.total and n < self.total:
+            parts.append(f"eta {self._duration(elapsed / n * (self.total - n))}")
+        if self.postfix:
+            parts.append(self._postfix_text())
+        self.reporter.console.print(" ".join(p for p in parts if p), highlight=False, markup=False)
+
+    @staticmethod
+    def _duration(seconds: float) -> str:
+        """``42.0s``, ``3m05s``, ``2h07m``."""
+        if seconds < 60:
+            return f"{seconds:.1f}s"
+        minutes, secs = divmod(round(seconds), 60)
+        if minutes < 60:
+            return f"{minutes}m{secs:02d}s"
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}h{minutes:02d}m"
 
 
 class Reporter:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ from detcli.engine.evaluate import evaluate
 from detcli.engine.launch import _as_detcli_error, parse_device
 from detcli.engine.optim import build_optimizer
 from detcli.engine.run_dir import ResultsCSV, latest_run, new_run_dir
-from detcli.engine.schedule import LRSchedule
+from detcli.engine.schedule import LRSchedule, warmup_steps
 from detcli.engine.seed import seed_everything
 from detcli.engine.session import ProcessInfo, TrainParts, TrainSetup, launch_training
 from detcli.engine.trainer import Trainer
@@ -57,6 +58,17 @@ def test_warmup_is_linear_in_the_global_iteration():
     assert s.lr_at(2, 1) == pytest.approx(0.91)  # iteration 9
     assert s.lr_at(2, 2) == 1.0  # iteration 10: warmup over
     assert s.lr_at(5, 3) == 1.0
+
+
+def test_warmup_is_capped_at_half_of_a_short_run():
+    assert warmup_steps(500, 2000) == 500 and warmup_steps(500, 60) == 30 and warmup_steps(500, 1) == 0
+    s = _sched(warmup=(500, 0.001), kind="step", epochs=3, iters=20)  # a 60-iteration fine-tune
+    assert s.warmup_steps == 30 and s.warmup_capped
+    assert s.lr_at(0, 15) == pytest.approx(1 - 0.5 * 0.999)  # half way through the shortened warmup
+    assert s.lr_at(1, 9) < 1.0 and s.lr_at(1, 10) == 1.0  # the lr is reached at iteration 30
+    assert s.warmup_note() == "warmup 30 iterations from 0.001·lr (train.warmup.steps 500 capped at 50% of the run's 60 iterations)"
+    long = _sched(warmup=(10, 0.1), iters=4)  # 48 iterations: untouched
+    assert long.warmup_steps == 10 and not long.warmup_capped and long.warmup_note() == "warmup 10 iterations from 0.1·lr"
 
 
 def test_cosine_per_epoch_matches_hand_values_and_torch():
@@ -399,7 +411,7 @@ def _train_cfg(epochs: int = 2) -> TrainConfig:
     return TrainConfig(
         epochs=epochs, batch=2, workers=0,
         optimizer=OptimizerConfig(type="adamw", lr=0.01, weight_decay=0.05, norm_decay=False),
-        warmup=WarmupConfig(steps=6, ratio=0.1),  # spills into epoch 2 (4 iterations per epoch)
+        warmup=WarmupConfig(steps=6, ratio=0.1),  # 4 iterations per epoch: spills into epoch 2 (capped below 3 epochs)
         schedule=ScheduleConfig(type="cosine", eta_min=0.001),
         grad_clip=1.0, ema=EMAConfig(decay=0.9, gamma=4.0), val_interval=1,
     )
@@ -442,39 +454,40 @@ def _state_equal(a: dict, b: dict) -> bool:
 
 
 def test_resume_continues_exactly(tmp_path, preset):
-    straight = _trainer(preset, new_run_dir(tmp_path, "a"), model_seed=1)
+    straight = _trainer(preset, new_run_dir(tmp_path, "a"), model_seed=1, epochs=3)
     final = straight.fit()
-    interrupted = _trainer(preset, new_run_dir(tmp_path, "b"), model_seed=1, cls=StopAfterFirstEpoch)
+    assert straight.schedule.warmup_steps == 6  # the resume below lands in the middle of the warmup
+    interrupted = _trainer(preset, new_run_dir(tmp_path, "b"), model_seed=1, cls=StopAfterFirstEpoch, epochs=3)
     with pytest.raises(_Interrupted):
         interrupted.fit()
     last = tmp_path / "b" / "weights" / "last.pt"
     assert load_checkpoint(last)["epoch"] == 1
     torch.manual_seed(1234), np.random.seed(5), random.seed(9)  # the RNGs move on before the resume
-    resumed = _trainer(preset, tmp_path / "b", model_seed=99, resume_from=last)  # different init: loaded over
+    resumed = _trainer(preset, tmp_path / "b", model_seed=99, resume_from=last, epochs=3)  # init loaded over
     final_resumed = resumed.fit()
 
     assert _state_equal(straight.model.state_dict(), resumed.model.state_dict())
     assert _state_equal(straight.ema.module.state_dict(), resumed.ema.module.state_dict())
-    assert straight.ema.updates == resumed.ema.updates == 8
+    assert straight.ema.updates == resumed.ema.updates == 12
     a, b = load_checkpoint(tmp_path / "a" / "weights" / "last.pt"), load_checkpoint(last)
-    assert a["epoch"] == b["epoch"] == 2
+    assert a["epoch"] == b["epoch"] == 3
     assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
     drop_time = lambda r: {k: repr(v) for k, v in r.items() if k not in ("time", "run_dir")}  # noqa: E731
     assert drop_time(final) == drop_time(final_resumed)
     _, rows_a = ResultsCSV(tmp_path / "a" / "results.csv").read()
     _, rows_b = ResultsCSV(tmp_path / "b" / "results.csv").read()
-    assert [drop_time(r) for r in rows_a] == [drop_time(r) for r in rows_b] and len(rows_b) == 2
+    assert [drop_time(r) for r in rows_a] == [drop_time(r) for r in rows_b] and len(rows_b) == 3
     # the run folder: manifest with the resume recorded, resolved preset, best.pt holding the EMA weights
     import json
 
     manifest = json.loads((tmp_path / "b" / "run.json").read_text())
     assert manifest["resumes"][0]["from_epoch"] == 1 and manifest["world_size"] == 1
-    assert (tmp_path / "b" / "preset.yaml").read_text().count("epochs: 2") == 1
+    assert (tmp_path / "b" / "preset.yaml").read_text().count("epochs: 3\n") == 1
     best = load_checkpoint(tmp_path / "a" / "weights" / "best.pt")
     assert best["optimizer"] is None and best["ema"] is None and best["best_map"] == a["best_map"] >= 0
     assert best["class_names"] == NAMES and best["cat_ids"] == CAT_IDS and best["dataset"]["config"] == {"k": 1}
-    assert best["epoch"] in (1, 2)  # the EMA weights of its epoch: those of last.pt exactly when it is the last
-    assert _state_equal(best["model"], inference_weights(a)) == (best["epoch"] == 2)
+    assert best["epoch"] in (1, 2, 3)  # the EMA weights of its epoch: those of last.pt exactly when it is the last
+    assert _state_equal(best["model"], inference_weights(a)) == (best["epoch"] == 3)
 
 
 def test_evaluate_matches_a_hand_scored_case(preset):
@@ -512,6 +525,153 @@ def test_non_finite_loss_stops_and_keeps_checkpoints(tmp_path, preset):
     assert hashlib.sha256((run / "weights" / "last.pt").read_bytes()).hexdigest() == seen["last"]
     assert load_checkpoint(run / "weights" / "last.pt")["epoch"] == 1
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("where", ["model", "EMA"])
+def test_non_finite_weights_are_never_saved(tmp_path, preset, where):
+    seen = {}
+
+    class NaNInSecondEpoch(Trainer):
+        def train_one_epoch(self, epoch):
+            out = super().train_one_epoch(epoch)
+            if epoch == 1:  # the loss stayed finite, the weights did not (e.g. an inf gradient in the last step)
+                module = self.model if where == "model" else self.ema.module
+                with torch.no_grad():
+                    module.cls.weight[0, 0] = float("nan")
+            return out
+
+        def _end_epoch(self, epoch, *args):
+            super()._end_epoch(epoch, *args)
+            seen["best"], seen["last"] = _digest(self.best_path), _digest(self.last_path)
+
+    run = new_run_dir(tmp_path, "nan")
+    trainer = _trainer(preset, run, model_seed=1, cls=NaNInSecondEpoch)
+    with pytest.raises(DetcliError, match=rf"non-finite weights after epoch 2/2 \({where}: cls\.weight\)") as e:
+        trainer.fit()
+    assert "still holds epoch 1 and best.pt is unchanged" in str(e.value)
+    assert _digest(run / "weights" / "best.pt") == seen["best"] and _digest(run / "weights" / "last.pt") == seen["last"]
+    assert load_checkpoint(run / "weights" / "last.pt")["epoch"] == 1
+    assert len(ResultsCSV(run / "results.csv").read()[1]) == 1  # stopped before epoch 2's validation and row
+
+
+def test_warmup_longer_than_the_run_is_capped_and_said(tmp_path, preset):
+    trainer = _trainer(preset, new_run_dir(tmp_path, "short"), model_seed=1, epochs=1)  # warmup 6 > 4 iterations
+    trainer.fit()
+    assert trainer.schedule.warmup_steps == 2  # half of the 4 iterations
+    lines = "\n".join(trainer.reporter.lines)
+    assert "train.warmup.steps 6 is longer than half of this run (1 epochs × 4 iterations)" in lines
+    assert "warmup 2 iterations from 0.1·lr (train.warmup.steps 6 capped at 50% of the run's 4 iterations)" in lines
+
+
+class _Killed(BaseException):
+    """What the process sees of a SIGKILL: nothing more runs (not an Exception: no handler catches it)."""
+
+
+def _scripted_ap(aps):
+    class ScriptedAP(Trainer):
+        """Validation AP50-95 given per epoch, so which epoch improves is known."""
+
+        def validate(self, epoch):
+            result = super().validate(epoch)
+            result.stats["AP50-95"] = aps[epoch]
+            return result
+
+    return ScriptedAP
+
+
+@pytest.mark.parametrize(
+    "epochs, aps, failing, how",
+    [
+        (3, [0.1, 0.2, 0.15], 1, "killed"),  # between best.pt and last.pt of epoch 2
+        (3, [0.1, 0.2, 0.15], 1, "disk full"),
+        (2, [0.1, 0.2], 0, "killed"),  # during the final epoch's first checkpoint write
+        (2, [0.1, 0.2], 0, "disk full"),
+    ],
+)
+def test_interrupted_checkpoint_writes_leave_consistent_files(tmp_path, preset, monkeypatch, epochs, aps, failing, how):
+    """Whatever stops epoch 2 between or during its checkpoint writes, the best AP that last.pt records is held by
+    best.pt, and after --resume best.pt holds the best epoch and agrees with last.pt."""
+    import errno
+
+    from detcli.engine import trainer as trainer_mod
+    from detcli.fileio import atomic_write
+
+    run = new_run_dir(tmp_path, "run")
+    weights = run / "weights"
+    writes = []
+    real_save = trainer_mod.save_checkpoint
+
+    def save(path, payload):
+        if payload["epoch"] == 2 and len(writes) == failing:
+            if how == "killed":  # a kill in the middle of torch.save leaves the temporary file behind
+                (path.parent / f".{path.name}.k1ll3d.tmp").write_bytes(b"PK\x03\x04 half a zip")
+                raise _Killed
+
+            def no_space(f):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            atomic_write(path, no_space)
+        if payload["epoch"] == 2:
+            writes.append(path.name)
+        return real_save(path, payload)
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", save)
+    cls = _scripted_ap(aps)
+    with pytest.raises(_Killed if how == "killed" else DetcliError) as e:
+        _trainer(preset, run, model_seed=1, cls=cls, epochs=epochs).fit()
+    if how == "disk full":
+        if failing:  # best.pt of epoch 2 is on disk, last.pt is not
+            failed, kept = "last.pt", f"{weights / 'best.pt'} holds epoch 2 (the best so far), "
+        else:
+            failed, kept = "best.pt", ""
+        assert re.search(rf"cannot write .*{failed}: No space left on device", str(e.value))
+        assert f"Training stopped at epoch 2/{epochs}: {kept}{weights / 'last.pt'} still holds epoch 1" in str(e.value)
+        assert f"detcli train --resume {run}" in str(e.value)
+    last, best = load_checkpoint(weights / "last.pt"), load_checkpoint(weights / "best.pt")
+    assert last["epoch"] == 1 and best["best_map"] >= last["best_map"] == 0.1  # what last.pt claims is on disk
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", real_save)
+    resumed = _trainer(preset, run, model_seed=5, cls=cls, epochs=epochs, resume_from=weights / "last.pt")
+    resumed.fit()
+    last, best = load_checkpoint(weights / "last.pt"), load_checkpoint(weights / "best.pt")
+    assert last["epoch"] == epochs and best["epoch"] == 2  # epoch 2 was repeated and best.pt rewritten
+    assert best["best_map"] == last["best_map"] == best["metrics"]["stats"]["AP50-95"] == 0.2
+    assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]  # the temporary is gone
+    if how == "killed":
+        assert any("removed 1 temporary file(s)" in line for line in resumed.reporter.lines)
+
+    # a finished run is refused untouched, temporaries included
+    from detcli.app.train import TrainRequest, train_command
+
+    stray = weights / ".last.pt.stray.tmp"
+    stray.write_bytes(b"x")
+    before = {p.name: _digest(p) for p in weights.iterdir()}
+    with pytest.raises(DetcliError, match="already finished"):
+        train_command(TrainRequest(preset=None, resume=str(run), force_plain=True))
+    assert {p.name: _digest(p) for p in weights.iterdir()} == before
+
+
+def test_full_disk_on_resume_is_a_message_and_keeps_the_run(tmp_path, preset, monkeypatch):
+    import errno
+
+    from detcli import fileio
+
+    run = new_run_dir(tmp_path, "run")
+    with pytest.raises(_Interrupted):
+        _trainer(preset, run, model_seed=1, cls=StopAfterFirstEpoch).fit()
+    before = {p.relative_to(run): _digest(p) for p in run.rglob("*") if p.is_file()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", full)
+    with pytest.raises(DetcliError, match=r"cannot write .*preset\.yaml: No space left on device"):
+        _trainer(preset, run, model_seed=1, resume_from=run / "weights" / "last.pt").fit()
+    assert {p.relative_to(run): _digest(p) for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_unused_parameter_probe_restores_buffers():

@@ -47,6 +47,7 @@ class BuildSpec:
     workers: int
     weights: str | None
     force_plain: bool | None
+    resume: bool = False  # the weights come from last.pt: no ImageNet backbone to load or mention
 
 
 def build_parts(spec: BuildSpec, info) -> Any:
@@ -54,7 +55,7 @@ def build_parts(spec: BuildSpec, info) -> Any:
     from detcli.app.common import load_weights_into, model_summary
     from detcli.data.build import build_dataset, input_size
     from detcli.data.collate import collate
-    from detcli.data.loader import build_dataloader
+    from detcli.data.loader import available_cpus, build_dataloader, cap_workers
     from detcli.engine.session import TrainParts
     from detcli.models import build_model
 
@@ -69,7 +70,7 @@ def build_parts(spec: BuildSpec, info) -> Any:
         reporter.print(summary.to_table(f"{kind}: {ds.ann_file}"))
         for line in summary.problems():
             reporter.warn(f"{kind}: {line}")
-    model = build_model(preset, train_ds.num_classes, pretrained=spec.weights is None)
+    model = build_model(preset, train_ds.num_classes, pretrained=spec.weights is None and not spec.resume)
     if getattr(model, "backbone_init_message", None):
         reporter.warn(model.backbone_init_message)
     if spec.weights is not None:
@@ -78,13 +79,21 @@ def build_parts(spec: BuildSpec, info) -> Any:
     collate_fn = functools.partial(collate, size_divisor=preset.input.size_divisor)
     distributed = info.world_size > 1
     per_process = info.batch_per_process
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))  # on this machine
+    workers = cap_workers(spec.workers, local_processes)
+    if workers < spec.workers:
+        shared = f" shared by {local_processes} processes" if local_processes > 1 else ""
+        reporter.warn(
+            f"train.workers {spec.workers}: this machine gives the run {available_cpus()} CPU(s){shared}; "
+            f"using {workers} DataLoader worker(s) per process"
+        )
     train_loader = build_dataloader(
-        train_ds, batch_size=per_process, workers=spec.workers, shuffle=True,
+        train_ds, batch_size=per_process, workers=workers, shuffle=True,
         drop_last=len(train_ds) >= per_process * info.world_size, seed=info.seed, distributed=distributed,
         collate_fn=collate_fn,
     )
     val_loader = build_dataloader(
-        val_ds, batch_size=per_process, workers=min(spec.workers, 2), shuffle=False, drop_last=False,
+        val_ds, batch_size=per_process, workers=min(workers, 2), shuffle=False, drop_last=False,
         seed=info.seed, distributed=distributed, collate_fn=collate_fn,
     )
     dataset_info = {"config": data.model_dump(mode="json"), "imgsz": spec.imgsz}
@@ -125,7 +134,7 @@ def train_command(req: TrainRequest) -> dict | None:
         run_dir = _shared_run_dir(req, new_run_dir) if main_rank else _shared_run_dir(req, None)
         resume_from, imgsz, seed, weights = None, req.imgsz, req.seed, req.weights
     spec = BuildSpec(preset, train_cfg, data, imgsz, train_cfg.workers,
-                     str(weights) if weights is not None else None, req.force_plain)
+                     str(weights) if weights is not None else None, req.force_plain, resume=resume_from is not None)
     setup = TrainSetup(
         preset=preset, train_cfg=train_cfg, build=functools.partial(build_parts, spec), run_dir=run_dir,
         device=req.device, seed=seed, amp=req.amp, resume_from=resume_from,

@@ -1,6 +1,7 @@
 """DataLoader construction with reproducible shuffling and worker seeds."""
 from __future__ import annotations
 
+import os
 import random
 from typing import Callable
 
@@ -21,6 +22,23 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     cv2.setNumThreads(0)  # workers are the parallelism; OpenCV threads inside them only oversubscribe
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (Linux), else ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def cap_workers(requested: int, processes: int = 1, cpus: int | None = None) -> int:
+    """DataLoader workers per process: ``requested``, at most the CPUs shared by this machine's ``processes``.
+
+    As Ultralytics (``min(os.cpu_count() // devices, workers)``): more workers than CPUs only adds memory and
+    context switches, and PyTorch warns about it.
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    return max(0, min(int(requested), cpus // max(1, processes)))
 
 
 def build_dataloader(

@@ -137,7 +137,9 @@ def _worker(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
     )
     if device_type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        from detcli.data.loader import available_cpus
+
+        torch.set_num_threads(max(1, available_cpus() // world))
     init_from_env(backend, process_device(device_type, device_ids))
     try:
         fn(*args)

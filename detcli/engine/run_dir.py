@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from detcli.config.schema import Preset, TrainConfig
+from detcli.errors import DetcliError
 from detcli.fileio import atomic_write_text
 
 
@@ -28,22 +29,43 @@ def new_run_dir(project: str | Path = "runs/train", name: str = "train", exist_o
     """Create and return ``project/name``, or ``name2``, ``name3``… when it exists (unless ``exist_ok``).
 
     The folder is created here, so two runs started together get different folders.
+
+    Raises:
+        DetcliError: the folder cannot be created (read-only place, a file in the way, full disk), naming it.
     """
     project = Path(project)
-    project.mkdir(parents=True, exist_ok=True)
+    _make_folder(project, parents=True)
     if exist_ok:
         path = project / name
-        path.mkdir(exist_ok=True)
+        _make_folder(path)
         return path
     n = 1
     while True:
         path = project / (name if n == 1 else f"{name}{n}")
         try:
             path.mkdir()
-        except FileExistsError:
+        except FileExistsError:  # a folder or a file of that name (maybe a run started at the same moment)
             n += 1
             continue
+        except OSError as e:
+            raise _folder_error(path, e) from None
         return path
+
+
+def _make_folder(path: Path, parents: bool = False) -> None:
+    try:
+        path.mkdir(parents=parents, exist_ok=True)
+    except OSError as e:
+        raise _folder_error(path, e) from None
+
+
+def _folder_error(path: Path, e: OSError) -> DetcliError:
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        reason = f"{blocker} is a file, not a folder"
+    else:
+        reason = e.strerror or str(e) or type(e).__name__
+    return DetcliError(f"cannot create the folder {path}: {reason} (choose another --project or --name)")
 
 
 def latest_run(project: str | Path = "runs/train") -> Path | None:
@@ -86,11 +108,12 @@ def now_iso() -> str:
 
 
 class ResultsCSV:
-    """``results.csv``: one row per epoch, written with the csv module and flushed at once.
+    """``results.csv``: one row per epoch, written with the csv module.
 
     Columns come from the first row (``epoch``, ``time``, ``train/<loss>``…, ``lr/pg0``, ``metrics/…``);
-    a later row with new keys rewrites the file with the extra columns. Values missing in a row (metrics of
-    an epoch without validation) are left empty; NaN is written as ``nan``.
+    a later row with new keys adds the extra columns. Values missing in a row (metrics of an epoch without
+    validation) are left empty; NaN is written as ``nan``. Every change rewrites the file atomically (a few
+    hundred short rows at most), so a full disk or a kill never leaves half a row.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -108,17 +131,19 @@ class ResultsCSV:
         columns, rows = self.read()
         kept = [r for r in rows if _as_int(r.get("epoch")) is not None and _as_int(r["epoch"]) <= last_epoch]
         if not kept:
-            self.path.unlink(missing_ok=True)
+            self.remove()
             return
         self._write(columns, kept)
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as e:
+            raise DetcliError(f"cannot remove {self.path}: {e.strerror or e}") from None
 
     def append(self, row: dict[str, Any]) -> None:
         values = {k: _cell(v) for k, v in row.items()}
         columns, rows = self.read()
-        if columns and all(k in columns for k in values):
-            with open(self.path, "a", newline="", encoding="utf-8") as f:
-                csv.DictWriter(f, fieldnames=columns).writerow(values)
-            return
         merged = columns + [k for k in values if k not in columns]
         self._write(merged, rows + [values])
 

@@ -7,6 +7,9 @@ The lr is a pure function of (epoch, iteration in epoch), so resuming only needs
   1 afterwards. It multiplies the scheduled lr, as mmdet chains its schedulers. NanoDet instead replaces
   the lr by ``initial_lr·factor``; the two agree while warmup stays within epoch 0 (and differ by the cosine
   factor of epoch 1, ≈ 1 − 3·10⁻⁵ for 300 epochs, when it spills over).
+* Warmup bound: ``steps`` is at most half of the run's iterations (:data:`MAX_WARMUP_SHARE`; YOLOv5 notes
+  the same bound, "limit warmup to < 1/2 of training"). A short fine-tune under a preset's 500-iteration
+  warmup would otherwise end inside it, never at its lr; :attr:`LRSchedule.warmup_capped` says when it applied.
 * Cosine (``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=epochs, eta_min)`` stepped once per epoch,
   as in NanoDet): ``eta_min + (lr − eta_min)·(1 + cos(π·epoch/epochs))/2``.
 * Step (mmdet ``MultiStepLR(by_epoch=True)``): ``lr · gamma^k`` with k the number of milestones ≤ epoch
@@ -23,6 +26,14 @@ import math
 from torch.optim import Optimizer
 
 from detcli.config.schema import ScheduleConfig, WarmupConfig
+
+# Warmup takes at most this share of the run's iterations (see the module docstring).
+MAX_WARMUP_SHARE = 0.5
+
+
+def warmup_steps(configured: int, total_iters: int) -> int:
+    """Warmup iterations actually used: ``configured``, but at most ``MAX_WARMUP_SHARE`` of ``total_iters``."""
+    return min(int(configured), int(total_iters * MAX_WARMUP_SHARE))
 
 
 class LRSchedule:
@@ -51,9 +62,26 @@ class LRSchedule:
         self.base_lr = float(base_lr)
         self.epochs = int(epochs)
         self.iters_per_epoch = int(iters_per_epoch)
+        self.total_iters = self.epochs * self.iters_per_epoch
+        self.warmup_steps = warmup_steps(cfg_warmup.steps, self.total_iters)
+
+    @property
+    def warmup_capped(self) -> bool:
+        """True when the preset's warmup was longer than allowed for this run and was shortened."""
+        return self.warmup_steps < self.warmup.steps
+
+    def warmup_note(self) -> str:
+        """The warmup in words, for the training summary."""
+        text = f"warmup {self.warmup_steps} iterations from {self.warmup.ratio:g}·lr"
+        if self.warmup_capped:
+            text += (
+                f" (train.warmup.steps {self.warmup.steps} capped at {MAX_WARMUP_SHARE:.0%} of the run's "
+                f"{self.total_iters} iterations)"
+            )
+        return text
 
     def warmup_factor(self, global_iter: int) -> float:
-        steps = self.warmup.steps
+        steps = self.warmup_steps
         if steps <= 0 or global_iter >= steps:
             return 1.0
         return 1.0 - (1.0 - global_iter / steps) * (1.0 - self.warmup.ratio)
@@ -95,4 +123,4 @@ class LRSchedule:
         return [f"{k}: {state.get(k)!r} → {mine[k]!r}" for k in mine if state.get(k) != mine[k]]
 
 
-__all__ = ["LRSchedule"]
+__all__ = ["MAX_WARMUP_SHARE", "LRSchedule", "warmup_steps"]

@@ -2,8 +2,18 @@
 
 One iteration: lr for (epoch, it) → ``model.loss`` (AMP on CUDA when enabled) → sum → non-finite check →
 backward → optional grad-norm clipping → optimizer step → EMA update. After each epoch: validation when due
-(EMA weights), ``results.csv`` row, ``last.pt``, ``best.pt`` when AP50-95 improves. A resumed run restores
-model, EMA, optimizer, scaler, epoch, best AP and every random state, and continues as if uninterrupted.
+(EMA weights), ``results.csv`` row, ``best.pt`` when AP50-95 improves, then ``last.pt``. A resumed run
+restores model, EMA, optimizer, scaler, epoch, best AP and every random state, and continues as if
+uninterrupted.
+
+What is on disk stays consistent whenever the run stops (killed, full disk, NaN):
+
+* weights are checked finite after each epoch's training, before validation and before any checkpoint is
+  written; non-finite weights stop the run with ``last.pt``/``best.pt`` of the previous epoch untouched;
+* ``best.pt`` is written before ``last.pt`` (each atomically), so the best AP that ``last.pt`` records is
+  always held by ``best.pt``. Stopped between the two writes, ``best.pt`` is one epoch ahead of ``last.pt``;
+  the resumed run repeats that epoch, compares it with the best AP of ``last.pt`` and rewrites ``best.pt``;
+* a resumed run deletes the temporaries a killed atomic write left in the run folder.
 
 The per-process entry points that build a Trainer live in :mod:`detcli.engine.session`.
 """
@@ -23,7 +33,7 @@ from torch.utils.data import DataLoader
 from detcli.config.schema import Preset, TrainConfig
 from detcli.data.build import input_size
 from detcli.distributed import barrier, is_dist, rank as dist_rank, reduce_mean, world_size
-from detcli.fileio import atomic_write_json
+from detcli.fileio import atomic_write_json, remove_stale_temporaries
 from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
 from detcli.engine.ddp import TrainingGraph, unused_parameters, wrap_ddp
 from detcli.engine.ema import ModelEMA
@@ -122,6 +132,12 @@ class Trainer:
         self.model = model
         self.optimizer, self.lr, lr_note = build_optimizer(model, cfg.optimizer, cfg.batch)
         self.schedule = LRSchedule(cfg.warmup, cfg.schedule, self.lr, cfg.epochs, self.iters_per_epoch)
+        if self.schedule.warmup_capped:
+            rep.warn(
+                f"train.warmup.steps {cfg.warmup.steps} is longer than half of this run "
+                f"({cfg.epochs} epochs × {self.iters_per_epoch} iterations): warming up over "
+                f"{self.schedule.warmup_steps} iterations so the run reaches its lr"
+            )
         if self.amp_requested and not self.use_amp:
             rep.warn(f"AMP is CUDA-only; training in fp32 on {self.device.type}")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -142,8 +158,8 @@ class Trainer:
             self._write_run_files(lr_note, device_names, resumed=ckpt is not None)
         rep.info(f"optimizer: {lr_note}")
         rep.info(
-            f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, warmup {cfg.warmup.steps} "
-            f"iterations from {cfg.warmup.ratio:g}·lr, {cfg.schedule.type}; EMA "
+            f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, {self.schedule.warmup_note()}, "
+            f"{cfg.schedule.type}; EMA "
             f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {'on' if self.use_amp else 'off'}; "
             f"{self.world} process(es) on {self.device.type}"
         )
@@ -209,6 +225,13 @@ class Trainer:
         return wrap_ddp(self.model, self.device, bool(find_unused))
 
     def _write_run_files(self, lr_note: str, device_names: list[str], resumed: bool) -> None:
+        if resumed:  # an interrupted atomic write leaves its temporary behind
+            removed = remove_stale_temporaries(self.run_dir) + remove_stale_temporaries(self.last_path.parent)
+            if removed:
+                self.reporter.info(
+                    f"removed {len(removed)} temporary file(s) of the interrupted run: "
+                    + ", ".join(p.name for p in removed)
+                )
         write_preset(self.run_dir, resolved_preset(self.preset, self.cfg))
         if resumed:
             manifest = read_manifest(self.run_dir)
@@ -230,6 +253,7 @@ class Trainer:
                 "amp": self.use_amp,
                 "batch": self.cfg.batch,
                 "batch_per_process": self.train_loader.batch_size,
+                "workers_per_process": self.train_loader.num_workers,
                 "lr": self.lr,
                 "lr_note": lr_note,
                 "epochs": self.cfg.epochs,
@@ -238,7 +262,7 @@ class Trainer:
                 "fitness": f"best.pt = highest {FITNESS} (EMA weights when the preset has an EMA)",
                 "train_args": self.train_args,
             }
-            self.results.path.unlink(missing_ok=True)
+            self.results.remove()
         write_manifest(self.run_dir, manifest)
 
     # ------------------------------------------------------------------ loop
@@ -251,6 +275,7 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             started = time.monotonic()
             losses, lr = self.train_one_epoch(epoch)
+            self._check_weights_finite(epoch)  # before validation and before any checkpoint
             result = self.validate(epoch) if self._validation_due(epoch) else None
             self.train_time += time.monotonic() - started
             self._end_epoch(epoch, losses, lr, result)
@@ -317,15 +342,41 @@ class Trainer:
             return
         terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
         where = "" if not ok or not is_dist() else " (on another process; this one had finite terms)"
-        kept = (
-            f"{self.last_path} still holds epoch {epoch} and best.pt is unchanged"
-            if epoch > 0 else "no checkpoint was written"
-        )
+        kept = self._kept(epoch)
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch + 1}/{self.cfg.epochs}, iteration {it + 1}/{self.iters_per_epoch}"
             f"{where}: {terms}. Training stopped; {kept}. Try a lower train.optimizer.lr, train.grad_clip, "
             "--no-amp, or check the dataset for broken boxes."
         )
+
+    def _check_weights_finite(self, epoch: int) -> None:
+        """Stop (every process) when the model or EMA holds NaN/inf, before anything is saved."""
+        bad = {"model": _non_finite(self.model.state_dict())}
+        if self.ema is not None:
+            bad["EMA"] = _non_finite(self.ema.module.state_dict())
+        ok = not any(bad.values())
+        if is_dist():
+            flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            if flag.item() == 1.0:
+                return
+        elif ok:
+            return
+        found = "; ".join(f"{where}: {', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
+                          for where, names in bad.items() if names) or "on another process"
+        raise DetcliError(
+            f"non-finite weights after epoch {epoch + 1}/{self.cfg.epochs} ({found}). Training stopped before "
+            f"saving: {self._kept(epoch)}. Try a lower train.optimizer.lr, train.grad_clip or --no-amp."
+        )
+
+    def _kept(self, epoch: int, best_written: bool = False) -> str:
+        """What the run folder holds when epoch ``epoch`` (0-indexed) did not finish saving."""
+        if not best_written:
+            if not self.last_path.exists():
+                return "no checkpoint was written"
+            return f"{self.last_path} still holds epoch {epoch} and best.pt is unchanged"
+        last = f"{self.last_path} still holds epoch {epoch}" if self.last_path.exists() else "no last.pt was written"
+        return f"{self.best_path} holds epoch {epoch + 1} (the best so far), {last}"
 
     @torch.no_grad()
     def validate(self, epoch: int) -> EvalResult:
@@ -355,11 +406,20 @@ class Trainer:
         row.update({f"metrics/{s}": (result.stats[s] if result is not None else None) for s in STAT_NAMES})
         self.last_row = row
         if self.rank == 0:
-            self.results.append(row)
-            payload = self._payload(done, rng, result)
-            save_checkpoint(self.last_path, payload)
-            if improved:
-                save_checkpoint(self.best_path, self._best_payload(payload))
+            best_written = False
+            try:
+                self.results.append(row)
+                payload = self._payload(done, rng, result)
+                if improved:  # first: the best AP that last.pt records must already be in best.pt
+                    save_checkpoint(self.best_path, self._best_payload(payload))
+                    best_written = True
+                save_checkpoint(self.last_path, payload)
+            except DetcliError as e:  # a full disk, a folder made read-only: the previous files are intact
+                resume = f"; fix that and continue with: detcli train --resume {self.run_dir}"
+                raise DetcliError(
+                    f"{e}. Training stopped at epoch {done}/{self.cfg.epochs}: {self._kept(epoch, best_written)}"
+                    + (resume if self.last_path.exists() else "")
+                ) from None
             self.reporter.epoch_row(_console_row(row, self.cfg.epochs, self.best_map))
         barrier()
 
@@ -414,6 +474,15 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- helpers
+def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding NaN or inf (one device sync)."""
+    floats = [(k, v) for k, v in state.items() if v.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([torch.isfinite(v).all() for _, v in floats]).tolist()
+    return [k for (k, _), ok in zip(floats, finite) if not ok]
+
+
 def _json_safe(obj: Any) -> Any:
     """NaN/inf → None (strict JSON), recursively."""
     if isinstance(obj, float):
