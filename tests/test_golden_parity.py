@@ -1,0 +1,341 @@
+"""Fidelity to the official implementations, frozen: runs in the default test run, no official code needed.
+
+For every preset, ``tests/golden/<preset>.{json,npz}`` (written by ``benchmarks/make_golden_fixtures.py``
+from RangiLyu/nanodet and MMDetection 3.3.0) hold the official state-dict key names/shapes, a seed, a
+fixed input and the official raw head outputs; for nanodet-plus-m and retinanet-r18-fpn also the official
+detections, the official assigner's result on hand-made targets and (NanoDet) the AGM output. Here the
+weights are rebuilt from the seed under the official key names (``golden/weights.py``), saved as an
+official-format checkpoint, loaded through the real ``--weights`` path, and the outputs compared.
+
+Only :func:`raw_outputs` (and its inverse :func:`forward_output`) knows detcli's current forward layout,
+and :func:`aux_outputs` the AGM API. See ``tests/golden/README.md``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import pytest
+import torch
+from golden.weights import checksums, golden_state_dict
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+PRESETS = [
+    "nanodet-plus-m",
+    "nanodet-plus-m-416",
+    "nanodet-plus-m-1.5x",
+    "nanodet-plus-m-1.5x-416",
+    "retinanet-r18-fpn",
+    "retinanet-r50-fpn",
+]
+FULL = ["nanodet-plus-m", "retinanet-r18-fpn"]  # with official detections and assignment
+RAW_TOL = 1e-4  # max abs diff of the raw outputs
+DET_TOL = 1e-4  # scores; boxes (relative to box size end to end, absolute on the official raw outputs)
+
+
+# ----------------------------------------------------------------------------- the layout adapter
+def raw_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class logits (B, N, C), box regression (B, N, K)) in the official prior order.
+
+    The one place that knows today's forward layouts: NanoDet-Plus returns (B, N, C + 4(R+1)) (K = 4(R+1));
+    RetinaNet returns per-level lists (B, A*C, H, W) and (B, A*4, H, W), flattened to index
+    (level, y, x, anchor) (K = 4).
+    """
+    from detcli.models.detectors.nanodet_plus import NanoDetPlus
+    from detcli.models.detectors.retinanet import RetinaNet
+
+    c = model.num_classes
+    with torch.no_grad():
+        out = model(images)
+    if isinstance(model, NanoDetPlus):
+        return out[..., :c], out[..., c:]
+    if isinstance(model, RetinaNet):
+        cls_maps, reg_maps = out
+        b = images.shape[0]
+
+        def flat(maps, k):
+            return torch.cat([m.permute(0, 2, 3, 1).reshape(b, -1, k) for m in maps], dim=1)
+
+        return flat(cls_maps, c), flat(reg_maps, 4)
+    raise TypeError(f"no raw-output adapter for {type(model).__name__}")
+
+
+def aux_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NanoDet-Plus AGM (training-only aux head, not detached) as (B, N, C), (B, N, 4(R+1)): the one place
+    that knows today's AGM API."""
+    c = model.num_classes
+    with torch.no_grad():
+        feats = model.backbone(images)
+        out = model.agm_forward(feats, model.fpn(feats), detach=False)
+    return out[..., :c], out[..., c:]
+
+
+def forward_output(model: torch.nn.Module, cls: torch.Tensor, reg: torch.Tensor, image_hw: tuple[int, int]):
+    """The inverse of :func:`raw_outputs`: official flat outputs in today's forward layout (to run detcli's
+    post-processing on exactly the official raw outputs)."""
+    from detcli.models.detectors.nanodet_plus import NanoDetPlus
+
+    if isinstance(model, NanoDetPlus):
+        return torch.cat([cls, reg], dim=-1)
+    b, (h, w) = cls.shape[0], image_hw
+    sizes = [(-(-h // s), -(-w // s)) for s in model.strides]
+    cls_maps, reg_maps, start = [], [], 0
+    for fh, fw in sizes:
+        n = fh * fw * model.anchor_generator.num_base_anchors
+        for flat, maps in ((cls, cls_maps), (reg, reg_maps)):
+            maps.append(flat[:, start:start + n].reshape(b, fh, fw, -1).permute(0, 3, 1, 2).contiguous())
+        start += n
+    assert start == cls.shape[1], "feature sizes do not cover the official priors"
+    return cls_maps, reg_maps
+
+
+# ----------------------------------------------------------------------------- fixtures
+@cache
+def fixture(name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    doc = json.loads((GOLDEN / f"{name}.json").read_text())
+    with np.load(GOLDEN / f"{name}.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return doc, arrays
+
+
+def write_official_checkpoint(doc: dict, state: dict[str, torch.Tensor], directory: Path) -> Path:
+    """``state`` in the official checkpoint format of the preset's family."""
+    if doc["family"] == "nanodet":  # Lightning checkpoint of the official trainer
+        path = directory / f"{doc['preset']}.ckpt"
+        ckpt = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.9.5",
+                "state_dict": {f"model.{k}": v for k, v in state.items()}}
+    else:  # MMEngine checkpoint
+        path = directory / f"{doc['preset']}.pth"
+        ckpt = {"meta": {"mmdet_version": doc["source"].get("mmdet", "3.3.0"), "epoch": 12, "iter": 0},
+                "state_dict": state}
+    torch.save(ckpt, path)
+    return path
+
+
+@dataclass
+class Case:
+    doc: dict
+    arrays: dict[str, np.ndarray]
+    loaded: object  # detcli.app.common.LoadedModel
+    checksum_mismatch: list[str]  # rebuilt weights whose fingerprint differs from the generator's
+    value_mismatch: list[str]  # detcli tensors that differ from the checkpoint's
+
+
+_CASES: dict[str, Case] = {}
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """name → :class:`Case`: the golden weights are rebuilt once per preset, written as an official
+    checkpoint and read back through ``load_for_inference`` (the ``--weights`` path)."""
+    from detcli.app.common import load_for_inference
+
+    def get(name: str) -> Case:
+        if name not in _CASES:
+            doc, arrays = fixture(name)
+            state = golden_state_dict(doc["spec"], doc["seed"])
+            sums = checksums(state)
+            bad_sums = [k for k, v in sums.items()
+                        if not math.isclose(v, doc["checksums"][k], rel_tol=1e-6, abs_tol=1e-4)]
+            if list(sums) != [k for k, _ in doc["spec"]]:
+                bad_sums.append("<key order>")
+            path = write_official_checkpoint(doc, state, tmp_path_factory.mktemp("golden"))
+            loaded = load_for_inference(path, name, [], torch.device("cpu"))
+            path.unlink()  # R50: ~150 MB
+            own = loaded.model.state_dict()
+            bad_values = [k for k in own if k in state and not k.endswith("num_batches_tracked")
+                          and not torch.equal(own[k], state[k])]
+            bad_values += [f"{k} (not in the checkpoint)"
+                           for k in loaded.model.inference_state_dict() if k not in state]
+            _CASES[name] = Case(doc, arrays, loaded, bad_sums, bad_values)
+        return _CASES[name]
+
+    yield get
+    _CASES.clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One thread: faster than two on a shared CI core pair, and the same summation order every run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def max_abs(a, b) -> float:
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    assert a.shape == b.shape, f"shape {tuple(a.shape)} vs official {tuple(b.shape)}"
+    return float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def compare_detections(det, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, bool]:
+    """Match every official detection to a distinct detcli one of the same label (greedy, official order;
+    order-insensitive so that two nearly equal scores may come out swapped).
+
+    Returns (max |dbox| / max(1, official box width, height), max |dscore|, same order). Asserts equal
+    counts and a match for every detection.
+    """
+    n = len(scores)
+    assert len(det.scores) == n, f"{len(det.scores)} detections vs official {n}"
+    ob, os_, ol = (torch.from_numpy(x).double() for x in (boxes, scores, labels))
+    db, ds, dl = det.boxes.double(), det.scores.double(), det.labels.double()
+    size = torch.maximum(ob[:, 2:] - ob[:, :2], torch.ones(n, 2, dtype=torch.float64)).amax(dim=1)
+    d_box = (ob[:, None, :] - db[None, :, :]).abs().amax(dim=2) / size[:, None]  # (official, detcli)
+    d_score = (os_[:, None] - ds[None, :]).abs()
+    dist = torch.maximum(d_box, d_score).masked_fill(ol[:, None] != dl[None, :], float("inf"))
+    worst_box = worst_score = 0.0
+    order = []
+    for i in range(n):
+        j = int(dist[i].argmin())
+        assert math.isfinite(float(dist[i, j])), f"official detection {i} (label {int(ol[i])}) has no detcli match"
+        worst_box, worst_score = max(worst_box, float(d_box[i, j])), max(worst_score, float(d_score[i, j]))
+        dist[:, j] = float("inf")
+        order.append(j)
+    return worst_box, worst_score, order == list(range(n))
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("name", PRESETS)
+def test_weight_recipe_reproduces_the_fixture(name, case):
+    """The rebuilt weights are the ones the official outputs were computed with (else: regenerate)."""
+    bad = case(name).checksum_mismatch
+    assert not bad, (f"{len(bad)} tensors differ from the generator's (e.g. {bad[0]}): the recipe in "
+                     "golden/weights.py or torch's RNG stream changed; regenerate the fixtures")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_official_checkpoint_loads_under_official_key_names(name, case):
+    c = case(name)
+    assert c.loaded.official
+    assert not c.value_mismatch, f"{len(c.value_mismatch)} tensors not loaded as written, e.g. {c.value_mismatch[0]}"
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_raw_outputs_match_official(name, case):
+    c = case(name)
+    cls, reg = raw_outputs(c.loaded.model, torch.from_numpy(c.arrays["input"]))
+    d_cls, d_reg = max_abs(cls, c.arrays["cls"]), max_abs(reg, c.arrays["reg"])
+    print(f"{name}: max |dcls| {d_cls:.2e}, max |dreg| {d_reg:.2e} "
+          f"(scale {np.abs(c.arrays['cls']).max():.2f} / {np.abs(c.arrays['reg']).max():.2f})")
+    assert d_cls <= RAW_TOL and d_reg <= RAW_TOL, f"cls {d_cls:.3e}, reg {d_reg:.3e} > {RAW_TOL}"
+
+
+def test_agm_outputs_match_official(case):
+    """The training-only Assign Guidance Module of NanoDet-Plus (its weights come from the checkpoint too)."""
+    c = case("nanodet-plus-m")
+    cls, reg = aux_outputs(c.loaded.model, torch.from_numpy(c.arrays["input"]))
+    d_cls, d_reg = max_abs(cls, c.arrays["aux_cls"]), max_abs(reg, c.arrays["aux_reg"])
+    print(f"nanodet-plus-m AGM: max |dcls| {d_cls:.2e}, max |dreg| {d_reg:.2e}")
+    assert d_cls <= RAW_TOL and d_reg <= RAW_TOL, f"cls {d_cls:.3e}, reg {d_reg:.3e} > {RAW_TOL}"
+
+
+def official_test_cfg(doc: dict) -> tuple[float, float, int]:
+    cfg = doc["test_cfg"]
+    return float(cfg["score_thr"]), float(cfg["nms"]["iou_threshold"]), int(cfg["max_per_img"])
+
+
+def run_predict(c: Case, official_raw: bool):
+    """detcli ``predict`` with the preset's test settings (checked equal to the official test config) on
+    the fixed input; with ``official_raw`` the network is bypassed and fed the official raw outputs."""
+    from detcli.structures import ImageMeta
+
+    score_thr, iou_thr, max_det = official_test_cfg(c.doc)
+    test = c.loaded.preset.test
+    assert (test.score_thr, test.iou_thr, test.max_det) == (score_thr, iou_thr, max_det)
+    if "nms_pre" in c.doc["test_cfg"]:
+        assert c.loaded.model.nms_pre == c.doc["test_cfg"]["nms_pre"]
+    model = c.loaded.model
+    images = torch.from_numpy(c.arrays["input"])
+    h, w = images.shape[-2:]
+    metas = [ImageMeta(i, f"golden{i}.jpg", (h, w), (h, w), np.eye(3).tolist()) for i in range(len(images))]
+    if not official_raw:
+        return model.predict(images, metas, score_thr, iou_thr, max_det)
+    out = forward_output(model, torch.from_numpy(c.arrays["cls"]), torch.from_numpy(c.arrays["reg"]), (h, w))
+    with patch.object(model, "forward", lambda x: out):
+        return model.predict(images, metas, score_thr, iou_thr, max_det)
+
+
+@pytest.mark.parametrize("name", FULL)
+def test_postprocessing_of_official_raw_outputs_matches_official(name, case):
+    """detcli's decoding + NMS on the official raw outputs: the official detections, to float rounding."""
+    c = case(name)
+    for i, det in enumerate(run_predict(c, official_raw=True)):
+        labels, scores, boxes = (c.arrays[f"det{i}_{k}"] for k in ("labels", "scores", "boxes"))
+        _, d_score, _ = compare_detections(det, boxes, scores, labels)
+        d_box_abs = max_abs(det.boxes, boxes) if torch.equal(det.labels, torch.from_numpy(labels)) else float("nan")
+        print(f"{name} image {i} (official raw): {len(scores)} detections, max |dbox| {d_box_abs:.2e}, "
+              f"max |dscore| {d_score:.2e}")
+        assert torch.equal(det.labels, torch.from_numpy(labels)), f"image {i}: labels (in order) differ"
+        assert max_abs(det.boxes, boxes) <= DET_TOL and max_abs(det.scores, scores) <= DET_TOL
+
+
+@pytest.mark.parametrize("name", FULL)
+def test_detections_match_official(name, case):
+    """End to end (weights file → predict): same detections; boxes within the raw tolerance carried
+    through the decoding (|dbox| ≤ 1e-4 · box size: a delta error scales with the anchor/box size)."""
+    c = case(name)
+    for i, det in enumerate(run_predict(c, official_raw=False)):
+        labels, scores, boxes = (c.arrays[f"det{i}_{k}"] for k in ("labels", "scores", "boxes"))
+        d_box, d_score, same_order = compare_detections(det, boxes, scores, labels)
+        print(f"{name} image {i}: {len(scores)} detections, max |dbox|/size {d_box:.2e}, max |dscore| "
+              f"{d_score:.2e}, {'same' if same_order else 'permuted'} order, "
+              f"max |dbox| {max_abs(det.boxes, boxes) if same_order else float('nan'):.2e}")
+        assert d_box <= DET_TOL and d_score <= DET_TOL, f"image {i}: box {d_box:.3e}, score {d_score:.3e}"
+
+
+def differing(a: torch.Tensor, b: torch.Tensor) -> list[int]:
+    return (a != b).nonzero().flatten().tolist()
+
+
+def test_dsl_assignment_matches_official(case):
+    """NanoDet-Plus DSLA on hand-made targets, inputs as the official assigner got them."""
+    from detcli.assigners.dsl import DynamicSoftLabelAssigner
+
+    c = case("nanodet-plus-m")
+    a, model = c.arrays, c.loaded.model
+    images = a["input"]
+    priors = torch.from_numpy(a["assign_priors"])
+    # detcli's priors and box decoding give the official assigner's inputs
+    assert max_abs(model.priors(*images.shape[-2:]), priors) == 0.0
+    reg = torch.from_numpy(a["reg"][:1])
+    assert max_abs(model.decode_boxes(reg, priors)[0], a["assign_pred_boxes"]) <= RAW_TOL
+
+    cfg = c.loaded.preset.model.assigner
+    assigner = DynamicSoftLabelAssigner(topk=cfg.topk, iou_factor=cfg.iou_factor)
+    res = assigner.assign(torch.from_numpy(a["assign_pred_logits"]), priors, torch.from_numpy(a["assign_pred_boxes"]),
+                          torch.from_numpy(a["assign_gt_boxes"]), torch.from_numpy(a["assign_gt_labels"]))
+    gt_inds = torch.from_numpy(a["assign_gt_inds"])
+    pos = gt_inds > 0
+    assert set(gt_inds[pos].tolist()) == set(range(1, len(a["assign_gt_boxes"]) + 1))  # the tiny GT too
+    assert torch.equal(res.gt_inds, gt_inds), f"gt_inds differ at priors {differing(res.gt_inds, gt_inds)}"
+    # conventions: official labels -1 / max_overlaps -1e8 for background, detcli num_classes / 0
+    assert torch.equal(res.labels[pos], torch.from_numpy(a["assign_labels"])[pos])
+    assert bool((res.labels[~pos] == model.num_classes).all())
+    assert max_abs(res.max_overlaps[pos], torch.from_numpy(a["assign_max_overlaps"])[pos]) <= 1e-5
+
+
+def test_max_iou_assignment_matches_official(case):
+    """RetinaNet MaxIoUAssigner on the official anchors and hand-made targets (-1 ignore / 0 bg / k)."""
+    from detcli.assigners.max_iou import MaxIoUAssigner
+
+    c = case("retinanet-r18-fpn")
+    doc, a, loaded = c.doc, c.arrays, c.loaded
+    anchors = torch.from_numpy(a["assign_anchors"])
+    sizes = [tuple(s) for s in doc["feature_sizes"]]
+    assert max_abs(torch.cat(loaded.model.anchor_generator.grid_anchors(sizes)), anchors) <= 1e-4
+
+    cfg = loaded.preset.model.assigner
+    assigner = MaxIoUAssigner(cfg.pos_iou_thr, cfg.neg_iou_thr, cfg.min_pos_iou)
+    res = assigner.assign(anchors, torch.from_numpy(a["assign_gt_boxes"]), torch.from_numpy(a["assign_gt_labels"]))
+    gt_inds = torch.from_numpy(a["assign_gt_inds"])
+    assert {-1, 0}.issubset(set(gt_inds.tolist()))
+    assert set(gt_inds[gt_inds > 0].tolist()) == set(range(1, len(a["assign_gt_boxes"]) + 1))
+    assert torch.equal(res.gt_inds, gt_inds), f"gt_inds differ at anchors {differing(res.gt_inds, gt_inds)}"
+    assert torch.equal(res.labels, torch.from_numpy(a["assign_labels"]))
+    assert max_abs(res.max_iou, a["assign_max_overlaps"]) <= 1e-5
