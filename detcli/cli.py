@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -223,14 +224,37 @@ def _normalise_resume(argv: list[str]) -> list[str]:
     return out
 
 
+def user_message(err: DetcliError) -> str:
+    """The message of ``err``, without the wrapper torch adds when it re-raises an error from a DataLoader
+    worker ("Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback …"): the user gets
+    the original message, never a traceback."""
+    text = str(err)
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return text
+    marker = f"\n{type(err).__module__}.{type(err).__qualname__}: "  # the traceback's last line
+    start = text.rfind(marker)
+    return text[start + len(marker):].rstrip("\n") if start >= 0 else text.rstrip("\n").splitlines()[-1]
+
+
+_python_formatwarning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """detcli's own warnings (e.g. a corrupt image skipped) print as their message, without a source line."""
+    if category.__module__.startswith("detcli."):
+        return f"WARNING {message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
+
+
 def main() -> None:
     from detcli.console import Reporter
 
+    warnings.formatwarning = _format_warning  # DataLoader workers fork after this and inherit it
     args = _normalise_resume(sys.argv[1:])
     try:
         app(args=args, prog_name="detcli", standalone_mode=True)
     except DetcliError as e:
-        Reporter().error(str(e))
+        Reporter().error(user_message(e))
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         Reporter().error("interrupted; checkpoints already written are intact")

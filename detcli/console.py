@@ -11,6 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 
 def _fmt(value: Any) -> str:
@@ -46,12 +47,12 @@ class Progress_:
             yield from self._plain()
             return
         columns = (
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(bar_width=30),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[postfix]}"),
+            TextColumn("{task.fields[postfix]}", markup=False),
         )
         with Progress(*columns, console=rep.console, transient=True) as bar:
             task = bar.add_task(self.description, total=self.total, postfix="")
@@ -96,14 +97,20 @@ class Progress_:
 
 
 class Reporter:
-    """What the CLI and the engine print. ``silent`` for non-zero DDP ranks."""
+    """What the CLI and the engine print. ``silent`` for non-zero DDP ranks.
+
+    Text is always printed literally: category names, file names and preset strings come from user files,
+    so no console here interprets rich markup (``[red]`` stays ``[red]``). detcli's own styling is applied
+    with :class:`rich.text.Text` styles instead.
+    """
 
     def __init__(self, silent: bool = False, force_plain: bool | None = None, file=None):
-        self.console = Console(file=file or sys.stdout, highlight=False, soft_wrap=False)
+        self.console = Console(file=file or sys.stdout, highlight=False, soft_wrap=False, markup=False)
         self.silent = silent
         self.rich = self.console.is_terminal if force_plain is None else not force_plain
         if not self.rich:
-            self.console = Console(file=file or sys.stdout, highlight=False, no_color=True, width=160, soft_wrap=True)
+            self.console = Console(file=file or sys.stdout, highlight=False, no_color=True, width=160,
+                                   soft_wrap=True, markup=False)
         self._epoch_header_printed = False
 
     # ---------------------------------------------------------------- basics
@@ -116,11 +123,12 @@ class Reporter:
 
     def warn(self, msg: str) -> None:
         if not self.silent:
-            self.console.print(f"[yellow]WARNING[/yellow] {msg}" if self.rich else f"WARNING {msg}")
+            self.console.print(Text.assemble(("WARNING", "yellow"), " ", msg))
 
     def error(self, msg: str) -> None:
-        err = Console(stderr=True, highlight=False, no_color=not self.rich, soft_wrap=True)  # paths stay whole
-        err.print(f"[bold red]error:[/bold red] {msg}" if self.rich else f"error: {msg}", markup=self.rich)
+        err = Console(stderr=True, highlight=False, no_color=not self.rich, soft_wrap=True,  # paths stay whole
+                      markup=False)
+        err.print(Text.assemble(("error:", "bold red"), " ", msg))
 
     def progress(self, iterable: Iterable, total: int | None = None, description: str = "") -> Progress_:
         if total is None and hasattr(iterable, "__len__"):
@@ -136,7 +144,7 @@ class Reporter:
         for i, col in enumerate(columns):
             table.add_column(col, justify="right" if numeric and i > 0 else "left")
         for row in rows:
-            table.add_row(*[_fmt(v) for v in row])
+            table.add_row(*[Text(_fmt(v)) for v in row])
         self.console.print(table)
 
     def key_values(self, title: str, items: dict[str, Any]) -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from detcli.config.loader import apply_override, format_validation_error, load_preset, parse_override
+from detcli.config.loader import load_preset, validate_preset
 from detcli.config.schema import Preset
 from detcli.console import Reporter
-from detcli.errors import DetcliError, PresetError
+from detcli.errors import DetcliError
 from detcli.models import assigner_name, build_model, strides_of
 from detcli.models.base import Detector
 
@@ -44,21 +44,6 @@ class LoadedModel:
     official: bool
 
 
-def _preset_from_dict(data: dict, overrides: list[str], source: Path) -> Preset:
-    data = dict(data)
-    for text in overrides:
-        parts, value = parse_override(text)
-        apply_override(data, parts, value)
-    try:
-        return Preset.model_validate(data)
-    except Exception as e:  # pydantic ValidationError
-        from pydantic import ValidationError
-
-        if isinstance(e, ValidationError):
-            raise PresetError(format_validation_error(e, source, data)) from None
-        raise
-
-
 def load_for_inference(
     weights: Path | None, preset_name: str | None, overrides: list[str], device: torch.device
 ) -> LoadedModel:
@@ -69,7 +54,7 @@ def load_for_inference(
     raw = read_any_checkpoint(path)
     if isinstance(raw, dict) and raw.get("format", "").startswith("detcli"):
         ckpt = load_checkpoint(path)
-        preset = _preset_from_dict(ckpt["preset"], overrides, path)
+        preset = validate_preset(ckpt["preset"], overrides, source=f"stored in {path}")
         if preset_name is not None:
             raise DetcliError(f"{path} is a detcli checkpoint: it carries its preset; drop --preset")
         names = list(ckpt["class_names"])

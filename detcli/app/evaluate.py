@@ -55,6 +55,8 @@ def eval_command(req: EvalRequest) -> dict:
     size = input_size(preset, imgsz)
     model_summary(reporter, preset, loaded.model, size)
     dataset = build_dataset(preset, data_cfg.val, train=False, imgsz=imgsz)
+    for line in dataset.summary().problems():  # e.g. missing image files: fewer images are scored
+        reporter.warn(f"val: {line}")
     if dataset.class_names != loaded.class_names:
         raise DetcliError(
             f"{data_cfg.val.ann_file}: classes {dataset.class_names} differ from the checkpoint's "

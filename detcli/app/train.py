@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detcli.config.loader import load_preset
+from detcli.config.loader import load_preset, train_overrides, validate_preset
 from detcli.config.schema import Preset, TrainConfig
 from detcli.console import Reporter
 from detcli.data.dataset_config import DatasetConfig
@@ -123,14 +123,10 @@ def train_command(req: TrainRequest) -> dict | None:
         preset, _ = load_preset(req.preset, req.overrides)
         data_spec = req.data or ("files" if req.files is not None else "demo")
         if data_spec == "demo":
-            reporter.info("no --data: using the built-in demo dataset and the preset's demo schedule")
+            reporter.info("no --data: using the built-in demo dataset and the preset's demo schedule "
+                          "(--set train.… and --epochs/--batch/--workers still win)")
         data = req.files if req.files is not None else resolve_dataset(data_spec)
-        train_cfg = preset.demo_train() if data_spec == "demo" and preset.demo else preset.train
-        updates = {k: v for k, v in {"epochs": req.epochs, "batch": req.batch, "workers": req.workers}.items()
-                   if v is not None}
-        if req.amp is not None:
-            updates["amp"] = req.amp
-        train_cfg = TrainConfig.model_validate({**train_cfg.model_dump(), **updates})
+        train_cfg = run_train_config(preset, req, demo=data_spec == "demo")
         run_dir = _shared_run_dir(req, new_run_dir) if main_rank else _shared_run_dir(req, None)
         resume_from, imgsz, seed, weights = None, req.imgsz, req.seed, req.weights
     spec = BuildSpec(preset, train_cfg, data, imgsz, train_cfg.workers,
@@ -143,6 +139,15 @@ def train_command(req: TrainRequest) -> dict | None:
         force_plain=req.force_plain,
     )
     return launch_training(setup)
+
+
+def run_train_config(preset: Preset, req: TrainRequest, demo: bool) -> TrainConfig:
+    """The ``train`` section a new run uses: the preset's, or its ``demo`` schedule on the demo data, with the
+    values the user gave explicitly on top (``--set train.…``, ``--epochs/--batch/--workers/--amp``)."""
+    explicit = train_overrides(req.overrides)
+    flags = {"epochs": req.epochs, "batch": req.batch, "workers": req.workers, "amp": req.amp}
+    explicit.update({k: v for k, v in flags.items() if v is not None})
+    return preset.train_with(explicit, demo=demo)
 
 
 def _shared_run_dir(req: TrainRequest, make) -> Path:
@@ -177,7 +182,7 @@ def _resume_state(req: TrainRequest, reporter: Reporter):
                if v is not None]
     if ignored:
         reporter.warn(f"--resume continues the run as it was: ignoring {', '.join(ignored)}")
-    preset = Preset.model_validate(ckpt["preset"])
+    preset = validate_preset(ckpt["preset"], source=f"stored in {last}")
     if int(ckpt["epoch"]) >= preset.train.epochs:
         raise DetcliError(
             f"--resume {run_dir}: the run already finished its {preset.train.epochs} epochs; to train on, start a "

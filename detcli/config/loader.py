@@ -7,6 +7,7 @@ field (the value is parsed as YAML) and is validated at once.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import typing
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from detcli.config.schema import Preset, _deep_merge
+from detcli.config.schema import Preset, TrainConfig, _deep_merge
+from detcli.config.yaml_text import parse_yaml, read_yaml_file
 from detcli.errors import PresetError
 
 
@@ -52,15 +54,7 @@ def resolve_preset_path(name_or_path: str | Path, relative_to: Path | None = Non
 
 
 def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise PresetError(f"{path}: cannot read preset ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as e:
-        raise PresetError(f"{path}: not valid YAML: {e}") from None
+    data, node = read_yaml_file(path, "preset", PresetError)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -68,15 +62,16 @@ def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
     return data, node
 
 
-def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, yaml.Node | None]:
+    """The merged fields of a preset and its ``base`` chain, and the YAML nodes of ``path`` itself."""
     if path.resolve() in seen:
         raise PresetError(f"{path}: 'base' chain loops back to itself")
-    data, _ = _read_yaml(path)
+    data, node = _read_yaml(path)
     base = data.pop("base", None)
     if base is None:
-        return data
+        return data, node
     base_path = resolve_preset_path(base, relative_to=path.parent)
-    return _deep_merge(_load_raw(base_path, seen + (path.resolve(),)), data)
+    return _deep_merge(_load_raw(base_path, seen + (path.resolve(),))[0], data), node
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -88,9 +83,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip() or any(not p for p in parts):
         raise PresetError(f"--set {text!r}: empty field name")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = parse_yaml(raw, f"--set {key}", PresetError)[0] if raw.strip() else None
+    except PresetError:
+        value = raw  # not YAML: the text itself (validation says whether the field takes it)
     return parts, value
 
 
@@ -106,34 +101,60 @@ def apply_override(data: dict, parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
+def train_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """The ``train.*`` fields of ``--set`` overrides as a nested dict (what the user asked for explicitly)."""
+    out: dict = {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts[0] == "train" and len(parts) > 1:  # `--set train={…}` replaces the whole section instead
+            apply_override(out, parts[1:], value)
+    return out
+
+
 def load_preset(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Preset, Path]:
     """Load, merge ``base``, apply ``--set`` overrides and validate. Raises PresetError."""
     path = resolve_preset_path(name_or_path)
-    data = _load_raw(path)
+    data, node = _load_raw(path)
     data.setdefault("name", path.stem)
+    return validate_preset(data, overrides, str(path), node), path
+
+
+def validate_preset(
+    data: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "", node: yaml.Node | None = None
+) -> Preset:
+    """Apply ``--set`` overrides to preset fields and validate them. Raises PresetError.
+
+    Args:
+        data: the preset's fields (not modified).
+        overrides: ``path.to.field=value`` texts.
+        source: how messages name the preset (a file path, or e.g. "stored in best.pt").
+        node: the YAML nodes ``data`` was read from, for line numbers; None when it was not read from YAML.
+    """
+    data = copy.deepcopy(data)
     set_paths = []
     for text in overrides:
         parts, value = parse_override(text)
         apply_override(data, parts, value)
         set_paths.append(tuple(parts))
     try:
-        preset = Preset.model_validate(data)
+        return Preset.model_validate(data)
     except ValidationError as e:
-        raise PresetError(format_validation_error(e, path, data, set_paths)) from None
-    return preset, path
+        raise PresetError(format_validation_error(e, source, data, set_paths, node)) from None
 
 
 # --------------------------------------------------------------------------- error messages
 def format_validation_error(
-    err: ValidationError, path: Path, data: dict, set_paths: list[tuple[str, ...]] = ()
+    err: ValidationError, source: str, data: dict, set_paths: list[tuple[str, ...]] = (),
+    node: yaml.Node | None = None,
 ) -> str:
-    _, node = _read_yaml(path) if path.exists() else ({}, None)
-    lines = [f"invalid preset {path}:"]
+    """One line per error: the field's dotted path, where it came from (``--set`` or a YAML line), the problem."""
+    lines = [f"invalid preset {source}:"]
     for item in err.errors():
         loc = _clean_loc(item["loc"], data)
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         where = ""
-        if tuple(str(p) for p in loc) in {tuple(p) for p in set_paths}:
+        dotted_loc = tuple(str(p) for p in loc)
+        if any(dotted_loc[: len(p)] == tuple(p) for p in set_paths):
             where = " (from --set)"
         else:
             line = _line_of(node, loc)
@@ -146,9 +167,17 @@ def format_validation_error(
             lines.append(f"  {dotted}{where}: unknown field{hint} (valid here: {', '.join(valid)})")
         else:
             got = item.get("input")
-            got_text = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+            got_text = f" (got {_short_repr(got)})" if got is not None and not isinstance(got, dict) else ""
             lines.append(f"  {dotted}{where}: {item['msg']}{got_text}")
     return "\n".join(lines)
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _clean_loc(loc: tuple, data: dict) -> list:
@@ -168,6 +197,8 @@ def _field_names(loc: tuple, data: dict) -> list[str]:
     """Valid field names of the schema model at pydantic location ``loc``."""
     cls: Any = Preset
     node: Any = data
+    if loc and loc[0] == "demo":  # `demo` holds overrides of `train` fields (Preset.demo_train)
+        cls, node, loc = TrainConfig, data.get("demo"), loc[1:]
     for part in loc:
         if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("type") == part:
             continue  # discriminator tag

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Base of every preset section: unknown fields are errors, and so is a non-finite number (inf, nan)
+    in any float field, from YAML or ``--set`` alike (a NaN learning rate trains to a NaN checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- models
@@ -224,13 +227,33 @@ class Preset(Strict):
         if self.model.type == "nanodet_plus" and self.input.keep_ratio:
             raise ValueError("NanoDet-Plus uses a stretch resize: input.keep_ratio must be false")
         if self.demo:
-            self.demo_train()  # validates the overrides now, not at the end of a run
+            try:
+                self.demo_train()  # validates the overrides now, not at the end of a run
+            except ValidationError as e:
+                raise _located_under("demo", e) from None
         return self
+
+    def train_with(self, explicit: dict[str, Any] | None = None, demo: bool = False) -> TrainConfig:
+        """The training config a run uses (validated): ``train``, then the ``demo`` overrides when ``demo``
+        (the built-in demo data), then ``explicit``.
+
+        ``explicit``: the ``train`` fields the user set for this run (``--set train.…``, ``--batch``…), nested
+        like ``train``; they win over the demo schedule.
+        """
+        merged = _deep_merge(self.train.model_dump(), self.demo) if demo else self.train.model_dump()
+        return TrainConfig.model_validate(_deep_merge(merged, explicit or {}))
 
     def demo_train(self) -> TrainConfig:
         """The training config with the ``demo`` overrides applied (validated)."""
-        merged = _deep_merge(self.train.model_dump(), self.demo)
-        return TrainConfig.model_validate(merged)
+        return self.train_with(demo=True)
+
+
+def _located_under(field: str, err: ValidationError) -> ValidationError:
+    """``err`` (from validating a nested section on its own) with ``field`` prepended to every location."""
+    return ValidationError.from_exception_data(
+        err.title,
+        [{**{k: e[k] for k in ("type", "input", "ctx") if k in e}, "loc": (field, *e["loc"])} for e in err.errors()],
+    )
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

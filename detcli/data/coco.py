@@ -18,7 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detcli.data.coco_json import DROP_REASONS, box_drop_reasons, load_coco_json
+from detcli.data.coco_json import (
+    DROP_REASONS,
+    box_drop_reasons,
+    escapes_image_dir,
+    load_coco_json,
+)
 from detcli.data.image_io import read_image_bgr
 from detcli.data.summary import DatasetSummary
 from detcli.errors import DatasetError
@@ -90,23 +95,29 @@ class CocoDetection(Dataset):
         per_img_boxes = np.split(boxes, splits)
         per_img_labels = np.split(labels, splits)
 
-        exists = self._files_exist([m["file_name"] for m in images])
+        names = [m["file_name"] for m in images]
+        outside = np.array([escapes_image_dir(n) for n in names], dtype=bool)
+        exists = self._files_exist(names, outside)
         small = np.minimum(widths, heights) < min_size
         n_targets = np.array([len(b) for b in per_img_labels])
         empty = n_targets == 0
         kept_mask = exists & ~small & ~(empty if filter_empty else np.zeros(n_img, dtype=bool))
         kept = np.flatnonzero(kept_mask)
 
-        missing = [images[i]["file_name"] for i in np.flatnonzero(~exists)]
+        missing = [names[i] for i in np.flatnonzero(~exists & ~outside)]
+        refused = [names[i] for i in np.flatnonzero(outside)]
         if not len(kept):
-            if len(missing) == n_img:
+            if not exists.any():
+                first = f"first missing: {', '.join(missing[:3])}" if missing else ""
+                if refused:
+                    first += ("; " if first else "") + f"outside the image folder: {', '.join(refused[:3])}"
                 raise DatasetError(
-                    f"none of the {n_img} images listed in {self.ann_file} exists under {self.img_dir} "
-                    f"(first missing: {', '.join(missing[:3])})"
+                    f"none of the {n_img} images listed in {self.ann_file} exists under {self.img_dir} ({first})"
                 )
             raise DatasetError(
                 f"{self.ann_file}: no image left after filtering "
-                f"({len(missing)} missing, {int(small.sum())} smaller than {min_size} px, "
+                f"({len(missing)} missing, {len(refused)} outside the image folder, "
+                f"{int((small & exists).sum())} smaller than {min_size} px, "
                 f"{int((empty & exists).sum())} without valid boxes{' (filter_empty)' if filter_empty else ''})"
             )
 
@@ -134,6 +145,8 @@ class CocoDetection(Dataset):
             },
             missing_images=len(missing),
             missing_examples=missing[:_EXAMPLES],
+            refused_images=len(refused),
+            refused_examples=refused[:_EXAMPLES],
             filtered_empty=int((exists & ~small & empty).sum()) if filter_empty else 0,
             filtered_small=int((exists & small).sum()),
             class_names=list(self.class_names),
@@ -141,8 +154,11 @@ class CocoDetection(Dataset):
         )
 
     # ------------------------------------------------------------------ construction helpers
-    def _files_exist(self, names: list[str]) -> np.ndarray:
-        """(N,) bool; one directory listing for flat names, a stat for names with sub-folders."""
+    def _files_exist(self, names: list[str], outside: np.ndarray) -> np.ndarray:
+        """(N,) bool; one directory listing for flat names, a stat for names with sub-folders.
+
+        Names marked ``outside`` (see :func:`escapes_image_dir`) are False without being looked at.
+        """
         try:
             with os.scandir(self.img_dir) as it:
                 listed = {e.name for e in it}
@@ -150,6 +166,8 @@ class CocoDetection(Dataset):
             raise DatasetError(f"image folder {self.img_dir} cannot be listed: {e}") from None
         out = np.zeros(len(names), dtype=bool)
         for i, name in enumerate(names):
+            if outside[i]:
+                continue
             if "/" in name or os.sep in name:
                 out[i] = (self.img_dir / name).is_file()
             else:

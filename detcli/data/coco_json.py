@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ class CocoAnnotations:
         ann_area: (A,) float64 ``area`` (w·h where missing).
         ann_crowd: (A,) bool.
         coco_dict: the dataset as a dict for pycocotools (malformed boxes removed, missing ``area``
-            filled with w·h, so COCOeval can use it).
+            filled with w·h, categories reduced to id/name/supercategory, so COCOeval can use it).
     """
 
     path: Path
@@ -69,6 +70,26 @@ def _fail(path: Path, msg: str) -> DatasetError:
     return DatasetError(f"annotation file {path}: {msg}")
 
 
+def escapes_image_dir(file_name: str) -> bool:
+    """True when an image's ``file_name`` is absolute or climbs out of the image folder with ``..``.
+
+    Such names are refused, never opened: a dataset may only read files inside its own image folder.
+    The check is on the name alone (``/`` and ``\\`` both count as separators, a Windows drive counts as
+    absolute); a symlink inside the folder is the dataset owner's choice and is followed.
+    """
+    if PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).anchor:
+        return True
+    depth = 0
+    for part in re.split(r"[\\/]", file_name):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise DatasetError(f"annotation file {path} does not exist")
@@ -79,6 +100,8 @@ def _read_json(path: Path) -> Any:
         raise _fail(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise _fail(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise _fail(path, "nested too deeply to read (a COCO file is a few levels deep)") from None
     except OSError as e:
         raise DatasetError(f"annotation file {path} cannot be read: {e}") from None
 
@@ -174,7 +197,11 @@ def load_coco_json(path: str | Path) -> CocoAnnotations:
         area[i] = float(ar) if _is_num(ar) and math.isfinite(ar) else b[2] * b[3]
         clean_anns.append(a if ar == area[i] else {**a, "area": float(area[i])})
 
-    coco_dict = {k: v for k, v in data.items() if k != "annotations"}
+    # categories reduced to their checked fields: pycocotools deep-copies them, and a deeply nested extra
+    # field (one that json could still parse) would end an evaluation with a RecursionError
+    coco_dict = {k: v for k, v in data.items() if k not in ("annotations", "categories")}
+    coco_dict["categories"] = [{"id": c["id"], "name": c["name"], "supercategory": str(c.get("supercategory", ""))}
+                               for c in cats]
     coco_dict["annotations"] = clean_anns
     return CocoAnnotations(
         path=path,

@@ -14,9 +14,9 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from detcli.config.yaml_text import read_yaml_file
 from detcli.errors import DatasetError
 
 
@@ -129,14 +129,7 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise DatasetError(f"dataset file {path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"dataset file {path} cannot be read: {e}") from None
+    data, _ = read_yaml_file(path, "dataset file", DatasetError)
     if not isinstance(data, dict):
         raise DatasetError(f"dataset file {path}: expected a mapping with 'train' and 'val', got {type(data).__name__}")
     try:
