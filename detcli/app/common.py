@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from detcli.config.loader import load_preset, validate_preset
+from detcli.config.loader import load_preset, parse_override, validate_preset
 from detcli.config.schema import Preset
 from detcli.console import Reporter
 from detcli.errors import DetcliError

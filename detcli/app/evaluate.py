@@ -32,7 +32,7 @@ def eval_command(req: EvalRequest) -> dict:
     from detcli.data.build import build_dataset, input_size
     from detcli.data.collate import collate
     from detcli.data.dataset_config import DatasetConfig, resolve_dataset
-    from detcli.data.loader import build_dataloader
+    from detcli.data.loader import build_dataloader, cap_workers
     from detcli.engine.evaluate import evaluate
     from detcli.engine.evaluator import per_class_table, stats_table
     from detcli.engine.run_dir import new_run_dir
@@ -62,8 +62,9 @@ def eval_command(req: EvalRequest) -> dict:
             f"{data_cfg.val.ann_file}: classes {dataset.class_names} differ from the checkpoint's "
             f"{loaded.class_names}"
         )
+    out = new_run_dir(req.project, req.name)  # before the evaluation: an unwritable --project fails at once
     loader = build_dataloader(
-        dataset, batch_size=req.batch, workers=req.workers, shuffle=False, drop_last=False, seed=0,
+        dataset, batch_size=req.batch, workers=cap_workers(req.workers), shuffle=False, drop_last=False, seed=0,
         distributed=False, collate_fn=lambda s: collate(s, size_divisor=preset.input.size_divisor),
     )
     test = preset.test.model_copy(
@@ -73,7 +74,6 @@ def eval_command(req: EvalRequest) -> dict:
     result = evaluate(loaded.model, loader, dataset, device, test, reporter, keep_detections=True)
     reporter.print(stats_table(result))
     reporter.print(per_class_table(result))
-    out = new_run_dir(req.project, req.name)
     payload = {
         "weights": str(loaded.weights),
         "preset": preset.name,
