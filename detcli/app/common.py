@@ -45,48 +45,94 @@ class LoadedModel:
 
 
 def load_for_inference(
-    weights: Path | None, preset_name: str | None, overrides: list[str], device: torch.device
+    weights: Path | None, preset_name: str | None, overrides: list[str], device: torch.device,
+    reporter: Reporter | None = None,
 ) -> LoadedModel:
-    """A detcli checkpoint (preset, classes and dataset inside) or an official one (needs ``preset_name``)."""
-    from detcli.engine.checkpoint import inference_weights, load_checkpoint, read_any_checkpoint
+    """A detcli checkpoint (preset, classes and dataset inside) or an official one (needs ``preset_name``).
+
+    Without ``weights``, the latest run's ``best.pt``. ``reporter`` gets one line naming the file used.
+    """
+    from detcli.engine.checkpoint import is_detcli_checkpoint, read_any_checkpoint
 
     path = Path(weights) if weights is not None else latest_best()
+    if reporter is not None:
+        reporter.info(f"weights {path}" + (" (latest run)" if weights is None else ""))
     raw = read_any_checkpoint(path)
-    if isinstance(raw, dict) and raw.get("format", "").startswith("detcli"):
-        ckpt = load_checkpoint(path)
-        preset = validate_preset(ckpt["preset"], overrides, source=f"stored in {path}")
+    if is_detcli_checkpoint(raw, path):
         if preset_name is not None:
             raise DetcliError(f"{path} is a detcli checkpoint: it carries its preset; drop --preset")
-        names = list(ckpt["class_names"])
-        model = build_model(preset, len(names), pretrained=False)
-        model.load_state_dict(inference_weights(ckpt), strict=True)  # EMA weights when last.pt has them
-        loaded = LoadedModel(model, preset, names, list(ckpt["cat_ids"]), ckpt.get("dataset"), path, False)
+        loaded = _load_detcli(raw, path, overrides)
     else:
         if preset_name is None:
             raise DetcliError(f"{path} is not a detcli checkpoint; give --preset to say which architecture it is")
-        preset, _ = load_preset(preset_name, overrides)
-        from detcli.data.coco_names import COCO80
-
-        classes = preset.model.num_classes or 80
-        model = build_model(preset, classes, pretrained=False)
-        load_official(model, raw, path)
-        names = COCO80 if classes == 80 else [f"class{i}" for i in range(classes)]
-        cat_ids = COCO80_IDS if classes == 80 else list(range(1, classes + 1))
-        loaded = LoadedModel(model, preset, list(names), cat_ids, None, path, True)
+        loaded = _load_official(raw, path, preset_name, overrides)
     loaded.model.to(device).eval()
     return loaded
 
 
+def _load_detcli(ckpt: dict, path: Path, overrides: list[str]) -> LoadedModel:
+    """Model, preset and classes of a ``detcli-1`` checkpoint (its EMA weights when ``last.pt`` has them)."""
+    from detcli.engine.checkpoint import inference_weights, require_keys
+
+    require_keys(ckpt, path, ("preset", "model", "class_names"))
+    if not isinstance(ckpt["preset"], dict):
+        raise DetcliError(f"{path}: the checkpoint's 'preset' is a {type(ckpt['preset']).__name__}, not a preset")
+    preset = validate_preset(ckpt["preset"], overrides, source=f"stored in {path}")
+    names = ckpt["class_names"]
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise DetcliError(f"{path}: the checkpoint's 'class_names' is not a list of names")
+    cat_ids = ckpt.get("cat_ids")
+    if not isinstance(cat_ids, (list, tuple)) or len(cat_ids) != len(names):
+        cat_ids = list(range(1, len(names) + 1))
+    state = inference_weights(ckpt, path)
+    model = build_model(preset, len(names), pretrained=False)
+    found = model.classes_in(state)
+    if found is not None and found != len(names):
+        raise DetcliError(
+            f"{path}: the weights are for {found} classes but the checkpoint lists {len(names)} class names "
+            "(an edited or mixed-up file)"
+        )
+    _load_checked(model, state, path)
+    return LoadedModel(model, preset, list(names), list(cat_ids), ckpt.get("dataset"), path, False)
+
+
+def _load_official(raw: Any, path: Path, preset_name: str, overrides: list[str]) -> LoadedModel:
+    """An official checkpoint of the preset's family. Class names: the ones it records, else COCO's for 80
+    classes, else ``class0…``. The class count: the preset's ``model.num_classes``, else the recorded
+    names', else 80 (COCO)."""
+    from detcli.data.coco_names import COCO80
+
+    preset, _ = load_preset(preset_name, overrides)
+    declared = preset.model.num_classes
+    model = build_model(preset, declared or 80, pretrained=False)
+    names = model.official_class_names(raw)
+    if names is not None and declared is None and len(names) != model.num_classes:
+        model = build_model(preset, len(names), pretrained=False)  # the class count the checkpoint records
+    load_official(model, raw, path)
+    classes = model.num_classes
+    if names is not None and len(names) != classes:
+        names = None  # names of another class count than the (loaded) head: not this model's labels
+    if names is not None and [n.replace("_", " ") for n in names] == COCO80:
+        names = None  # COCO's classes as NanoDet writes them ("traffic_light"): use COCO's own names
+    if names is None:
+        names = COCO80 if classes == 80 else [f"class{i}" for i in range(classes)]
+    cat_ids = COCO80_IDS if names == COCO80 else list(range(1, classes + 1))
+    return LoadedModel(model, preset, list(names), cat_ids, None, path, True)
+
+
 def load_official(model: Detector, raw: Any, path: Path) -> None:
-    """Load an official checkpoint of the model's family (NanoDet / MMDetection key names)."""
-    loader = getattr(model, "load_official_state_dict", None)
-    if loader is None:
-        raise DetcliError(f"{type(model).__name__} cannot read official checkpoints ({path})")
+    """Load an official checkpoint of the model's family (NanoDet / MMDetection key names), strictly."""
     try:
-        loader(raw)
-    except (KeyError, RuntimeError, ValueError, DetcliError) as e:
-        detail = " ".join(str(e).split())[:300]
-        raise DetcliError(f"{path}: not a {type(model).__name__} checkpoint of this preset: {detail}") from None
+        model.load_official_state_dict(raw)
+    except DetcliError as e:
+        raise DetcliError(f"{path} as an official {type(model).__name__} checkpoint: {e}") from None
+
+
+def _load_checked(model: Detector, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        model.load_checked(state)
+    except DetcliError as e:
+        raise DetcliError(f"{path}: {e}") from None
 
 
 def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tuple[int, int]) -> None:
@@ -155,34 +201,24 @@ COCO80_IDS = [
 ]
 
 
-def official_state_dict(model: Detector, raw: Any) -> dict[str, torch.Tensor]:
-    """Key-renamed weights of an official checkpoint of the model's family."""
-    from detcli.models.detectors.nanodet_plus import NanoDetPlus
-
-    if isinstance(model, NanoDetPlus):
-        from detcli.models.convert import official_nanodet_state_dict
-
-        return official_nanodet_state_dict(raw)
-    state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
-    if not isinstance(state, dict):
-        raise DetcliError("the checkpoint holds no state dict")
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
 def load_weights_into(model: Detector, path: Path) -> str:
     """Initial weights for training (``train --weights``): every tensor whose name and shape match.
 
-    A detcli checkpoint gives its (EMA) weights; an official one is renamed first. Tensors whose shape
-    differs (a head trained for another class count) keep their fresh initialisation. Returns a one-line
-    report.
+    A detcli checkpoint gives its (EMA) weights; an official one is renamed first
+    (:meth:`Detector.official_state_dict`). Tensors whose shape differs (a head trained for another
+    class count) keep their fresh initialisation. Returns a one-line report.
     """
-    from detcli.engine.checkpoint import inference_weights, read_any_checkpoint
+    from detcli.engine.checkpoint import inference_weights, is_detcli_checkpoint, read_any_checkpoint, require_keys
 
     raw = read_any_checkpoint(path)
-    if isinstance(raw, dict) and str(raw.get("format", "")).startswith("detcli"):
-        source = inference_weights(raw)
+    if is_detcli_checkpoint(raw, path):
+        require_keys(raw, path, ("model",))
+        source = inference_weights(raw, path)
     else:
-        source = official_state_dict(model, raw)
+        try:
+            source = model.official_state_dict(raw)
+        except DetcliError as e:
+            raise DetcliError(f"--weights {path}: not a detcli or {type(model).__name__} checkpoint: {e}") from None
     own = model.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     if not matched:
@@ -190,6 +226,10 @@ def load_weights_into(model: Detector, path: Path) -> str:
     model.load_state_dict(matched, strict=False)
     shape_skipped = sorted(k for k, v in source.items() if k in own and own[k].shape != v.shape)
     text = f"--weights {path}: transferred {len(matched)}/{len(own)} tensors"
-    if shape_skipped:
+    found = model.classes_in(source)
+    if found is not None and found != model.num_classes:
+        text += (f"; the weights are for {found} classes, the data has {model.num_classes}: "
+                 f"{len(shape_skipped)} head tensors of another shape start fresh (fine-tuning)")
+    elif shape_skipped:
         text += f"; {len(shape_skipped)} kept fresh (shape differs, e.g. {shape_skipped[0]})"
     return text

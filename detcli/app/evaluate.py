@@ -40,7 +40,7 @@ def eval_command(req: EvalRequest) -> dict:
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("eval", str(device))
-    loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
+    loaded = load_for_inference(req.weights, req.preset, req.overrides, device, reporter)
     preset = loaded.preset
     if req.files is not None:
         data_cfg = req.files

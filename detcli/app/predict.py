@@ -35,12 +35,12 @@ def predict_command(req: PredictRequest) -> Path:
     device = select_device(req.device)
     reporter.header("predict", str(device))
     paths = resolve_source(req.source)  # raises a clear error when nothing matches
-    loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
+    loaded = load_for_inference(req.weights, req.preset, req.overrides, device, reporter)
     preset = loaded.preset
     imgsz = inference_imgsz(req.imgsz, loaded, req.overrides)
     size = input_size(preset, imgsz)
     reporter.info(
-        f"weights {loaded.weights} · preset {preset.name} · {len(loaded.class_names)} classes · input {size[0]}×{size[1]} "
+        f"preset {preset.name} · {len(loaded.class_names)} classes · input {size[0]}×{size[1]} "
         f"· conf {req.conf}"
     )
     transform = build_transform(preset, train=False, imgsz=imgsz)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ from detcli.geometry.priors import point_priors
 from detcli.losses.nanodet_plus_loss import nanodet_plus_loss
 from detcli.models.backbones.shufflenetv2 import ShuffleNetV2, load_imagenet_weights
 from detcli.models.base import Detector
-from detcli.models.convert import official_nanodet_state_dict
+from detcli.models.convert import official_nanodet_class_names, official_nanodet_state_dict
 from detcli.models.heads.nanodet_plus_head import NanoDetPlusHead
 from detcli.models.heads.simple_conv_head import SimpleConvHead
 from detcli.models.necks.ghost_pan import GhostPAN
@@ -179,16 +179,12 @@ class NanoDetPlus(Detector):
         """State dict without the training-only AGM (``aux_fpn.*``, ``aux_head.*``)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith(AUX_PREFIXES)}
 
-    def load_official_state_dict(self, checkpoint: Mapping) -> bool:
-        """Load an official NanoDet-Plus checkpoint (Lightning ``.ckpt`` dict, ``nanodet_model_best.pth`` dict
-        or bare state dict; EMA ``avg_model.`` weights preferred).
+    def official_state_dict(self, checkpoint: Any) -> dict[str, Tensor]:
+        """Weights of an official NanoDet-Plus checkpoint (Lightning ``.ckpt`` dict, ``nanodet_model_best.pth``
+        dict or bare state dict; EMA ``avg_model.`` weights preferred) under this model's key names.
 
-        The inference graph must match key-for-key and shape-for-shape (else :class:`DetcliError`); the AGM is
-        loaded when the checkpoint has it (then completely). The official constant Integral buffer
-        ``head.distribution_project.project`` is checked against reg_max and dropped.
-
-        Returns:
-            True when the AGM weights were loaded too.
+        The official constant Integral buffer ``head.distribution_project.project`` is checked against
+        reg_max (:class:`DetcliError` when it differs) and dropped.
         """
         state = official_nanodet_state_dict(checkpoint)
         for key in OFFICIAL_INTEGRAL_KEYS:
@@ -196,24 +192,30 @@ class NanoDetPlus(Detector):
                 bins = state.pop(key)
                 if bins.numel() != self.reg_max + 1:
                     raise DetcliError(f"checkpoint has reg_max={bins.numel() - 1} ({key}), the model {self.reg_max}")
-        own = self.state_dict()
-        unexpected = [k for k in state if k not in own]
+        return state
+
+    def official_class_names(self, checkpoint: Any) -> list[str] | None:
+        """``class_names`` of the NanoDet config stored in the checkpoint, if any."""
+        return official_nanodet_class_names(checkpoint)
+
+    def classes_in(self, state: Mapping[str, Tensor]) -> int | None:
+        """C from the main head's first output conv: C + 4(R+1) channels."""
+        cls_conv = state.get("head.gfl_cls.0.weight")
+        classes = None if cls_conv is None else int(cls_conv.shape[0]) - 4 * (self.reg_max + 1)
+        return classes if classes is not None and classes > 0 else None
+
+    def load_official_state_dict(self, checkpoint: Any) -> bool:
+        """Load an official NanoDet-Plus checkpoint (:meth:`official_state_dict`).
+
+        The inference graph must match key-for-key and shape-for-shape (else :class:`DetcliError`); the AGM is
+        loaded when the checkpoint has it (then completely).
+
+        Returns:
+            True when the AGM weights were loaded too.
+        """
+        state = self.official_state_dict(checkpoint)
         has_agm = any(k.startswith(AUX_PREFIXES) for k in state)
-        required = own if has_agm else self.inference_state_dict()  # the AGM: all of it or none
-        missing = [k for k in required if k not in state and not k.endswith("num_batches_tracked")]
-        mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-        if unexpected or missing or mismatched:
-            details = []
-            if mismatched:
-                k = mismatched[0]
-                details.append(f"shape of {k} is {tuple(state[k].shape)} in the checkpoint, "
-                               f"{tuple(own[k].shape)} in the model (num_classes / width / reg_max differ?)")
-            if missing:
-                details.append(f"{len(missing)} keys missing, e.g. {missing[0]}")
-            if unexpected:
-                details.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
-            raise DetcliError("checkpoint does not match this NanoDet-Plus model: " + "; ".join(details))
-        self.load_state_dict(state, strict=False)
+        self.load_checked(state, required=self.state_dict() if has_agm else self.inference_state_dict())
         return has_agm
 
 

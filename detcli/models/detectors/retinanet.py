@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -25,6 +25,7 @@ from detcli.geometry.delta_xywh import DeltaXYWHCoder
 from detcli.losses.focal import focal_loss, l1_loss
 from detcli.models.backbones.resnet import ResNet
 from detcli.models.base import Detector
+from detcli.models.convert import mmdet_class_names, tensor_state_dict
 from detcli.models.heads.retina_head import RetinaHead
 from detcli.models.necks.fpn import FPN
 from detcli.structures import Detections, ImageMeta, Target
@@ -256,29 +257,31 @@ class RetinaNet(Detector):
         return img, ch % c, score, prior, delta
 
     # ------------------------------------------------------------------ checkpoints
-    def load_mmdet_state_dict(self, checkpoint: Mapping[str, object]) -> None:
-        """Load an MMDetection RetinaNet checkpoint (``{"state_dict": …, "meta": …}`` or a bare state dict) strictly.
+    def official_state_dict(self, checkpoint: Any) -> dict[str, Tensor]:
+        """Weights of an MMDetection checkpoint (``{"state_dict": …, "meta": …}`` or a bare state dict); the
+        key names already are this model's, less DataParallel's ``module.`` prefix."""
+        if not isinstance(checkpoint, Mapping):
+            raise DetcliError(f"not an MMDetection checkpoint: expected a dict, found {type(checkpoint).__name__}")
+        sd = tensor_state_dict(checkpoint.get("state_dict", checkpoint), "MMDetection checkpoint 'state_dict'")
+        return {k.removeprefix("module."): v for k, v in sd.items()}
+
+    def official_class_names(self, checkpoint: Any) -> list[str] | None:
+        """``meta.dataset_meta.classes`` (MMDetection 3.x) or ``meta.CLASSES`` (2.x), if recorded."""
+        return mmdet_class_names(checkpoint)
+
+    def classes_in(self, state: Mapping[str, Tensor]) -> int | None:
+        """C from ``retina_cls``: A·C output channels."""
+        cls_conv = state.get("bbox_head.retina_cls.weight")
+        a = self.anchor_generator.num_base_anchors
+        return None if cls_conv is None or cls_conv.shape[0] % a else int(cls_conv.shape[0]) // a
+
+    def load_mmdet_state_dict(self, checkpoint: Any) -> None:
+        """Load an MMDetection RetinaNet checkpoint strictly (:meth:`Detector.load_official_state_dict`).
 
         Raises:
             DetcliError: keys or shapes do not match this model (e.g. another depth or class count).
         """
-        sd = checkpoint.get("state_dict", checkpoint)
-        if not isinstance(sd, Mapping):
-            raise DetcliError("MMDetection checkpoint has no 'state_dict' mapping")
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(sd))
-        unexpected = sorted(set(sd) - set(own))
-        wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-        if missing or unexpected or wrong:
-            parts = []
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
-                if keys:
-                    parts.append(f"{what} ({len(keys)}): {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}")
-            raise DetcliError("MMDetection checkpoint does not match this RetinaNet — " + "; ".join(parts))
-        self.load_state_dict(sd, strict=True)
-
-    load_official_state_dict = load_mmdet_state_dict  # the family's official checkpoint format
+        self.load_official_state_dict(checkpoint)
 
 
 def build_retinanet(cfg: "RetinaNetConfig", test: "TestConfig", num_classes: int, backbone_weights: str | None) -> RetinaNet:
