@@ -178,6 +178,8 @@ def test_crafted_files_are_refused_by_every_command(tmp_path: Path, tiny_data: P
     assert not marker.exists()
     if "latest run" in entry:
         assert "weights runs/train/x/weights/best.pt (latest run)" in out.stdout
+    if entry == "train --weights":
+        assert not (tmp_path / "runs").exists()  # refused before a run folder is made
 
 
 # ---------------------------------------------------------------------------------------------- malformed files

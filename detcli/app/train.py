@@ -102,14 +102,17 @@ def build_parts(spec: BuildSpec, info) -> Any:
 
 def train_command(req: TrainRequest) -> dict | None:
     from detcli.data.dataset_config import resolve_dataset
+    from detcli.engine.checkpoint import read_any_checkpoint
     from detcli.engine.run_dir import new_run_dir
     from detcli.engine.session import TrainSetup, launch_training
     from detcli.distributed import is_main
     from detcli.engine.launch import backend_for, init_from_env, parse_device, process_device, torchrun_env
 
     device_type, ids = parse_device(req.device)  # a bad --device fails before a run folder is made
-    if req.weights is not None and not Path(req.weights).is_file():
-        raise DetcliError(f"--weights {req.weights}: file not found")
+    if req.weights is not None:  # a missing, corrupt or refused file fails before a run folder is made
+        if not Path(req.weights).is_file():
+            raise DetcliError(f"--weights {req.weights}: file not found")
+        read_any_checkpoint(req.weights)
     if torchrun_env() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # join the group first: rank 0 names the run folder and broadcasts it
         init_from_env(backend_for(device_type), process_device(device_type, ids))
