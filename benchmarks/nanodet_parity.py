@@ -99,7 +99,7 @@ def run(repo: str | None, batch: int = 2, seed: int = 0) -> list[dict]:
             ref, ours = build_pair(official, width, imgsz, seed)
             images = torch.randn(batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
             with torch.no_grad():
-                out_ref, out_ours = ref(images), ours(images)
+                out_ref, out_ours = ref(images), torch.cat(ours(images)[:2], dim=-1)  # (B, N, C + 4(R+1))
                 feats = ref.backbone(images)
                 fpn_feats = ref.fpn(feats)
                 aux_ref = ref.aux_head([torch.cat([f, a], 1) for f, a in zip(fpn_feats, ref.aux_fpn(feats))])

@@ -175,7 +175,7 @@ def check_model(rep: Report, src: str, depth: int, size: tuple[int, int], num_cl
     images[1, :, :, img_shapes[1][1]:] = 0
 
     # raw outputs (train mode: BN stays in eval on both sides)
-    cls_o, reg_o = ours(images)
+    cls_o, reg_o = ours.forward_maps(images)
     cls_m, reg_m = mm._forward(images)
     d_cls = max(max_abs(a, b) for a, b in zip(cls_o, cls_m))
     d_reg = max(max_abs(a, b) for a, b in zip(reg_o, reg_m))

@@ -1,36 +1,195 @@
-"""Score filtering and class-aware NMS shared by the NMS-based heads."""
+"""Test-time post-processing shared by every family: score filter → top-k → class-aware NMS (or none) → max_det.
+
+The families differ only in their settings (:class:`PostprocessConfig`, from the preset's ``test`` section):
+
+- NanoDet-Plus (official ``get_bboxes``): multi-label (prior, class) pairs with score > 0.05, no top-k,
+  class-aware NMS 0.6, 100 per image;
+- RetinaNet (MMDetection ``_predict_by_feat_single``): per level score > 0.05 then the best ``nms_pre=1000``
+  pairs, boxes of size ≤ ``min_bbox_size=0`` dropped, class-aware NMS 0.5, 100 per image;
+- ``nms="none"``: the best ``max_det`` by score, for NMS-free heads (DeFCN).
+
+NMS runs per image (one ``torchvision.ops.batched_nms`` call with the classes as groups), as both references.
+"""
 from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from detcli.structures import Detections
+from detcli.structures import Detections, ImageMeta
+
+if TYPE_CHECKING:
+    from detcli.models.base import Priors
 
 
-def multiclass_nms(
-    boxes: Tensor,
-    scores: Tensor,
-    score_thr: float,
-    iou_thr: float,
-    max_det: int,
-    pre_nms_topk: int | None = None,
-) -> Detections:
-    """Multi-label candidates → class-aware NMS → top ``max_det``.
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Test-time settings of one family.
+
+    Attributes:
+        score_thr: keep (prior, class) pairs with score > score_thr.
+        iou_thr: IoU threshold of the class-aware NMS.
+        max_det: detections kept per image.
+        nms: "class_aware" (``batched_nms`` per image, classes as groups) or "none" (NMS-free heads).
+        nms_pre: per level and image, keep the best ``nms_pre`` pairs that passed the threshold (MMDetection
+            ``filter_scores_and_topk``); ≤ 0 keeps all of them; None: no per-level step (NanoDet).
+        min_bbox_size: drop boxes (after clipping) whose width or height is ≤ this; None: no such filter.
+        dense_topk_factor: per-level selection: above ``dense_topk_factor · nms_pre · B`` pairs past the
+            threshold a dense top-k is cheaper than sorting the survivors (same result, measured).
+    """
+
+    score_thr: float = 0.05
+    iou_thr: float = 0.6
+    max_det: int = 100
+    nms: Literal["class_aware", "none"] = "class_aware"
+    nms_pre: int | None = None
+    min_bbox_size: float | None = None
+    dense_topk_factor: float = 8.0
+
+    def replace(self, **changes: object) -> PostprocessConfig:
+        """A copy with the given fields changed; ``None`` values keep the current one."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def image_limits(metas: Sequence[ImageMeta], batch_shape: Sequence[int], like: Tensor) -> Tensor:
+    """(B, 1, 4) ``[w, h, w, h]`` of each image's ``img_shape`` (the whole (H, W) input when ``metas`` is empty)."""
+    b, h, w = batch_shape[0], batch_shape[-2], batch_shape[-1]
+    shapes = [m.img_shape for m in metas] if metas else [(h, w)] * b
+    return torch.tensor([[sw, sh, sw, sh] for sh, sw in shapes], dtype=like.dtype, device=like.device)[:, None, :]
+
+
+def clip_boxes(boxes: Tensor, limits: Tensor) -> Tensor:
+    """Clamp (..., 4) ``xyxy`` boxes to ``[0, w] × [0, h]``; ``limits`` broadcasts as ``[w, h, w, h]``."""
+    return torch.minimum(boxes.clamp(min=0), limits)
+
+
+def postprocess(
+    boxes: Tensor, scores: Tensor, priors: Priors, cfg: PostprocessConfig, scores_are_logits: bool = False
+) -> list[Detections]:
+    """Detections of every image.
 
     Args:
-        boxes: (N, 4) xyxy, one box per prior (shared by all classes).
-        scores: (N, C) class probabilities.
-        score_thr: keep (prior, class) pairs with score > score_thr.
-        iou_thr: IoU threshold of the per-class NMS (``torchvision.ops.batched_nms``).
-        max_det: detections kept after NMS.
-        pre_nms_topk: optionally keep only this many best pairs before NMS.
+        boxes: (B, N, 4) decoded, clipped ``xyxy`` boxes, one per prior (shared by all classes).
+        scores: (B, N, C) class probabilities, or their logits when ``scores_are_logits`` (sigmoid scores
+            only): the threshold is then tested on the logits (with a margin, then exactly) and the sigmoid
+            is taken of the survivors only.
+        priors: the N priors (their level sizes and anchors per cell drive the per-level step).
+        cfg: settings.
+
+    Returns:
+        B :class:`Detections` (float32 boxes and scores, int64 labels), sorted by score.
     """
-    prior_idx, cls_idx = torch.nonzero(scores > score_thr, as_tuple=True)
-    cand_scores = scores[prior_idx, cls_idx]
-    if pre_nms_topk is not None and cand_scores.numel() > pre_nms_topk:
-        cand_scores, order = cand_scores.topk(pre_nms_topk)
-        prior_idx, cls_idx = prior_idx[order], cls_idx[order]
-    cand_boxes = boxes[prior_idx]
-    keep = batched_nms(cand_boxes.float(), cand_scores.float(), cls_idx, iou_thr)[:max_det]
-    return Detections(cand_boxes[keep].float(), cand_scores[keep].float(), cls_idx[keep])
+    if cfg.nms_pre is None:
+        img, prior, label, score = _candidates(scores, cfg.score_thr, scores_are_logits)
+    else:
+        parts, start = [], 0
+        for size, count in zip(priors.level_sizes, priors.level_counts):
+            level = scores[:, start:start + count]
+            img, label, score, prior = _level_candidates(level, size, priors.per_cell, cfg, scores_are_logits)
+            parts.append((img, prior + start, label, score))
+            start += count
+        img, prior, label, score = (torch.cat(t) for t in zip(*parts))
+    cand_boxes = boxes[img, prior]
+    if cfg.min_bbox_size is not None:
+        keep = ((cand_boxes[:, 2:] - cand_boxes[:, :2]) > cfg.min_bbox_size).all(dim=1)
+        img, label, score, cand_boxes = img[keep], label[keep], score[keep], cand_boxes[keep]
+    out = []
+    for i in range(boxes.shape[0]):
+        mine = img == i
+        b, s, lab = cand_boxes[mine].float(), score[mine].float(), label[mine]
+        if cfg.nms == "class_aware":
+            keep = batched_nms(b, s, lab, cfg.iou_thr)[: cfg.max_det]
+        else:
+            keep = torch.argsort(s, descending=True, stable=True)[: cfg.max_det]
+        out.append(Detections(b[keep], s[keep], lab[keep]))
+    return out
+
+
+def _candidates(scores: Tensor, score_thr: float, logits: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every (image, prior, class) with score > ``score_thr``, in that (row-major) order.
+
+    Returns image (K,), prior (K,), class (K,), score (K,).
+    """
+    img, prior, label = torch.nonzero(_maybe_above(scores, score_thr, logits), as_tuple=True)
+    score = _score_of(scores[img, prior, label], logits)
+    ok = score > score_thr
+    return img[ok], prior[ok], label[ok], score[ok]
+
+
+def _level_candidates(
+    scores: Tensor, size: tuple[int, int], per_cell: int, cfg: PostprocessConfig, logits: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(image, prior, class) triples of one level with score > ``score_thr``, at most ``nms_pre`` per image
+    (MMDetection ``filter_scores_and_topk``: threshold first, then the best ``nms_pre``).
+
+    Few survivors of the threshold (the usual case): select them, then rank them per image. Many survivors:
+    a dense per-image top-``nms_pre``, then the threshold — the same set, cheaper. Either way the pairs are
+    visited in the head's own channel order (image, anchor, class, y, x), so ties and the float rounding of
+    the survivors' sigmoid do not depend on the layout of ``scores``.
+
+    Args:
+        scores: (B, H·W·A, C) scores or logits of the level, prior order (y, x, anchor).
+        size: (H, W).
+        per_cell: A.
+
+    Returns:
+        image (K,), class (K,), score (K,), prior index inside the level (K,); sorted by score per image.
+    """
+    b, n, c = scores.shape
+    h, w = size
+    k = cfg.nms_pre if cfg.nms_pre > 0 else n * c
+    pre = _maybe_above(scores, cfg.score_thr, logits)
+    if int(pre.count_nonzero()) > cfg.dense_topk_factor * k * b:
+        top, flat = _channel_major(scores, h * w).topk(min(k, n * c), dim=1)
+        score = _score_of(top, logits)
+        ok = score > cfg.score_thr
+        img = torch.arange(b, device=flat.device)[:, None].expand_as(flat)[ok]
+        flat, score = flat[ok], score[ok]
+        ch, cell = flat // (h * w), flat % (h * w)
+        return img, ch % c, score, cell * per_cell + ch // c
+    img, prior, label = torch.nonzero(pre, as_tuple=True)
+    channel_major = (img * (per_cell * c) + prior % per_cell * c + label) * (h * w) + prior // per_cell
+    order = torch.argsort(channel_major)
+    img, prior, label = img[order], prior[order], label[order]
+    score = _score_of(scores[img, prior, label], logits)
+    ok = score > cfg.score_thr
+    img, prior, label, score = img[ok], prior[ok], label[ok], score[ok]
+    # rank inside each image: sort by score (descending), then stably by image
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(img[order], stable=True)]
+    counts = torch.bincount(img, minlength=b)
+    rank = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[img[order]]
+    order = order[rank < k]
+    return img[order], label[order], score[order], prior[order]
+
+
+def _channel_major(scores: Tensor, cells: int) -> Tensor:
+    """(B, H·W·A, C) → (B, A·C·H·W) contiguous, the head's (A·C, H, W) layout, by one 2-D transpose per image
+    (PyTorch blocks that copy for the cache)."""
+    b = scores.shape[0]
+    out = scores.new_empty((b, scores.shape[1] * scores.shape[2]))
+    for i in range(b):
+        out[i].view(-1, cells).copy_(scores[i].reshape(cells, -1).t())
+    return out
+
+
+def _maybe_above(scores: Tensor, score_thr: float, logits: bool) -> Tensor:
+    """Pairs that may pass the threshold: exactly those for probabilities; for logits a superset (the logit
+    of the threshold minus a margin, so float rounding of the sigmoid cannot lose a pair)."""
+    if not logits:
+        return scores > score_thr
+    if score_thr <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if score_thr >= 1:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    return scores > math.log(score_thr / (1 - score_thr)) - 1e-3
+
+
+def _score_of(values: Tensor, logits: bool) -> Tensor:
+    return values.float().sigmoid() if logits else values.float()

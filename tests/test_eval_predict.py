@@ -385,6 +385,11 @@ class _FixedBoxDetector(P.Detector):
     def loss(self, images, targets, metas, epoch):
         return {"loss": self.dummy.sum()}
 
+    def _unused(self, *args, **kwargs):
+        raise AssertionError("predict_batches only calls predict")
+
+    priors = decode_boxes = encode_boxes = decode_scores = assign = _unused
+
     def predict(self, images, metas, score_thr, iou_thr, max_det):
         self.calls.append(dict(shape=tuple(images.shape), metas=list(metas), training=self.training,
                                inference=torch.is_inference_mode_enabled(), args=(score_thr, iou_thr, max_det)))

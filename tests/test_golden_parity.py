@@ -22,6 +22,8 @@ from unittest.mock import patch
 import numpy as np
 import pytest
 import torch
+
+from detcli.models.base import HeadOutput
 from golden.weights import checksums, golden_state_dict
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -40,29 +42,11 @@ DET_TOL = 1e-4  # scores; boxes (relative to box size end to end, absolute on th
 
 # ----------------------------------------------------------------------------- the layout adapter
 def raw_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class logits (B, N, C), box regression (B, N, K)) in the official prior order.
-
-    The one place that knows today's forward layouts: NanoDet-Plus returns (B, N, C + 4(R+1)) (K = 4(R+1));
-    RetinaNet returns per-level lists (B, A*C, H, W) and (B, A*4, H, W), flattened to index
-    (level, y, x, anchor) (K = 4).
-    """
-    from detcli.models.detectors.nanodet_plus import NanoDetPlus
-    from detcli.models.detectors.retinanet import RetinaNet
-
-    c = model.num_classes
+    """(class logits (B, N, C), box regression (B, N, K)) in the official prior order: the detector
+    contract's ``forward`` (RetinaNet's rows are (level, y, x, anchor), as MMDetection flattens them)."""
     with torch.no_grad():
         out = model(images)
-    if isinstance(model, NanoDetPlus):
-        return out[..., :c], out[..., c:]
-    if isinstance(model, RetinaNet):
-        cls_maps, reg_maps = out
-        b = images.shape[0]
-
-        def flat(maps, k):
-            return torch.cat([m.permute(0, 2, 3, 1).reshape(b, -1, k) for m in maps], dim=1)
-
-        return flat(cls_maps, c), flat(reg_maps, 4)
-    raise TypeError(f"no raw-output adapter for {type(model).__name__}")
+    return out.cls_logits, out.bbox_reg
 
 
 def aux_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,22 +60,12 @@ def aux_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Ten
 
 
 def forward_output(model: torch.nn.Module, cls: torch.Tensor, reg: torch.Tensor, image_hw: tuple[int, int]):
-    """The inverse of :func:`raw_outputs`: official flat outputs in today's forward layout (to run detcli's
-    post-processing on exactly the official raw outputs)."""
-    from detcli.models.detectors.nanodet_plus import NanoDetPlus
+    """The inverse of :func:`raw_outputs`: official flat outputs as the model's ``forward`` returns them (to
+    run detcli's post-processing on exactly the official raw outputs)."""
+    from detcli.models.base import HeadOutput
 
-    if isinstance(model, NanoDetPlus):
-        return torch.cat([cls, reg], dim=-1)
-    b, (h, w) = cls.shape[0], image_hw
-    sizes = [(-(-h // s), -(-w // s)) for s in model.strides]
-    cls_maps, reg_maps, start = [], [], 0
-    for fh, fw in sizes:
-        n = fh * fw * model.anchor_generator.num_base_anchors
-        for flat, maps in ((cls, cls_maps), (reg, reg_maps)):
-            maps.append(flat[:, start:start + n].reshape(b, fh, fw, -1).permute(0, 3, 1, 2).contiguous())
-        start += n
-    assert start == cls.shape[1], "feature sizes do not cover the official priors"
-    return cls_maps, reg_maps
+    assert model.priors(image_hw).num == cls.shape[1], "the priors do not cover the official outputs"
+    return HeadOutput(cls, reg)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -249,7 +223,7 @@ def run_predict(c: Case, official_raw: bool):
     test = c.loaded.preset.test
     assert (test.score_thr, test.iou_thr, test.max_det) == (score_thr, iou_thr, max_det)
     if "nms_pre" in c.doc["test_cfg"]:
-        assert c.loaded.model.nms_pre == c.doc["test_cfg"]["nms_pre"]
+        assert c.loaded.model.postprocess_cfg.nms_pre == c.doc["test_cfg"]["nms_pre"]
     model = c.loaded.model
     images = torch.from_numpy(c.arrays["input"])
     h, w = images.shape[-2:]
@@ -302,9 +276,10 @@ def test_dsl_assignment_matches_official(case):
     images = a["input"]
     priors = torch.from_numpy(a["assign_priors"])
     # detcli's priors and box decoding give the official assigner's inputs
-    assert max_abs(model.priors(*images.shape[-2:]), priors) == 0.0
+    own = model.priors(tuple(images.shape[-2:]))
+    assert max_abs(own.points, priors) == 0.0
     reg = torch.from_numpy(a["reg"][:1])
-    assert max_abs(model.decode_boxes(reg, priors)[0], a["assign_pred_boxes"]) <= RAW_TOL
+    assert max_abs(model.decode_boxes(HeadOutput(reg[..., :0], reg), own)[0], a["assign_pred_boxes"]) <= RAW_TOL
 
     cfg = c.loaded.preset.model.assigner
     assigner = DynamicSoftLabelAssigner(topk=cfg.topk, iou_factor=cfg.iou_factor)
@@ -314,10 +289,10 @@ def test_dsl_assignment_matches_official(case):
     pos = gt_inds > 0
     assert set(gt_inds[pos].tolist()) == set(range(1, len(a["assign_gt_boxes"]) + 1))  # the tiny GT too
     assert torch.equal(res.gt_inds, gt_inds), f"gt_inds differ at priors {differing(res.gt_inds, gt_inds)}"
-    # conventions: official labels -1 / max_overlaps -1e8 for background, detcli num_classes / 0
-    assert torch.equal(res.labels[pos], torch.from_numpy(a["assign_labels"])[pos])
-    assert bool((res.labels[~pos] == model.num_classes).all())
-    assert max_abs(res.max_overlaps[pos], torch.from_numpy(a["assign_max_overlaps"])[pos]) <= 1e-5
+    # conventions (detcli's Assignment): labels -1 and quality 0 off the positives; official labels -1 there too
+    assert torch.equal(res.labels, torch.from_numpy(a["assign_labels"]))
+    assert bool((res.quality[~pos] == 0).all())
+    assert max_abs(res.quality[pos], torch.from_numpy(a["assign_max_overlaps"])[pos]) <= 1e-5
 
 
 def test_max_iou_assignment_matches_official(case):
@@ -327,8 +302,9 @@ def test_max_iou_assignment_matches_official(case):
     c = case("retinanet-r18-fpn")
     doc, a, loaded = c.doc, c.arrays, c.loaded
     anchors = torch.from_numpy(a["assign_anchors"])
-    sizes = [tuple(s) for s in doc["feature_sizes"]]
-    assert max_abs(torch.cat(loaded.model.anchor_generator.grid_anchors(sizes)), anchors) <= 1e-4
+    sizes = tuple(tuple(s) for s in doc["feature_sizes"])
+    own = loaded.model.priors(tuple(a["input"].shape[-2:]))
+    assert own.level_sizes == sizes and max_abs(own.boxes, anchors) <= 1e-4
 
     cfg = loaded.preset.model.assigner
     assigner = MaxIoUAssigner(cfg.pos_iou_thr, cfg.neg_iou_thr, cfg.min_pos_iou)
@@ -338,4 +314,24 @@ def test_max_iou_assignment_matches_official(case):
     assert set(gt_inds[gt_inds > 0].tolist()) == set(range(1, len(a["assign_gt_boxes"]) + 1))
     assert torch.equal(res.gt_inds, gt_inds), f"gt_inds differ at anchors {differing(res.gt_inds, gt_inds)}"
     assert torch.equal(res.labels, torch.from_numpy(a["assign_labels"]))
-    assert max_abs(res.max_iou, a["assign_max_overlaps"]) <= 1e-5
+    assert max_abs(res.quality, a["assign_max_overlaps"]) <= 1e-5
+
+
+@pytest.mark.parametrize("name", FULL)
+def test_contract_assign_matches_official(name, case):
+    """``Detector.assign`` (what the losses and inspection use) gives the official assignment: DSLA on the
+    main-head outputs the official assigner was fed, MaxIoU on the anchors of an image filling the input."""
+    from detcli.structures import ImageMeta, Target
+
+    c = case(name)
+    a, model = c.arrays, c.loaded.model
+    h, w = a["input"].shape[-2:]
+    outputs = HeadOutput(torch.from_numpy(a["cls"][:1]), torch.from_numpy(a["reg"][:1]))
+    target = Target(torch.from_numpy(a["assign_gt_boxes"]), torch.from_numpy(a["assign_gt_labels"]).long())
+    meta = ImageMeta(0, "golden0.jpg", (h, w), (h, w), np.eye(3).tolist())
+    res = model.assign(outputs, model.priors((h, w)), [target], [meta])
+    gt_inds = torch.from_numpy(a["assign_gt_inds"])
+    assert torch.equal(res.gt_inds[0], gt_inds), f"gt_inds differ at priors {differing(res.gt_inds[0], gt_inds)}"
+    assert torch.equal(res.labels[0], torch.from_numpy(a["assign_labels"]).long())
+    pos = gt_inds > 0
+    assert max_abs(res.quality[0][pos], torch.from_numpy(a["assign_max_overlaps"])[pos]) <= 1e-5

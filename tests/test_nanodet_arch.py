@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from detcli.errors import DetcliError
-from detcli.models.complexity import conv_macs, conv_params, count_parameters, gflops, total_params
+from detcli.models.base import HeadOutput, Priors
+from detcli.models.complexity import (
+    conv_macs,
+    conv_params,
+    count_parameters,
+    gflops,
+    total_params,
+)
 from detcli.models.detectors.nanodet_plus import NanoDetPlus
 from detcli.models.layers import ConvNormAct, DepthwiseConvModule, Scale, make_act
 from detcli.structures import ImageMeta, Target
@@ -78,7 +85,7 @@ def test_output_shape(m10, size, n):
     with torch.no_grad():
         out = m10(torch.randn(2, 3, size, size))
     assert n == sum(math.ceil(size / s) ** 2 for s in (8, 16, 32, 64))
-    assert out.shape == (2, n, 80 + 4 * 8)
+    assert out.cls_logits.shape == (2, n, 80) and out.bbox_reg.shape == (2, n, 4 * 8)
 
 
 # ---------------------------------------------------------------- official key names
@@ -161,20 +168,25 @@ def test_official_init(m10):
 
 # ---------------------------------------------------------------- decoding and predict
 def test_priors_offset_zero_and_ceil_sizes(m10):
-    p = m10.priors(416, 416)
-    assert p.shape == (3598, 4)
+    priors = m10.priors((416, 416))
+    p = priors.points
+    assert p.shape == (3598, 4) and priors.boxes is None and priors.per_cell == 1
+    assert priors.level_sizes == ((52, 52), (26, 26), (13, 13), (7, 7))
+    assert priors.levels.bincount().tolist() == [52 * 52, 26 * 26, 13 * 13, 7 * 7]
     assert p[0].tolist() == [0, 0, 8, 8] and p[1].tolist() == [8, 0, 8, 8] and p[52].tolist() == [0, 8, 8, 8]
     start64 = 52 * 52 + 26 * 26 + 13 * 13
     assert p[start64].tolist() == [0, 0, 64, 64] and p[-1].tolist() == [6 * 64, 6 * 64, 64, 64]
 
 
 def test_decode_boxes_by_hand(m10):
-    priors = torch.tensor([[8.0, 0.0, 8.0, 8.0], [64.0, 128.0, 64.0, 64.0]])
+    points = torch.tensor([[8.0, 0.0, 8.0, 8.0], [64.0, 128.0, 64.0, 64.0]])
+    priors = Priors(points, None, torch.tensor([0, 3]), ((1, 2), (1, 1)), 1)
+    cls = torch.zeros(1, 2, 80)
     reg = torch.zeros(1, 2, 32)  # uniform over bins 0..7 → 3.5 strides each side
-    assert m10.decode_boxes(reg, priors)[0].tolist() == [[-20, -28, 36, 28], [-160, -96, 288, 352]]
+    assert m10.decode_boxes(HeadOutput(cls, reg), priors)[0].tolist() == [[-20, -28, 36, 28], [-160, -96, 288, 352]]
     reg = torch.full((1, 2, 32), -1e4)
     reg[..., [2, 8 + 0, 16 + 7, 24 + 5]] = 0.0  # l=2, t=0, r=7, b=5 bins
-    assert m10.decode_boxes(reg, priors)[0].tolist() == [[-8, 0, 64, 40], [-64, 128, 512, 448]]
+    assert m10.decode_boxes(HeadOutput(cls, reg), priors)[0].tolist() == [[-8, 0, 64, 40], [-64, 128, 512, 448]]
 
 
 def test_predict_boxes_inside_each_image():

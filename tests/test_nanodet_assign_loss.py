@@ -12,11 +12,16 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from detcli.assigners.dsl import DynamicSoftLabelAssigner, pairwise_iou, soft_label_cls_cost
+from detcli.assigners.dsl import (
+    DynamicSoftLabelAssigner,
+    pairwise_iou,
+    soft_label_cls_cost,
+)
 from detcli.geometry.priors import point_priors
 from detcli.losses.gfocal import distribution_focal_loss, quality_focal_loss
 from detcli.losses.iou import generalized_iou_aligned, giou_loss
 from detcli.losses.nanodet_plus_loss import decode_gfl_boxes, nanodet_plus_loss
+from detcli.models.base import HeadOutput
 from detcli.structures import Target
 
 LN2 = math.log(2.0)
@@ -137,8 +142,8 @@ def test_dsla_hand_case_costs():
 def test_dsla_hand_case_assignment_and_conflict():
     res = DynamicSoftLabelAssigner(topk=13, iou_factor=3.0).assign(*_two_gt_case())
     assert res.gt_inds.tolist() == [1, 1, 1, 2, 2, 0]
-    assert res.labels.tolist() == [0, 0, 0, 1, 1, 2]
-    assert torch.allclose(res.max_overlaps, torch.tensor([1.0, 0.95, 14 / 26, 1.0, 0.9, 0.0]), atol=1e-6)
+    assert res.labels.tolist() == [0, 0, 0, 1, 1, -1]  # -1: background (Assignment convention)
+    assert torch.allclose(res.quality, torch.tensor([1.0, 0.95, 14 / 26, 1.0, 0.9, 0.0]), atol=1e-6)
     assert res.gt_inds.dtype == torch.int64 and res.labels.dtype == torch.int64
 
 
@@ -161,12 +166,12 @@ def test_dsla_no_gt_and_no_valid_prior():
     logits, priors, boxes, gt_boxes, gt_labels = _two_gt_case()
     assigner = DynamicSoftLabelAssigner()
     res = assigner.assign(logits, priors, boxes, gt_boxes[:0], gt_labels[:0])
-    assert res.gt_inds.tolist() == [0] * 6 and res.labels.tolist() == [2] * 6
-    assert res.max_overlaps.tolist() == [0.0] * 6
+    assert res.gt_inds.tolist() == [0] * 6 and res.labels.tolist() == [-1] * 6
+    assert res.quality.tolist() == [0.0] * 6
     # a GT that contains no prior point (a point on the border is not strictly inside)
     res = assigner.assign(logits, priors, boxes, torch.tensor([[4.0, 8.0, 6.0, 9.0]]), torch.tensor([1]))
-    assert res.gt_inds.tolist() == [0] * 6 and res.labels.tolist() == [2] * 6
-    assert res.max_overlaps.tolist() == [0.0] * 6
+    assert res.gt_inds.tolist() == [0] * 6 and res.labels.tolist() == [-1] * 6
+    assert res.quality.tolist() == [0.0] * 6
 
 
 def test_dsla_soft_center_prior_rtmdet_option():
@@ -212,11 +217,21 @@ def test_dsla_batch_equals_per_image():
             single = assigner.assign(logits[i], priors, boxes[i], gts[i], labels[i])
             assert torch.equal(batch.gt_inds[i], single.gt_inds)
             assert torch.equal(batch.labels[i], single.labels)
-            assert torch.equal(batch.max_overlaps[i], single.max_overlaps)
+            assert torch.equal(batch.quality[i], single.quality)
     assert int((batch.gt_inds[0] > 0).sum()) > 0 and int((batch.gt_inds[1] > 0).sum()) == 0
 
 
 # --------------------------------------------------------------------------------------------- full loss
+
+
+def _loss(main, aux, priors, targets, num_classes, reg_max, assigner):
+    """Raw (B, N, C + 4(R+1)) head tensors → the loss, with the DSLA of the aux predictions (as NanoDetPlus.loss)."""
+    main_out, aux_out = (HeadOutput(*t.split([num_classes, 4 * (reg_max + 1)], -1)) for t in (main, aux))
+    boxes = decode_gfl_boxes(aux_out.bbox_reg, priors, reg_max)
+    assignment = assigner.assign_batch(
+        aux_out.cls_logits.detach(), priors, boxes.detach(), [t.boxes for t in targets], [t.labels for t in targets]
+    )
+    return nanodet_plus_loss(main_out, aux_out, priors, assignment, targets, reg_max)
 
 
 def _tiny_head_outputs(num_images: int):
@@ -255,7 +270,7 @@ def test_nanodet_plus_loss_hand_case():
     ]
     main.requires_grad_(True)
     aux.requires_grad_(True)
-    losses = nanodet_plus_loss(main, aux, priors, targets, 1, 7, DynamicSoftLabelAssigner())
+    losses = _loss(main, aux, priors, targets, 1, 7, DynamicSoftLabelAssigner())
     iou_aux = 64 / 3136
     qfl = (10 * 0.25 * LN2 + 2 * LN2 * (iou_aux - 0.5) ** 2) / 2
     expected = {
@@ -278,7 +293,7 @@ def test_nanodet_plus_loss_without_positives():
     priors, main, aux = _tiny_head_outputs(2)
     empty = Target(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     main.requires_grad_(True)
-    losses = nanodet_plus_loss(main, aux, priors, [empty, empty], 1, 7, DynamicSoftLabelAssigner())
+    losses = _loss(main, aux, priors, [empty, empty], 1, 7, DynamicSoftLabelAssigner())
     assert losses["loss_qfl"].item() == pytest.approx(8 * 0.25 * LN2, abs=1e-6)
     for key in ("loss_bbox", "loss_dfl", "aux_loss_bbox", "aux_loss_dfl"):
         assert losses[key].item() == 0.0
@@ -328,7 +343,7 @@ def test_parity_with_official_nanodet():
         pos = ref.gt_inds > 0
         assert torch.equal(ref.labels[pos], got.labels[pos])
         if pos.any():
-            max_iou_diff = max(max_iou_diff, (ref.max_overlaps[pos] - got.max_overlaps[pos]).abs().max().item())
+            max_iou_diff = max(max_iou_diff, (ref.max_overlaps[pos] - got.quality[pos]).abs().max().item())
             compared += 1
     assert compared > 0 and max_iou_diff <= 1e-6  # the overlaps were compared at all
 
@@ -342,7 +357,7 @@ def test_parity_with_official_nanodet():
     main_ref, aux_ref = main.clone().requires_grad_(), aux.clone().requires_grad_()
     _, ref_losses = head.loss(main_ref, meta, aux_preds=aux_ref)
     main_got, aux_got = main.clone().requires_grad_(), aux.clone().requires_grad_()
-    got_losses = nanodet_plus_loss(main_got, aux_got, priors, targets, num_classes, reg_max, ours_dsl)
+    got_losses = _loss(main_got, aux_got, priors, targets, num_classes, reg_max, ours_dsl)
     for key, value in got_losses.items():
         assert value.item() == pytest.approx(ref_losses[key].item(), rel=1e-5, abs=1e-6), key
     sum(ref_losses.values()).backward()

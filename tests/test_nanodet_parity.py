@@ -35,7 +35,7 @@ def test_inference_output_matches_official(official, width, imgsz):
     ref, ours = build_pair(official, width, imgsz)
     images = torch.randn(2, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        out_ref, out_ours = ref(images), ours(images)
+        out_ref, out_ours = ref(images), torch.cat(ours(images)[:2], dim=-1)  # (B, N, C + 4(R+1))
     assert out_ours.shape == out_ref.shape
     assert out_ref.abs().max() > 1.0  # non-trivial weights
     assert (out_ref - out_ours).abs().max() <= OUTPUT_TOL

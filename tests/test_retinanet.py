@@ -136,14 +136,20 @@ def test_predict_shapes_and_ranges(r18):
     assert all(len(d.scores) == 0 for d in r18.predict(images, metas, score_thr=0.999, iou_thr=0.5, max_det=20))
     assert all(len(d.scores) == 0 for d in r18.predict(images, metas, score_thr=1.0, iou_thr=0.5, max_det=20))
     assert [len(d.scores) for d in r18.predict(images, metas, score_thr=0.0, iou_thr=0.5, max_det=7)] == [7, 7]
-    cls_scores, bbox_preds = r18(images)
+    cls_scores, bbox_preds = r18.forward_maps(images)
     assert [tuple(c.shape) for c in cls_scores] == [(2, 27, 12, 16), (2, 27, 6, 8), (2, 27, 3, 4), (2, 27, 2, 2), (2, 27, 1, 1)]
     assert [tuple(r.shape[1:2]) for r in bbox_preds] == [(36,)] * 5
+    out = r18(images)  # flattened (level, y, x, anchor) as MMDetection
+    n = 9 * (12 * 16 + 6 * 8 + 3 * 4 + 2 * 2 + 1)
+    assert out.cls_logits.shape == (2, n, 3) and out.bbox_reg.shape == (2, n, 4)
+    # level 1 (6 × 8), image 1, cell y=1 x=3, anchor 4
+    row = 9 * (12 * 16) + 9 * (8 + 3) + 4
+    assert torch.equal(out.cls_logits[1, row], cls_scores[1][1, 4 * 3:5 * 3, 1, 3])
 
 
 def naive_predict(model, images, metas, score_thr, iou_thr, max_det, nms_pre):
     """Per image, per level, exactly as written in MMDetection's _predict_by_feat_single (no batching)."""
-    cls_scores, bbox_preds = model(images)
+    cls_scores, bbox_preds = model.forward_maps(images)
     anchors = model.anchor_generator.grid_anchors([tuple(c.shape[-2:]) for c in cls_scores])
     out = []
     for i, m in enumerate(metas):
@@ -170,7 +176,7 @@ def naive_predict(model, images, metas, score_thr, iou_thr, max_det, nms_pre):
 def test_batched_predict_equals_naive_per_image_reference(dense_topk_factor):
     torch.manual_seed(0)
     model = RetinaNet(num_classes=4, depth=18, nms_pre=20).eval()
-    model.dense_topk_factor = dense_topk_factor
+    model.postprocess_cfg = model.postprocess_cfg.replace(dense_topk_factor=dense_topk_factor)
     with torch.no_grad():
         model.bbox_head.retina_cls.bias.normal_(-2.5, 1.0)
         model.bbox_head.retina_cls.weight.normal_(0.0, 0.1)
@@ -213,3 +219,14 @@ def test_imagenet_weights_local_only(tmp_path, monkeypatch):
     assert RetinaNet(num_classes=3, depth=18, backbone_weights=str(tmp_path / "nope.pth")).backbone_init_message.startswith(
         "ImageNet weights for resnet18 not found at"
     )
+
+
+def test_priors_match_the_head_maps_at_odd_sizes(r18):
+    """priors() needs no forward pass: ⌈H/s⌉ × ⌈W/s⌉ equals the real FPN sizes, also at odd sizes."""
+    r18.eval()
+    for size in ((75, 113), (33, 97), (1, 1), (129, 64)):
+        with torch.no_grad():
+            cls_maps, _ = r18.forward_maps(torch.zeros(1, 3, *size))
+        priors = r18.priors(size)
+        assert priors.level_sizes == tuple(tuple(m.shape[-2:]) for m in cls_maps), size
+        assert torch.equal(priors.boxes, torch.cat(r18.anchor_generator.grid_anchors(priors.level_sizes)))

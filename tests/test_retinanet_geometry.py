@@ -106,7 +106,7 @@ def test_assigner_positive_ignore_band_and_negative():
     res = MaxIoUAssigner().assign(anchors, BOX, torch.tensor([7]))
     assert res.gt_inds.tolist() == [1, -1, 0, 0]
     assert res.labels.tolist() == [7, -1, -1, -1]
-    torch.testing.assert_close(res.max_iou, torch.tensor([1.0, 100 / 220, 1 / 3, 0.0]))
+    torch.testing.assert_close(res.quality, torch.tensor([1.0, 100 / 220, 1 / 3, 0.0]))
 
 
 def test_assigner_low_quality_match_and_overwrite():

@@ -25,34 +25,14 @@ Implementation notes (results are the same as the official loop up to float roun
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from detcli.assigners.assignment import Assignment
+
 _LOG_EPS = 1e-7  # inside -ln(IoU + eps), official value
 _IOU_EPS = 1e-6  # lower clamp of the union, as the official bbox_overlaps
-
-
-@dataclass
-class AssignResult:
-    """Per-prior assignment. Shapes are (N,) for one image, (B, N) for a batch.
-
-    Attributes:
-        gt_inds: int64; 0 = background, ``i + 1`` = matched to GT ``i`` of its image (official convention).
-        labels: int64; class of the matched GT, ``num_classes`` for background.
-        max_overlaps: float32; IoU of the prior's predicted box with its matched GT (the QFL soft
-            target), 0 for background.
-    """
-
-    gt_inds: Tensor
-    labels: Tensor
-    max_overlaps: Tensor
-
-    @property
-    def pos_mask(self) -> Tensor:
-        return self.gt_inds > 0
 
 
 def pairwise_iou(boxes1: Tensor, boxes2: Tensor, eps: float = _IOU_EPS) -> Tensor:
@@ -100,7 +80,7 @@ class DynamicSoftLabelAssigner:
     @torch.no_grad()
     def assign(
         self, pred_logits: Tensor, priors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor
-    ) -> AssignResult:
+    ) -> Assignment:
         """Assign one image.
 
         Args:
@@ -110,13 +90,14 @@ class DynamicSoftLabelAssigner:
             gt_boxes: (G, 4) ``xyxy``; gt_labels: (G,) int in ``[0, C)``.
 
         Returns:
-            :class:`AssignResult` with (N,) fields.
+            :class:`Assignment` with (N,) fields: ``gt_inds`` 0 background / i + 1 GT i (DSLA ignores nothing),
+            ``labels`` −1 for background, ``quality`` the IoU of the predicted box with its GT (0 for background).
         """
         gt_mask = torch.ones((1, gt_boxes.shape[0]), dtype=torch.bool, device=gt_boxes.device)
         res = self._assign_padded(
             pred_logits[None], priors, pred_boxes[None], gt_boxes[None], gt_labels[None], gt_mask
         )
-        return AssignResult(res.gt_inds[0], res.labels[0], res.max_overlaps[0])
+        return Assignment(res.gt_inds[0], res.labels[0], res.quality[0])
 
     @torch.no_grad()
     def assign_batch(
@@ -126,7 +107,7 @@ class DynamicSoftLabelAssigner:
         pred_boxes: Tensor,
         gt_boxes: list[Tensor],
         gt_labels: list[Tensor],
-    ) -> AssignResult:
+    ) -> Assignment:
         """Assign a batch of images at once (GTs padded to the largest count, chunked by memory).
 
         Args:
@@ -134,7 +115,7 @@ class DynamicSoftLabelAssigner:
             gt_boxes: B tensors (G_b, 4); gt_labels: B tensors (G_b,).
 
         Returns:
-            :class:`AssignResult` with (B, N) fields; ``gt_inds`` index each image's own GT list.
+            :class:`Assignment` with (B, N) fields; ``gt_inds`` index each image's own GT list.
         """
         batch, num_priors = pred_logits.shape[:2]
         max_gt = max((int(b.shape[0]) for b in gt_boxes), default=0)
@@ -147,10 +128,10 @@ class DynamicSoftLabelAssigner:
             parts.append(
                 self._assign_padded(pred_logits[start:stop], priors, pred_boxes[start:stop], boxes, labels, mask)
             )
-        return AssignResult(
+        return Assignment(
             gt_inds=torch.cat([p.gt_inds for p in parts]),
             labels=torch.cat([p.labels for p in parts]),
-            max_overlaps=torch.cat([p.max_overlaps for p in parts]),
+            quality=torch.cat([p.quality for p in parts]),
         )
 
     def _assign_padded(
@@ -161,17 +142,17 @@ class DynamicSoftLabelAssigner:
         gt_boxes: Tensor,
         gt_labels: Tensor,
         gt_mask: Tensor,
-    ) -> AssignResult:
+    ) -> Assignment:
         """Core on padded tensors: logits (B, N, C), priors (N, 4), boxes (B, N, 4), GTs (B, G, 4),
         labels (B, G), mask (B, G) true for real GTs. Returns (B, N) fields."""
-        batch, num_priors, num_classes = pred_logits.shape
+        batch, num_priors = pred_logits.shape[:2]
         num_gt = gt_boxes.shape[1]
         device = pred_logits.device
         gt_inds = torch.zeros((batch, num_priors), dtype=torch.long, device=device)
-        labels = torch.full((batch, num_priors), num_classes, dtype=torch.long, device=device)
+        labels = torch.full((batch, num_priors), -1, dtype=torch.long, device=device)
         overlaps = torch.zeros((batch, num_priors), dtype=torch.float32, device=device)
         if num_gt == 0 or num_priors == 0:
-            return AssignResult(gt_inds, labels, overlaps)
+            return Assignment(gt_inds, labels, overlaps)
 
         logits = pred_logits.float()
         priors = priors.float()
@@ -212,7 +193,7 @@ class DynamicSoftLabelAssigner:
         gt_inds = torch.where(fg, assigned + 1, gt_inds)
         labels = torch.where(fg, gt_labels.gather(1, assigned), labels)
         overlaps = torch.where(fg, ious.gather(2, assigned[..., None])[..., 0], overlaps)
-        return AssignResult(gt_inds, labels, overlaps)
+        return Assignment(gt_inds, labels, overlaps)
 
 
 def soft_label_cls_cost(logits: Tensor, gt_labels: Tensor, ious: Tensor) -> Tensor:

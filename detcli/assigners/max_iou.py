@@ -15,25 +15,11 @@ positive — open-mmlab/mmdetection#8289. Such a GT now claims nothing. Results 
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-
-class AssignResult(NamedTuple):
-    """Per-anchor assignment.
-
-    Attributes:
-        gt_inds: (N,) int64: −1 ignore, 0 background, i + 1 positive for GT i.
-        labels: (N,) int64 class of the assigned GT, −1 where not positive.
-        max_iou: (N,) best IoU of each anchor over all GTs (0 when there is no GT).
-    """
-
-    gt_inds: Tensor
-    labels: Tensor
-    max_iou: Tensor
+from detcli.assigners.assignment import Assignment
 
 
 class MaxIoUAssigner:
@@ -54,18 +40,24 @@ class MaxIoUAssigner:
         self.gt_max_assign_all = gt_max_assign_all
 
     @torch.no_grad()
-    def assign(self, anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> AssignResult:
-        """Args:
+    def assign(self, anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> Assignment:
+        """Assign one image.
+
+        Args:
             anchors: (N, 4) xyxy.
             gt_boxes: (G, 4) xyxy.
             gt_labels: (G,) int64.
+
+        Returns:
+            :class:`Assignment` with (N,) fields: ``gt_inds`` −1 ignore / 0 background / i + 1 GT i; ``quality``
+            the best IoU of each anchor over all GTs (0 when there is no GT).
         """
         n, g = anchors.shape[0], gt_boxes.shape[0]
         device = anchors.device
         if g == 0 or n == 0:
             # no GT: everything is background (MMDetection)
             fill = 0 if g == 0 else -1
-            return AssignResult(
+            return Assignment(
                 torch.full((n,), fill, dtype=torch.long, device=device),
                 torch.full((n,), -1, dtype=torch.long, device=device),
                 anchors.new_zeros((n,)),
@@ -94,4 +86,4 @@ class MaxIoUAssigner:
         labels = torch.full((n,), -1, dtype=torch.long, device=device)
         pos = gt_inds > 0
         labels[pos] = gt_labels.to(device=device, dtype=torch.long)[gt_inds[pos] - 1]
-        return AssignResult(gt_inds, labels, max_iou)
+        return Assignment(gt_inds, labels, max_iou)

@@ -198,10 +198,14 @@ class TrainConfig(Strict):
 
 
 class TestConfig(Strict):
+    """Test-time post-processing (``detcli.postprocess``); None = the family's own default."""
+
     score_thr: Probability = 0.05
     iou_thr: Probability = 0.6
     max_det: int = Field(100, ge=1)
-    nms_pre: int | None = Field(None, ge=1)
+    nms: Literal["class_aware", "none"] = Field("class_aware", description="'none' for NMS-free heads")
+    nms_pre: int | None = Field(None, ge=1, description="per level: best pairs kept after the score filter")
+    min_bbox_size: float | None = Field(None, ge=0, description="drop boxes whose width or height is <= this")
 
 
 class Preset(Strict):

@@ -16,15 +16,20 @@ process).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from detcli.assigners.dsl import AssignResult, DynamicSoftLabelAssigner
+from detcli.assigners.assignment import Assignment
 from detcli.distributed import reduce_mean
 from detcli.geometry.distance import bbox2distance, distance2bbox, integral
 from detcli.losses.gfocal import distribution_focal_loss, quality_focal_loss
 from detcli.losses.iou import giou_loss
 from detcli.structures import Target
+
+if TYPE_CHECKING:
+    from detcli.models.base import HeadOutput
 
 
 def decode_gfl_boxes(reg_logits: Tensor, priors: Tensor, reg_max: int) -> Tensor:
@@ -32,45 +37,48 @@ def decode_gfl_boxes(reg_logits: Tensor, priors: Tensor, reg_max: int) -> Tensor
     return distance2bbox(priors[:, :2], integral(reg_logits, reg_max) * priors[:, 2, None])
 
 
+def gfl_target_logits(boxes: Tensor, priors: Tensor, reg_max: int) -> Tensor:
+    """The inverse of :func:`decode_gfl_boxes`: (..., N, 4) ``xyxy`` boxes at priors (N, 4) → (..., N, 4*(reg_max+1))
+    logits whose per-side softmax is DFL's two-bin target (weights ``y_r - y`` and ``y - y_l`` around the
+    side distance ``y`` in strides, clamped to [0, reg_max])."""
+    dist = (bbox2distance(priors[:, :2], boxes) / priors[:, 2, None]).clamp(min=0, max=reg_max)
+    left = dist.floor().clamp(max=reg_max - 1)
+    w_right = dist - left
+    bins = torch.arange(reg_max + 1, device=boxes.device, dtype=dist.dtype)
+    probs = (1 - w_right)[..., None] * (bins == left[..., None]) + w_right[..., None] * (bins == left[..., None] + 1)
+    return probs.clamp(min=1e-30).log().flatten(-2)
+
+
 def nanodet_plus_loss(
-    main_out: Tensor,
-    aux_out: Tensor,
-    priors: Tensor,
+    main_out: HeadOutput,
+    aux_out: HeadOutput,
+    points: Tensor,
+    assignment: Assignment,
     targets: list[Target],
-    num_classes: int,
     reg_max: int,
-    assigner: DynamicSoftLabelAssigner,
     qfl_weight: float = 1.0,
     dfl_weight: float = 0.25,
     giou_weight: float = 2.0,
 ) -> dict[str, Tensor]:
-    """Weighted losses of the main head and of the aux (AGM) head.
+    """Weighted losses of the main head and of the aux (AGM) head on one assignment.
 
     Args:
-        main_out, aux_out: (B, N, C + 4*(reg_max+1)) raw head outputs (class logits, then distance logits).
-        priors: (N, 4) ``[x, y, stride, stride]`` from :func:`detcli.geometry.priors.point_priors`.
+        main_out, aux_out: head outputs, class logits (B, N, C) and distance logits (B, N, 4*(reg_max+1)).
+        points: (N, 4) ``[x, y, stride, stride]`` priors (``Priors.points``).
+        assignment: (B, N) DSLA of the aux head's predictions (``NanoDetPlus.assign``).
         targets: B ground truths in network-input pixels.
-        num_classes: C.
         reg_max: largest distance bin.
-        assigner: DSLA (NanoDet defaults: topk 13, iou_factor 3).
         qfl_weight, dfl_weight, giou_weight: loss weights (official 1.0, 0.25, 2.0).
 
     Returns:
         ``loss_qfl, loss_bbox, loss_dfl, aux_loss_qfl, aux_loss_bbox, aux_loss_dfl`` (scalars, weighted).
     """
-    split = [num_classes, 4 * (reg_max + 1)]
-    main_cls, main_reg = main_out.float().split(split, dim=-1)
-    aux_cls, aux_reg = aux_out.float().split(split, dim=-1)
-    main_boxes = decode_gfl_boxes(main_reg, priors, reg_max)
-    aux_boxes = decode_gfl_boxes(aux_reg, priors, reg_max)
-
-    assign = assigner.assign_batch(
-        aux_cls.detach(), priors, aux_boxes.detach(), [t.boxes for t in targets], [t.labels for t in targets]
-    )
-    flat = _flat_targets(assign, priors, targets, reg_max)
-
+    num_classes = main_out.cls_logits.shape[-1]
+    flat = _flat_targets(assignment, points, targets, reg_max)
     losses = {}
-    for prefix, cls, reg, boxes in (("", main_cls, main_reg, main_boxes), ("aux_", aux_cls, aux_reg, aux_boxes)):
+    for prefix, out in (("", main_out), ("aux_", aux_out)):
+        cls, reg = out.cls_logits.float(), out.bbox_reg.float()
+        boxes = decode_gfl_boxes(reg, points, reg_max)
         qfl, bbox, dfl = _head_losses(cls, reg, boxes, flat, num_classes, reg_max)
         losses[f"{prefix}loss_qfl"] = qfl * qfl_weight
         losses[f"{prefix}loss_bbox"] = bbox * giou_weight
@@ -78,7 +86,7 @@ def nanodet_plus_loss(
     return losses
 
 
-def _flat_targets(assign: AssignResult, priors: Tensor, targets: list[Target], reg_max: int) -> dict[str, Tensor]:
+def _flat_targets(assign: Assignment, priors: Tensor, targets: list[Target], reg_max: int) -> dict[str, Tensor]:
     """Targets of all images flattened to B*N priors; box and distance targets for positives only."""
     batch, num_priors = assign.gt_inds.shape
     pos = torch.nonzero(assign.gt_inds.reshape(-1) > 0).squeeze(1)  # (P,) into B*N
@@ -92,7 +100,7 @@ def _flat_targets(assign: AssignResult, priors: Tensor, targets: list[Target], r
     dist = (bbox2distance(pos_priors[:, :2], pos_gt) / pos_priors[:, 2, None]).clamp(min=0, max=reg_max - 0.1)
     return {
         "labels": assign.labels.reshape(-1),
-        "scores": assign.max_overlaps.reshape(-1),
+        "scores": assign.quality.reshape(-1),
         "pos": pos,
         "pos_gt": pos_gt,
         "pos_dist": dist,

@@ -21,7 +21,7 @@ def build_model(preset: Preset, num_classes: int | None = None, pretrained: bool
         case NanoDetPlusConfig():
             from detcli.models.detectors.nanodet_plus import build_nanodet_plus
 
-            return build_nanodet_plus(cfg, classes, backbone_weights)
+            return build_nanodet_plus(cfg, preset.test, classes, backbone_weights)
         case RetinaNetConfig():
             from detcli.models.detectors.retinanet import build_retinanet
 

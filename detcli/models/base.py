@@ -1,22 +1,120 @@
-"""The interface every detector family implements; the engine only talks to this."""
+"""The contract every detector family implements; nothing outside ``detcli/models`` needs to know the family.
+
+One pass through a detector, the same for every family::
+
+    outputs = model(images)                              # HeadOutput: (B, N, C) logits, (B, N, K) box regression
+    priors = model.priors((H, W))                        # Priors: the N priors, without running the network
+    boxes, scores = model.decode(outputs, priors)        # (B, N, 4) xyxy input pixels, (B, N, C) probabilities
+    assignment = model.assign(outputs, priors, targets)  # Assignment: (B, N) matched GT / background / ignored
+    detections = model.predict(images, metas)            # forward → decode → clip → shared postprocess
+
+N runs over the priors level after level (fine → coarse), row-major inside a level (``y`` outer, ``x``
+inner), and for anchor families over the A anchors of a cell last (MMDetection's order: level, y, x, anchor).
+Row ``n`` of every (B, N, ·) tensor belongs to prior ``n``.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
+from detcli.assigners.assignment import Assignment
 from detcli.errors import DetcliError
+from detcli.postprocess import PostprocessConfig, clip_boxes, image_limits, postprocess
 from detcli.structures import Detections, ImageMeta, Target
 
 
-class Detector(nn.Module, ABC):
-    """A one-stage detector.
+class HeadOutput(NamedTuple):
+    """Raw head output, flattened over levels in prior order.
 
-    ``forward`` is the inference graph only (what parity checks and export compare);
-    ``loss`` runs the training graph (it may use modules that ``forward`` never touches,
-    e.g. NanoDet-Plus' AGM); ``predict`` decodes and post-processes.
+    Attributes:
+        cls_logits: (B, N, C) class logits (sigmoid classes, no background channel).
+        bbox_reg: (B, N, K) box regression in the family's own coding: NanoDet-Plus K = 4(R+1) GFL distance-bin
+            logits (sides l, t, r, b), RetinaNet K = 4 DeltaXYWH deltas.
+        score_factor: (B, N, 1) optional per-prior logit whose sigmoid multiplies every class score
+            (DeFCN's 3D-Max-Filtering "filter"); None for the families that have none.
+    """
+
+    cls_logits: Tensor
+    bbox_reg: Tensor
+    score_factor: Tensor | None = None
+
+
+class Priors(NamedTuple):
+    """The N priors of one input size, in the order of the head output rows.
+
+    Attributes:
+        points: (N, 4) ``[x, y, stride_w, stride_h]`` in input pixels: the cell point of point priors, the
+            centre of anchor boxes (the layout of mmdet ``MlvlPointGenerator(with_stride=True)`` and NanoDet).
+        boxes: (N, 4) ``xyxy`` anchor boxes, or None for point priors.
+        levels: (N,) int64 pyramid level of each prior (0 = finest).
+        level_sizes: ``(H_l, W_l)`` feature-map size of each level.
+        per_cell: priors per feature-map cell (A anchors; 1 for point priors).
+    """
+
+    points: Tensor
+    boxes: Tensor | None
+    levels: Tensor
+    level_sizes: tuple[tuple[int, int], ...]
+    per_cell: int
+
+    @classmethod
+    def on_grid(
+        cls, points: Tensor, boxes: Tensor | None, level_sizes: tuple[tuple[int, int], ...], per_cell: int
+    ) -> Priors:
+        """Priors laid out level after level on the given grids (``levels`` follows from the sizes)."""
+        levels = torch.cat([
+            torch.full((h * w * per_cell,), i, dtype=torch.long, device=points.device)
+            for i, (h, w) in enumerate(level_sizes)
+        ])
+        return cls(points, boxes, levels, tuple(level_sizes), per_cell)
+
+    @property
+    def num(self) -> int:
+        """N."""
+        return int(self.points.shape[0])
+
+    @property
+    def level_counts(self) -> list[int]:
+        """Priors per level, ``H_l · W_l · per_cell``."""
+        return [h * w * self.per_cell for h, w in self.level_sizes]
+
+
+class Decoded(NamedTuple):
+    """Decoded head output.
+
+    Attributes:
+        boxes: (B, N, 4) ``xyxy`` in input pixels, not clipped.
+        scores: (B, N, C) class probabilities.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+
+
+def level_grid_sizes(image_size: tuple[int, int], strides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Feature-map sizes ``(⌈H/s⌉, ⌈W/s⌉)`` of an (H, W) input: every stride-2 conv and pool of the
+    backbones and necks here uses padding k//2, which rounds up."""
+    h, w = int(image_size[0]), int(image_size[1])
+    return tuple((-(-h // s), -(-w // s)) for s in strides)
+
+
+class Detector(nn.Module, ABC):
+    """A one-stage detector (see the module docstring for the shared pass).
+
+    ``forward`` is the inference graph only (what parity checks and export compare); ``loss`` runs the training
+    graph (it may use modules that ``forward`` never touches, e.g. NanoDet-Plus' AGM).
+
+    Attributes:
+        strides: level strides in input pixels.
+        num_classes: C.
+        postprocess_cfg: the preset's test-time settings (score filter, top-k, NMS, max detections).
+        select_on_logits: True when scores are ``sigmoid(cls_logits)`` and the postprocess may filter the logits
+            and take the sigmoid of the survivors only (RetinaNet; exact, the sigmoid is monotonic). False:
+            :meth:`decode_scores` runs on every pair first (NanoDet-Plus as the official ``get_bboxes``).
 
     Weights from files: each family reads its official checkpoints (:meth:`official_state_dict`,
     :meth:`official_class_names`) and says how many classes a state dict's head has (:meth:`classes_in`),
@@ -25,6 +123,8 @@ class Detector(nn.Module, ABC):
 
     strides: tuple[int, ...]
     num_classes: int
+    postprocess_cfg: PostprocessConfig
+    select_on_logits: bool = False
 
     # How the family's reference reports a model's parameter count, so the model summary can label the
     # number to compare: "conv" = weights and biases of the inference graph's Conv2d layers (BN excluded),
@@ -32,24 +132,82 @@ class Detector(nn.Module, ABC):
     param_count_convention: ClassVar[Literal["conv", "all"]] = "all"
     param_count_source: ClassVar[str | None] = None
 
+    # ------------------------------------------------------------------ the contract
     @abstractmethod
-    def forward(self, images: Tensor) -> Tensor | tuple[Tensor, ...]:
-        """Raw head outputs for (B, 3, H, W) normalised images."""
+    def forward(self, images: Tensor) -> HeadOutput:
+        """(B, 3, H, W) normalised images → raw head output, N rows in prior order."""
+
+    @abstractmethod
+    def priors(
+        self, image_size: tuple[int, int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> Priors:
+        """The N priors of an (H, W) input (feature maps ⌈H/s⌉ × ⌈W/s⌉), computed without running the network."""
+
+    @abstractmethod
+    def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
+        """(B, N, 4) ``xyxy`` boxes in input pixels, not clipped. Pure tensor code (traces and exports)."""
+
+    @abstractmethod
+    def encode_boxes(self, boxes: Tensor, priors: Priors) -> Tensor:
+        """The inverse of :meth:`decode_boxes`: (B, N, 4) ``xyxy`` boxes, one per prior → (B, N, K) regression
+        in the head's coding (within the coding's range, e.g. side distances of at most R strides for GFL)."""
+
+    @abstractmethod
+    def decode_scores(self, outputs: HeadOutput) -> Tensor:
+        """(B, N, C) class probabilities. Pure tensor code."""
+
+    @abstractmethod
+    def assign(
+        self, outputs: HeadOutput, priors: Priors, targets: list[Target], metas: list[ImageMeta] | None = None
+    ) -> Assignment:
+        """The family's label assignment of every prior of every image, (B, N) fields.
+
+        Args:
+            outputs: the predictions the assigner looks at (NanoDet-Plus trains on the AGM's; any head output
+                of the same input works for inspection). Anchor-IoU assigners ignore them.
+            priors: of the input size.
+            targets: B ground truths in input pixels.
+            metas: each image's ``img_shape`` (priors beyond an image's own padded area are ignored where the
+                family does that, RetinaNet); None = every image fills the input.
+        """
 
     @abstractmethod
     def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int) -> dict[str, Tensor]:
         """Named scalar losses (already weighted); the engine sums them. ``epoch`` is 0-indexed."""
 
-    @abstractmethod
+    # ------------------------------------------------------------------ shared
+    def decode(self, outputs: HeadOutput, priors: Priors) -> Decoded:
+        """Boxes (B, N, 4) and scores (B, N, C); no data-dependent shapes, so ``forward`` + ``decode`` trace."""
+        return Decoded(self.decode_boxes(outputs, priors), self.decode_scores(outputs))
+
+    def postprocess(
+        self, boxes: Tensor, scores: Tensor, priors: Priors, cfg: PostprocessConfig | None = None,
+        scores_are_logits: bool = False,
+    ) -> list[Detections]:
+        """:func:`detcli.postprocess.postprocess` with this model's settings (``cfg`` overrides them)."""
+        return postprocess(boxes, scores, priors, cfg or self.postprocess_cfg, scores_are_logits)
+
+    @torch.no_grad()
     def predict(
         self,
         images: Tensor,
         metas: list[ImageMeta],
-        score_thr: float,
-        iou_thr: float,
-        max_det: int,
+        score_thr: float | None = None,
+        iou_thr: float | None = None,
+        max_det: int | None = None,
     ) -> list[Detections]:
-        """Detections in network-input pixels (the engine maps them back to the original image)."""
+        """Detections in network-input pixels (the engine maps them back to the original image).
+
+        forward → decode → clip to each image's ``img_shape`` (the whole input when ``metas`` is empty) →
+        the shared postprocess; ``score_thr`` / ``iou_thr`` / ``max_det`` override the preset's.
+        """
+        cfg = self.postprocess_cfg.replace(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+        outputs = self(images)
+        priors = self.priors(tuple(images.shape[-2:]), images.device, outputs.cls_logits.dtype)
+        boxes = self.decode_boxes(outputs, priors)
+        boxes = clip_boxes(boxes, image_limits(metas, images.shape, boxes))
+        scores = outputs.cls_logits if self.select_on_logits else self.decode_scores(outputs)
+        return self.postprocess(boxes, scores, priors, cfg, scores_are_logits=self.select_on_logits)
 
     def inference_state_dict(self) -> dict[str, Tensor]:
         """State dict of the inference graph (training-only modules dropped). Default: everything."""

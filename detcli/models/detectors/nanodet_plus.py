@@ -13,22 +13,26 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from detcli.assigners.assignment import Assignment
 from detcli.assigners.dsl import DynamicSoftLabelAssigner
 from detcli.errors import DetcliError
-from detcli.geometry.distance import distance2bbox, integral
 from detcli.geometry.priors import point_priors
-from detcli.losses.nanodet_plus_loss import nanodet_plus_loss
+from detcli.losses.nanodet_plus_loss import (
+    decode_gfl_boxes,
+    gfl_target_logits,
+    nanodet_plus_loss,
+)
 from detcli.models.backbones.shufflenetv2 import ShuffleNetV2, load_imagenet_weights
-from detcli.models.base import Detector
+from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
 from detcli.models.convert import official_nanodet_class_names, official_nanodet_state_dict
 from detcli.models.heads.nanodet_plus_head import NanoDetPlusHead
 from detcli.models.heads.simple_conv_head import SimpleConvHead
 from detcli.models.necks.ghost_pan import GhostPAN
-from detcli.postprocess import multiclass_nms
-from detcli.structures import Detections, ImageMeta, Target
+from detcli.postprocess import PostprocessConfig
+from detcli.structures import ImageMeta, Target
 
 if TYPE_CHECKING:
-    from detcli.config.schema import NanoDetPlusConfig
+    from detcli.config.schema import NanoDetPlusConfig, TestConfig
 
 AUX_PREFIXES = ("aux_fpn.", "aux_head.")
 # a constant buffer of the official Integral layer (bins 0..reg_max); detcli computes the bins on the fly
@@ -56,6 +60,8 @@ class NanoDetPlus(Detector):
         backbone_weights: None = random init; "imagenet" = torchvision ShuffleNetV2 file from the torch hub
             cache if present (else random init, see ``backbone_init_message``); any other string = path of
             such a file (must exist).
+        postprocess: test-time settings; default the official ones (multi-label score > 0.05, no top-k,
+            class-aware NMS 0.6, 100 per image).
     """
 
     ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
@@ -80,6 +86,7 @@ class NanoDetPlus(Detector):
         dfl_weight: float = 0.25,
         giou_weight: float = 2.0,
         backbone_weights: str | None = None,
+        postprocess: PostprocessConfig | None = None,
     ) -> None:
         super().__init__()
         strides = tuple(int(s) for s in strides)
@@ -91,6 +98,7 @@ class NanoDetPlus(Detector):
         self.detach_epoch = detach_epoch
         self.loss_weights = {"qfl": qfl_weight, "dfl": dfl_weight, "giou": giou_weight}
         self.assigner = DynamicSoftLabelAssigner(topk=assigner_topk, iou_factor=assigner_iou_factor)
+        self.postprocess_cfg = postprocess or PostprocessConfig(score_thr=0.05, iou_thr=0.6, max_det=100)
 
         self.backbone = ShuffleNetV2(width, out_stages=(2, 3, 4), act="LeakyReLU")
         self.fpn = GhostPAN(self.backbone.out_channels, neck_channels, kernel_size=5,
@@ -108,51 +116,61 @@ class NanoDetPlus(Detector):
             self.backbone_init_message = load_imagenet_weights(self.backbone, path)
 
     # ------------------------------------------------------------------ inference graph
-    def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) → (B, N, C + 4(R+1)) raw main-head output (the AGM never runs here)."""
-        return self.head(self.fpn(self.backbone(images)))
+    def forward(self, images: Tensor) -> HeadOutput:
+        """(B, 3, H, W) → main-head output (the AGM never runs here): class logits (B, N, C) and GFL distance
+        logits (B, N, 4(R+1)), views of the head's single (B, N, C + 4(R+1)) tensor."""
+        return self._split(self.head(self.fpn(self.backbone(images))))
 
-    def priors(self, height: int, width: int, device: torch.device | None = None,
-               dtype: torch.dtype = torch.float32) -> Tensor:
-        """(N, 4) ``[x, y, stride, stride]`` for an input of (height, width); maps of size ⌈H/s⌉ × ⌈W/s⌉."""
-        sizes = [(-(-height // s), -(-width // s)) for s in self.strides]
-        # offset 0 (cell top-left) as in the official get_single_level_center_priors
-        return point_priors(sizes, self.strides, offset=0.0, device=device, dtype=dtype)
+    def _split(self, out: Tensor) -> HeadOutput:
+        """(B, N, C + 4(R+1)) → HeadOutput (views, no copy)."""
+        cls_logits, bbox_reg = out.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
+        return HeadOutput(cls_logits, bbox_reg)
 
-    def decode_boxes(self, reg_logits: Tensor, priors: Tensor) -> Tensor:
-        """(B, N, 4(R+1)) distance logits → (B, N, 4) ``xyxy`` boxes: softmax expectation × stride, unclamped."""
-        return distance2bbox(priors[:, :2], integral(reg_logits, self.reg_max) * priors[:, 2, None])
+    def priors(self, image_size: tuple[int, int], device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> Priors:
+        """Point priors of an (H, W) input: one per cell of the ⌈H/s⌉ × ⌈W/s⌉ maps, at the cell's top-left
+        corner (offset 0, as the official ``get_single_level_center_priors``)."""
+        sizes = level_grid_sizes(image_size, self.strides)
+        points = point_priors(list(sizes), self.strides, offset=0.0, device=device, dtype=dtype)
+        return Priors.on_grid(points, None, sizes, 1)
 
-    @torch.no_grad()
-    def predict(self, images: Tensor, metas: list[ImageMeta], score_thr: float = 0.05, iou_thr: float = 0.6,
-                max_det: int = 100) -> list[Detections]:
-        """Detections in network-input pixels.
+    def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
+        """(B, N, 4(R+1)) distance logits → (B, N, 4) ``xyxy``: softmax expectation × stride, not clipped."""
+        return decode_gfl_boxes(outputs.bbox_reg, priors.points, self.reg_max)
 
-        Sigmoid class scores; boxes decoded from the priors and clamped to each image's ``img_shape``
-        (the whole input when ``metas`` is empty); multi-label candidates with score > ``score_thr``;
-        class-aware NMS; top ``max_det`` (official defaults 0.05 / 0.6 / 100).
-        """
-        b, _, h, w = images.shape
-        out = self(images)
-        cls_logits, reg_logits = out.split([self.num_classes, 4 * (self.reg_max + 1)], dim=-1)
-        boxes = self.decode_boxes(reg_logits, self.priors(h, w, images.device, out.dtype))
-        shapes = [m.img_shape for m in metas] if metas else [(h, w)] * b
-        limits = torch.tensor([[sw, sh, sw, sh] for sh, sw in shapes], dtype=boxes.dtype, device=boxes.device)
-        boxes = torch.minimum(boxes.clamp_(min=0), limits[:, None, :])
-        scores = cls_logits.sigmoid()
-        return [multiclass_nms(boxes[i], scores[i], score_thr, iou_thr, max_det) for i in range(b)]
+    def encode_boxes(self, boxes: Tensor, priors: Priors) -> Tensor:
+        """(B, N, 4) ``xyxy`` boxes → (B, N, 4(R+1)) logits of DFL's target distribution: each side distance
+        d (in strides, clamped to [0, R]) as weight ⌊d⌋+1−d on bin ⌊d⌋ and d−⌊d⌋ on the next, so the softmax
+        expectation decodes back to d."""
+        return gfl_target_logits(boxes, priors.points, self.reg_max)
+
+    def decode_scores(self, outputs: HeadOutput) -> Tensor:
+        """Sigmoid of every class logit, (B, N, C)."""
+        return outputs.cls_logits.sigmoid()
 
     # ------------------------------------------------------------------ training graph
+    def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
+               metas: list[ImageMeta] | None = None) -> Assignment:
+        """DSLA of every image at once on ``outputs``' detached class logits and decoded boxes (in training the
+        AGM's, official ``NanoDetPlusHead.loss``); ``metas`` are not needed."""
+        cls_logits, bbox_reg = outputs.cls_logits.float(), outputs.bbox_reg.float()
+        boxes = decode_gfl_boxes(bbox_reg, priors.points, self.reg_max)
+        return self.assigner.assign_batch(
+            cls_logits.detach(), priors.points, boxes.detach(), [t.boxes for t in targets], [t.labels for t in targets]
+        )
+
     def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int) -> dict[str, Tensor]:
-        """Main-head and AGM losses (weighted). From ``detach_epoch`` on, the AGM sees detached backbone and
-        main-neck features, so its losses no longer reach the shared modules (official ``forward_train``)."""
+        """Main-head and AGM losses (weighted), both on the assignment of the AGM's predictions. From
+        ``detach_epoch`` on, the AGM sees detached backbone and main-neck features, so its losses no longer
+        reach the shared modules (official ``forward_train``)."""
         feats = self.backbone(images)
         fpn_feats = self.fpn(feats)
-        main_out = self.head(fpn_feats)
-        aux_out = self.agm_forward(feats, fpn_feats, detach=epoch >= self.detach_epoch)
-        priors = self.priors(images.shape[2], images.shape[3], images.device)
+        main_out = self._split(self.head(fpn_feats))
+        aux_out = self._split(self.agm_forward(feats, fpn_feats, detach=epoch >= self.detach_epoch))
+        priors = self.priors(tuple(images.shape[-2:]), images.device)
+        assignment = self.assign(aux_out, priors, targets)
         return nanodet_plus_loss(
-            main_out, aux_out, priors, targets, self.num_classes, self.reg_max, self.assigner,
+            main_out, aux_out, priors.points, assignment, targets, self.reg_max,
             qfl_weight=self.loss_weights["qfl"], dfl_weight=self.loss_weights["dfl"],
             giou_weight=self.loss_weights["giou"],
         )
@@ -219,8 +237,10 @@ class NanoDetPlus(Detector):
         return has_agm
 
 
-def build_nanodet_plus(cfg: "NanoDetPlusConfig", num_classes: int, backbone_weights: str | None) -> NanoDetPlus:
-    """NanoDet-Plus from a validated preset's ``model`` section (``NanoDetPlusConfig``)."""
+def build_nanodet_plus(
+    cfg: NanoDetPlusConfig, test: TestConfig, num_classes: int, backbone_weights: str | None
+) -> NanoDetPlus:
+    """NanoDet-Plus from a validated preset's ``model`` (``NanoDetPlusConfig``) and ``test`` sections."""
     return NanoDetPlus(
         num_classes=num_classes,
         width=cfg.width,
@@ -238,4 +258,8 @@ def build_nanodet_plus(cfg: "NanoDetPlusConfig", num_classes: int, backbone_weig
         dfl_weight=cfg.loss.dfl_weight,
         giou_weight=cfg.loss.giou_weight,
         backbone_weights=backbone_weights,
+        postprocess=PostprocessConfig(
+            score_thr=test.score_thr, iou_thr=test.iou_thr, max_det=test.max_det, nms=test.nms,
+            nms_pre=test.nms_pre, min_bbox_size=test.min_bbox_size,
+        ),
     )

@@ -10,25 +10,26 @@ MMDetection checkpoint loads strictly with :meth:`RetinaNet.load_mmdet_state_dic
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
 
+from detcli.assigners.assignment import Assignment
 from detcli.assigners.max_iou import MaxIoUAssigner
 from detcli.errors import DetcliError
 from detcli.geometry.anchors import AnchorGenerator, padded_shape
 from detcli.geometry.delta_xywh import DeltaXYWHCoder
+from detcli.geometry.priors import point_priors
 from detcli.losses.focal import focal_loss, l1_loss
 from detcli.models.backbones.resnet import ResNet
-from detcli.models.base import Detector
+from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
 from detcli.models.convert import mmdet_class_names, tensor_state_dict
 from detcli.models.heads.retina_head import RetinaHead
 from detcli.models.necks.fpn import FPN
-from detcli.structures import Detections, ImageMeta, Target
+from detcli.postprocess import PostprocessConfig
+from detcli.structures import ImageMeta, Target
 
 if TYPE_CHECKING:
     from detcli.config.schema import RetinaNetConfig, TestConfig
@@ -47,9 +48,10 @@ class RetinaNet(Detector):
         pos_iou_thr, neg_iou_thr, min_pos_iou, match_low_quality, gt_max_assign_all: see :class:`MaxIoUAssigner`.
         focal_alpha, focal_gamma: focal-loss parameters.
         loss_cls_weight, loss_bbox_weight: loss weights.
-        score_thr, nms_pre, iou_thr, max_det: test-time defaults (``predict`` arguments override the first,
-            third and fourth; ``nms_pre`` ≤ 0 keeps every candidate).
+        score_thr, nms_pre, iou_thr, max_det: test-time settings (``postprocess_cfg``; ``predict`` arguments
+            override the first, third and fourth; ``nms_pre`` per level, ≤ 0 keeps every candidate).
         min_bbox_size: decoded, clipped boxes need width and height > this to survive (mmdet test_cfg: 0).
+        nms: "class_aware" (MMDetection) or "none".
         size_divisor: the batch padding divisor; an image's own padded shape decides its valid anchors.
         backbone_weights: None (random init), ``"imagenet"`` (local torchvision file in
             ``torch.hub.get_dir()/checkpoints``) or a path to a torchvision ResNet checkpoint.
@@ -59,9 +61,7 @@ class RetinaNet(Detector):
     ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
     param_count_convention = "all"  # mmdet tools/analysis_tools/get_flops.py: every parameter of the model
     param_count_source = "MMDetection"
-
-    # predict: above this many pre-selected pairs per (image · nms_pre), a dense top-k beats the sparse path
-    dense_topk_factor: float = 8.0
+    select_on_logits = True  # sigmoid scores: filter on the logits, sigmoid of the survivors only
 
     def __init__(
         self,
@@ -90,6 +90,7 @@ class RetinaNet(Detector):
         iou_thr: float = 0.5,
         max_det: int = 100,
         min_bbox_size: float = 0.0,
+        nms: str = "class_aware",
         size_divisor: int = 32,
         backbone_weights: str | None = None,
     ) -> None:
@@ -105,8 +106,10 @@ class RetinaNet(Detector):
         self.assigner = MaxIoUAssigner(pos_iou_thr, neg_iou_thr, min_pos_iou, match_low_quality, gt_max_assign_all)
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.loss_cls_weight, self.loss_bbox_weight = loss_cls_weight, loss_bbox_weight
-        self.score_thr, self.nms_pre, self.iou_thr, self.max_det = score_thr, nms_pre, iou_thr, max_det
-        self.min_bbox_size = min_bbox_size
+        self.postprocess_cfg = PostprocessConfig(
+            score_thr=score_thr, iou_thr=iou_thr, max_det=max_det, nms=nms, nms_pre=nms_pre,
+            min_bbox_size=min_bbox_size,
+        )
         self.size_divisor = size_divisor
 
         self.backbone = ResNet(depth, frozen_stages, norm_eval)
@@ -117,20 +120,61 @@ class RetinaNet(Detector):
         self.backbone_init_message: str | None = self.backbone.load_imagenet(backbone_weights)
 
     # ------------------------------------------------------------------ graph
-    def forward(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """(B, 3, H, W) → (cls_scores, bbox_preds): per level (B, A·C, H_l, W_l) and (B, A·4, H_l, W_l)."""
+    def forward(self, images: Tensor) -> HeadOutput:
+        """(B, 3, H, W) → class logits (B, N, C) and deltas (B, N, 4), N in MMDetection's order (level, y, x, a)."""
+        cls_maps, reg_maps = self.forward_maps(images)
+        return HeadOutput(_flatten_levels(cls_maps, self.num_classes), _flatten_levels(reg_maps, 4))
+
+    def forward_maps(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Per-level maps as MMDetection's ``RetinaHead.forward``: (B, A·C, H_l, W_l) and (B, A·4, H_l, W_l)."""
         return self.bbox_head(self.neck(self.backbone(images)))
 
-    def _flat(self, maps: list[Tensor], per_anchor: int) -> Tensor:
-        """Per-level (B, A·k, H, W) → (B, N, k), index (level, y, x, a) as in MMDetection."""
-        b = maps[0].shape[0]
-        return torch.cat([m.permute(0, 2, 3, 1).reshape(b, -1, per_anchor) for m in maps], dim=1)
+    def priors(self, image_size: tuple[int, int], device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> Priors:
+        """The A anchors of every cell of the ⌈H/s⌉ × ⌈W/s⌉ maps (the FPN's sizes, every stride-2 op rounds up),
+        index ((y·W_l + x)·A + a) inside a level; ``points`` are the anchor centres (x·s, y·s)."""
+        device = torch.device("cpu") if device is None else device  # AnchorGenerator wants one
+        sizes = level_grid_sizes(image_size, self.strides)
+        boxes = torch.cat(self.anchor_generator.grid_anchors(sizes, device=device, dtype=dtype))
+        a = self.anchor_generator.num_base_anchors
+        centres = point_priors(list(sizes), self.strides, offset=self.anchor_generator.center_offset,
+                               device=device, dtype=dtype)
+        return Priors.on_grid(centres.repeat_interleave(a, dim=0), boxes, sizes, a)
 
-    def _anchors(self, cls_scores: list[Tensor]) -> tuple[list[tuple[int, int]], list[Tensor]]:
-        sizes = [(int(c.shape[-2]), int(c.shape[-1])) for c in cls_scores]
-        return sizes, self.anchor_generator.grid_anchors(sizes, device=cls_scores[0].device)
+    def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
+        """DeltaXYWH deltas (B, N, 4) applied to the anchors → (B, N, 4) ``xyxy``, not clipped."""
+        return self.coder.decode(priors.boxes.float(), outputs.bbox_reg.float())
+
+    def encode_boxes(self, boxes: Tensor, priors: Priors) -> Tensor:
+        """(B, N, 4) ``xyxy`` boxes → (B, N, 4) DeltaXYWH deltas from the anchors (the L1 targets)."""
+        return self.coder.encode(priors.boxes, boxes)
+
+    def decode_scores(self, outputs: HeadOutput) -> Tensor:
+        """Sigmoid of every (anchor, class) logit, (B, N, C)."""
+        return outputs.cls_logits.float().sigmoid()
 
     # ------------------------------------------------------------------ training
+    def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
+               metas: list[ImageMeta] | None = None) -> Assignment:
+        """MaxIoU of each image on the anchors of its own padded area (``metas[i].img_shape`` rounded up to
+        ``size_divisor``; MMDetection drops the others first, they come out ignored with quality 0)."""
+        anchors = priors.boxes
+        b, n, device = len(targets), priors.num, anchors.device
+        if metas:
+            pad_shapes = [padded_shape(m.img_shape, self.size_divisor) for m in metas]
+            valid = self.anchor_generator.valid_flags(priors.level_sizes, pad_shapes, device=device)  # (B, N)
+        else:
+            valid = torch.ones((b, n), dtype=torch.bool, device=device)
+        gt_inds = torch.full((b, n), -1, dtype=torch.long, device=device)
+        labels = torch.full((b, n), -1, dtype=torch.long, device=device)
+        quality = torch.zeros((b, n), dtype=torch.float32, device=device)
+        for i, t in enumerate(targets):
+            res = self.assigner.assign(anchors[valid[i]], t.boxes.to(device), t.labels.to(device))
+            gt_inds[i, valid[i]] = res.gt_inds
+            labels[i, valid[i]] = res.labels
+            quality[i, valid[i]] = res.quality.float()
+        return Assignment(gt_inds, labels, quality)
+
     def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int = 0) -> dict[str, Tensor]:
         """``loss_cls`` (focal) and ``loss_bbox`` (L1 on deltas), each / Σ_images max(#pos_i, 1).
 
@@ -140,19 +184,10 @@ class RetinaNet(Detector):
             targets: per image (G_i, 4) xyxy boxes and (G_i,) labels in input pixels.
         The normaliser is per process (no all-reduce across GPUs), as MMDetection.
         """
-        cls_scores, bbox_preds = self(images)
-        device, b, c = images.device, images.shape[0], self.num_classes
-        sizes, level_anchors = self._anchors(cls_scores)
-        anchors = torch.cat(level_anchors)  # (N, 4)
-        n = anchors.shape[0]
-        pad_shapes = [padded_shape(m.img_shape, self.size_divisor) for m in metas]
-        valid = self.anchor_generator.valid_flags(sizes, pad_shapes, device=device)  # (B, N)
-
-        # assignment per image on that image's valid anchors (MMDetection drops the others first)
-        gt_inds = torch.full((b, n), -1, dtype=torch.long, device=device)
-        for i, t in enumerate(targets):
-            res = self.assigner.assign(anchors[valid[i]], t.boxes.to(device), t.labels.to(device))
-            gt_inds[i, valid[i]] = res.gt_inds
+        outputs = self(images)
+        priors = self.priors(tuple(images.shape[-2:]), images.device)
+        gt_inds = self.assign(outputs, priors, targets, metas).gt_inds  # (B, N)
+        anchors, device = priors.boxes, images.device
         gt_boxes = torch.cat([t.boxes.to(device).float() for t in targets]) if targets else anchors.new_zeros((0, 4))
         gt_labels = torch.cat([t.labels.to(device).long() for t in targets]) if targets else gt_inds.new_zeros(0)
         gt_offsets = torch.tensor([0] + [len(t.labels) for t in targets[:-1]], device=device).cumsum(0)
@@ -163,98 +198,16 @@ class RetinaNet(Detector):
         pos_gt = gt_offsets[pos_img] + gt_inds[pos_img, pos_anchor] - 1
         avg_factor = pos.sum(dim=1).clamp(min=1).sum().float()
 
-        logits = self._flat(cls_scores, c)[used]  # (M, C)
+        logits = outputs.cls_logits[used]  # (M, C)
         onehot = torch.zeros_like(logits, dtype=torch.float32)
         pos_rows = (used.flatten().cumsum(0) - 1)[pos.flatten()]
         onehot[pos_rows, gt_labels[pos_gt]] = 1.0
         loss_cls = focal_loss(logits, onehot, avg_factor, self.focal_alpha, self.focal_gamma)
 
-        deltas = self._flat(bbox_preds, 4)[pos_img, pos_anchor]  # (P, 4)
+        deltas = outputs.bbox_reg[pos_img, pos_anchor]  # (P, 4)
         target_deltas = self.coder.encode(anchors[pos_anchor], gt_boxes[pos_gt])
         loss_bbox = l1_loss(deltas, target_deltas, avg_factor)
         return {"loss_cls": self.loss_cls_weight * loss_cls, "loss_bbox": self.loss_bbox_weight * loss_bbox}
-
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def predict(
-        self,
-        images: Tensor,
-        metas: list[ImageMeta],
-        score_thr: float | None = None,
-        iou_thr: float | None = None,
-        max_det: int | None = None,
-    ) -> list[Detections]:
-        """Per level: sigmoid, drop scores ≤ score_thr, keep the top ``nms_pre`` (anchor, class) pairs;
-        decode, clip to each image's ``img_shape``, drop boxes of size ≤ ``min_bbox_size``, class-aware NMS
-        (one ``batched_nms`` call for the batch, groups = (image, class)), keep ``max_det`` per image."""
-        score_thr = self.score_thr if score_thr is None else score_thr
-        iou_thr = self.iou_thr if iou_thr is None else iou_thr
-        max_det = self.max_det if max_det is None else max_det
-        cls_scores, bbox_preds = self(images)
-        _, level_anchors = self._anchors(cls_scores)
-        b, c = images.shape[0], self.num_classes
-
-        parts = [self._level_candidates(*lvl, score_thr) for lvl in zip(cls_scores, bbox_preds, level_anchors)]
-        img_idx, labels, scores, priors, deltas = (torch.cat(t) for t in zip(*parts))
-        img_hw = torch.tensor([m.img_shape for m in metas], device=scores.device, dtype=torch.float32)
-        boxes = self.coder.decode(priors, deltas, max_shape=img_hw[img_idx])  # (K, 4)
-        # min_bbox_size=0 of the mmdet test_cfg: boxes clipped to zero width/height are dropped before NMS
-        keep = ((boxes[:, 2:] - boxes[:, :2]) > self.min_bbox_size).all(dim=1)
-        img_idx, labels, scores, boxes = img_idx[keep], labels[keep], scores[keep], boxes[keep]
-        kept = batched_nms(boxes, scores, img_idx * c + labels, iou_thr)  # sorted by score
-        kept_img = img_idx[kept]
-        out = []
-        for i in range(b):
-            sel = kept[kept_img == i][:max_det]
-            out.append(Detections(boxes[sel], scores[sel], labels[sel]))
-        return out
-
-    def _level_candidates(
-        self, cls_map: Tensor, reg_map: Tensor, anchors: Tensor, score_thr: float
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(anchor, class) pairs of one level with score > ``score_thr``, at most ``nms_pre`` per image
-        (MMDetection ``filter_scores_and_topk``: threshold first, then the best ``nms_pre``).
-
-        Works on the raw (B, A·C, H, W) logits without a permuted copy or a sigmoid of every pair. Few
-        survivors of the threshold (the usual case): select them on the logit (sigmoid is monotonic; small
-        margin, then the exact ``sigmoid > thr`` test) and rank them per image. Many survivors: a dense
-        per-image top-``nms_pre`` on the logits, then the threshold — the same set, cheaper.
-        Returns, over the K candidates: image index (K,), class (K,), score (K,), prior (K, 4), deltas (K, 4).
-        """
-        c, a = self.num_classes, self.anchor_generator.num_base_anchors
-        b, _, h, w = cls_map.shape
-        k = self.nms_pre if self.nms_pre > 0 else cls_map[0].numel()
-        if score_thr <= 0:
-            pre = torch.ones_like(cls_map, dtype=torch.bool)
-        elif score_thr >= 1:
-            pre = torch.zeros_like(cls_map, dtype=torch.bool)
-        else:
-            pre = cls_map > math.log(score_thr / (1 - score_thr)) - 1e-3
-        n_pre = int(pre.count_nonzero())
-        if n_pre > self.dense_topk_factor * k * b:
-            top, flat = cls_map.reshape(b, -1).topk(min(k, cls_map[0].numel()), dim=1)
-            score = top.float().sigmoid()
-            ok = score > score_thr
-            img = torch.arange(b, device=flat.device)[:, None].expand_as(flat)[ok]
-            flat, score = flat[ok], score[ok]
-            ch, y, x = flat // (h * w), flat % (h * w) // w, flat % w
-        else:
-            img, ch, y, x = torch.nonzero(pre, as_tuple=True)
-            score = cls_map[img, ch, y, x].float().sigmoid()
-            ok = score > score_thr
-            img, ch, y, x, score = img[ok], ch[ok], y[ok], x[ok], score[ok]
-            # rank inside each image: sort by score (descending), then stably by image
-            order = torch.argsort(score, descending=True, stable=True)
-            order = order[torch.argsort(img[order], stable=True)]
-            counts = torch.bincount(img, minlength=b)
-            rank = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[img[order]]
-            order = order[rank < k]
-            img, ch, y, x, score = img[order], ch[order], y[order], x[order], score[order]
-        anchor_in_cell = ch // c
-        prior = anchors[(y * w + x) * a + anchor_in_cell]
-        reg_ch = anchor_in_cell[:, None] * 4 + torch.arange(4, device=ch.device)
-        delta = reg_map[img[:, None], reg_ch, y[:, None], x[:, None]].float()
-        return img, ch % c, score, prior, delta
 
     # ------------------------------------------------------------------ checkpoints
     def official_state_dict(self, checkpoint: Any) -> dict[str, Tensor]:
@@ -284,10 +237,32 @@ class RetinaNet(Detector):
         self.load_official_state_dict(checkpoint)
 
 
-def build_retinanet(cfg: "RetinaNetConfig", test: "TestConfig", num_classes: int, backbone_weights: str | None) -> RetinaNet:
+def _flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:
+    """Per-level (B, A·k, H, W) → (B, N, k), index (level, y, x, a) as in MMDetection.
+
+    One copy of the maps, as a 2-D (A·k, H·W) → (H·W, A·k) transpose per image and level: PyTorch blocks
+    that case for the cache (about 3× faster on CPU than copying the 4-D permuted view). Under tracing
+    (export) the batch size must stay symbolic, so there it is the plain permute + concatenation.
+    """
+    if torch.jit.is_tracing():
+        return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, per_anchor) for m in maps], dim=1)
+    b = maps[0].shape[0]
+    counts = [m.shape[1] * m.shape[2] * m.shape[3] // per_anchor for m in maps]
+    out = maps[0].new_empty((b, sum(counts), per_anchor))
+    start = 0
+    for m, count in zip(maps, counts):
+        channels, cells = m.shape[1], m.shape[2] * m.shape[3]
+        level = out.narrow(1, start, count)
+        for i in range(b):
+            level[i].view(cells, channels).copy_(m[i].reshape(channels, cells).t())
+        start += count
+    return out
+
+
+def build_retinanet(cfg: RetinaNetConfig, test: TestConfig, num_classes: int, backbone_weights: str | None) -> RetinaNet:
     """RetinaNet from a validated preset's ``model`` (``RetinaNetConfig``) and ``test`` sections.
 
-    ``test.nms_pre=None`` keeps MMDetection's 1000 pairs per level.
+    ``test.nms_pre=None`` keeps MMDetection's 1000 pairs per level, ``test.min_bbox_size=None`` its 0.
     """
     return RetinaNet(
         num_classes=num_classes,
@@ -312,5 +287,7 @@ def build_retinanet(cfg: "RetinaNetConfig", test: "TestConfig", num_classes: int
         nms_pre=1000 if test.nms_pre is None else test.nms_pre,
         iou_thr=test.iou_thr,
         max_det=test.max_det,
+        min_bbox_size=0.0 if test.min_bbox_size is None else test.min_bbox_size,
+        nms=test.nms,
         backbone_weights=backbone_weights,
     )

@@ -1,0 +1,1 @@
+"""Deployable graphs of a detector (TorchScript, ONNX) built on the detector contract (``detcli.models.base``)."""
