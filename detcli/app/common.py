@@ -1,6 +1,7 @@
 """Pieces the train/eval/predict commands share: devices, checkpoints → models, summaries."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,27 @@ def load_for_inference(
         loaded = _load_official(raw, path, preset_name, overrides)
     loaded.model.to(device).eval()
     return loaded
+
+
+NO_FUSE_ENV = "DETCLI_NO_FUSE"
+
+
+def inference_model(model: Detector, reporter: Reporter | None = None) -> Detector:
+    """What ``predict`` and ``eval`` run: the fastest exact form of ``model``
+    (:func:`detcli.models.fuse.fuse_for_inference`: BatchNorms folded, channels_last on CPU), or ``model`` as
+    loaded when the environment sets ``DETCLI_NO_FUSE=1`` or the optimisation fails (``reporter`` says why).
+    """
+    from detcli.models.fuse import fuse_for_inference
+
+    if os.environ.get(NO_FUSE_ENV, "").strip() not in ("", "0"):
+        return model
+    try:
+        return fuse_for_inference(model)
+    except Exception as e:  # an optimisation must not stop a run
+        if reporter is not None:
+            reporter.warn(f"running the model as loaded: optimising it for inference failed ({e}); "
+                          f"{NO_FUSE_ENV}=1 skips the attempt")
+        return model
 
 
 def _load_detcli(ckpt: dict, path: Path, overrides: list[str]) -> LoadedModel:

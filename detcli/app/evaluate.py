@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detcli.app.common import inference_imgsz, load_for_inference, model_summary, select_device
+from detcli.app.common import inference_imgsz, inference_model, load_for_inference, model_summary, select_device
 from detcli.console import Reporter
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write_json
@@ -71,7 +71,8 @@ def eval_command(req: EvalRequest) -> dict:
         update={k: v for k, v in {"score_thr": req.conf, "iou_thr": req.iou, "max_det": req.max_det}.items()
                 if v is not None}
     )
-    result = evaluate(loaded.model, loader, dataset, device, test, reporter, keep_detections=True)
+    model = inference_model(loaded.model, reporter)  # after the summary: it counts the model as trained
+    result = evaluate(model, loader, dataset, device, test, reporter, keep_detections=True)
     reporter.print(stats_table(result))
     reporter.print(per_class_table(result))
     payload = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detcli.app.common import inference_imgsz, load_for_inference, select_device
+from detcli.app.common import inference_imgsz, inference_model, load_for_inference, select_device
 from detcli.console import Reporter
 
 
@@ -51,7 +51,7 @@ def predict_command(req: PredictRequest) -> Path:
     n_images = n_boxes = 0
     with PredictionWriter(out, loaded.class_names, save_images=req.save, cat_ids=loaded.cat_ids) as writer:
         results = predict_batches(
-            loaded.model, frames, transform, req.batch, device, req.conf, iou, max_det,
+            inference_model(loaded.model, reporter), frames, transform, req.batch, device, req.conf, iou, max_det,
             collate=lambda s: collate(s, size_divisor=preset.input.size_divisor),
         )
         total = len(paths) if all(not p.lower().endswith(VIDEO_EXTENSIONS) for p in paths) else None

@@ -62,6 +62,10 @@ def integral(reg_logits: Tensor, reg_max: int) -> Tensor:
     Returns:
         (..., 4) ``sum_i softmax(logits)_i * i`` per side, in units of stride.
     """
-    probs = F.softmax(reg_logits.reshape(*reg_logits.shape[:-1], 4, reg_max + 1), dim=-1)
+    # the bins moved to the front: PyTorch's CPU softmax over a short innermost dimension (8 values) runs one
+    # row at a time, over a leading one it is vectorised across the rows (~5× faster for a NanoDet decode)
+    logits = reg_logits.unflatten(-1, (4, reg_max + 1))
+    logits = logits.permute(logits.dim() - 1, *range(logits.dim() - 1))  # (R+1, ..., 4); ONNX wants dims ≥ 0
+    probs = F.softmax(logits, dim=0)
     bins = torch.arange(reg_max + 1, device=reg_logits.device, dtype=probs.dtype)
-    return probs @ bins
+    return (probs * bins.view(-1, *[1] * (probs.dim() - 1))).sum(dim=0)

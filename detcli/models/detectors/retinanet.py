@@ -241,10 +241,12 @@ def _flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:
     """Per-level (B, A·k, H, W) → (B, N, k), index (level, y, x, a) as in MMDetection.
 
     One copy of the maps, as a 2-D (A·k, H·W) → (H·W, A·k) transpose per image and level: PyTorch blocks
-    that case for the cache (about 3× faster on CPU than copying the 4-D permuted view). Under tracing
-    (export) the batch size must stay symbolic, so there it is the plain permute + concatenation.
+    that case for the cache (about 3× faster on CPU than copying the 4-D permuted view). Channels_last maps
+    (the optimised inference model) already are (H·W, A·k) in memory: there the permute is a view and the
+    concatenation the one copy. Under tracing (export) the batch size must stay symbolic, so there it is the
+    plain permute + concatenation too.
     """
-    if torch.jit.is_tracing():
+    if torch.jit.is_tracing() or maps[0].is_contiguous(memory_format=torch.channels_last):
         return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, per_anchor) for m in maps], dim=1)
     b = maps[0].shape[0]
     counts = [m.shape[1] * m.shape[2] * m.shape[3] // per_anchor for m in maps]

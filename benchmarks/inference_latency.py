@@ -1,0 +1,231 @@
+"""Batch-1 CPU latency of every inference path of a preset, from one preprocessed (1, 3, H, W) tensor, in one run.
+
+Paths (rows):
+
+- official eager: RangiLyu/nanodet's own model (NanoDet-Plus presets, with ``--repo`` / ``$NANODET_REPO``);
+- detcli eager: the model as ``load_for_inference`` gives it;
+- detcli optimised eager: :func:`detcli.models.fuse.fuse_for_inference` (BatchNorms folded, channels_last),
+  what ``detcli predict`` / ``eval`` run by default;
+- TorchScript: ``torch.jit.trace`` of the optimised model's ``DecodedGraph``, then ``torch.jit.freeze``;
+  and the same after ``torch.jit.optimize_for_inference`` (oneDNN layouts), a separate row;
+- onnxruntime: the optimised model's ``DecodedGraph`` exported here (``torch.onnx.export``, opset 17, static
+  shape), CPUExecutionProvider, ``intra_op_num_threads`` = threads, graph optimisation level ALL.
+
+Columns: "raw" is the network: the eager models' ``forward`` (head outputs); the two graph paths hold
+forward + decode (boxes and scores), so they do a little more there. "detections" is everything up to the
+final detections in input pixels: ``predict`` for detcli (forward → decode → clip → shared postprocess), the
+graph output → clip → the same postprocess for TorchScript / onnxruntime, ``forward`` + ``head.get_bboxes``
+for the official model. Eager paths run under ``torch.inference_mode()``.
+
+Weights are random. With the official model they are set as in ``nanodet_predict_latency.py`` (whose helpers
+this reuses): BN statistics calibrated on random images and the class bias shifted so that about
+``--candidates`` (prior, class) pairs pass the 0.05 score threshold, as a trained model on a busy image;
+without it the score threshold is set to let that many pass. Every path is checked against detcli eager (raw max |Δ|, same
+detections). Timing: warmup, then the paths alternate (A B C … A B C …) and the medians are reported, so a
+change of machine load hits all alike.
+
+Usage::
+
+    python benchmarks/inference_latency.py --repo /path/to/nanodet                # nanodet-plus-m @320, 1 thread
+    python benchmarks/inference_latency.py --repo … --preset nanodet-plus-m-1.5x-416 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from official_nanodet import OFFICIAL_CONFIGS, build_official, calibrate_bn_, import_official, randomize_  # noqa: E402
+
+from detcli.config.loader import load_preset  # noqa: E402
+from detcli.data.build import input_size  # noqa: E402
+from detcli.export.graph import DecodedGraph  # noqa: E402
+from detcli.models import build_model  # noqa: E402
+from detcli.models.base import Detector  # noqa: E402
+from detcli.models.fuse import fuse_for_inference  # noqa: E402
+from detcli.postprocess import clip_boxes, image_limits  # noqa: E402
+from detcli.structures import Detections  # noqa: E402
+
+NUM_CLASSES = 80
+SCORE_THR = 0.05  # official get_bboxes
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def setup(preset_name: str, imgsz: int | None, repo: str | None, candidates: int):
+    """(detcli model, official model or None, images, score threshold, (h, w))."""
+    preset, _ = load_preset(preset_name, [f"model.num_classes={NUM_CLASSES}"])
+    w, h = input_size(preset, imgsz)
+    images = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(123))
+    ours = build_model(preset, NUM_CLASSES, pretrained=False)
+    official_cfg = (getattr(preset.model, "width", None), w)
+    ref = None
+    if preset.model.type == "nanodet_plus" and h == w and official_cfg in OFFICIAL_CONFIGS and (
+            repo or os.environ.get("NANODET_REPO")):
+        from nanodet_predict_latency import shift_class_bias_
+
+        ref, _ = build_official(import_official(repo), *official_cfg)
+        randomize_(ref)
+        calibrate_bn_(ref, w)
+        ref.eval()
+        shift_class_bias_(ref, images, candidates, NUM_CLASSES)
+        ours.load_official_state_dict({"state_dict": ref.state_dict()})
+        score_thr = SCORE_THR
+    else:
+        randomize_(ours)
+        with torch.inference_mode():
+            scores = ours.decode_scores(ours(images)).flatten()
+        score_thr = float(scores.topk(min(candidates + 1, scores.numel())).values[-1])
+    return ours.eval(), ref, images, score_thr, (h, w)
+
+
+def torchscript(graph: torch.nn.Module, images: torch.Tensor, optimize: bool) -> torch.jit.ScriptModule:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.freeze(torch.jit.trace(graph, (images,)).eval())
+        return torch.jit.optimize_for_inference(traced) if optimize else traced
+
+
+def onnx_session(graph: torch.nn.Module, images: torch.Tensor, threads: int):
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, (images,), buf, dynamo=False, opset_version=17, input_names=["images"],
+                          output_names=["boxes", "scores"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+def paths(ours: Detector, ref, images: torch.Tensor, score_thr: float, threads: int, size: tuple[int, int]):
+    """{name: (raw_fn, detections_fn)}; every fn returns what it computed."""
+    cfg = ours.postprocess_cfg.replace(score_thr=score_thr)
+    fused = fuse_for_inference(ours)
+    graph = DecodedGraph(fused, size).eval()
+    priors = graph.priors
+
+    def graph_detections(run: Callable[[], tuple]) -> Callable[[], list[Detections]]:
+        def detect():
+            boxes, scores = (torch.as_tensor(t) for t in run())
+            boxes = clip_boxes(boxes, image_limits([], images.shape, boxes))
+            return ours.postprocess(boxes, scores, priors, cfg)
+        return detect
+
+    out: dict[str, tuple[Callable, Callable]] = {}
+    if ref is not None:
+        def official_detections():
+            preds = ref(images)
+            cls, reg = preds.split([NUM_CLASSES, preds.shape[-1] - NUM_CLASSES], dim=-1)
+            return [Detections(d[:, :4], d[:, 4], lab) for d, lab in ref.head.get_bboxes(cls, reg, {"img": images})]
+        out["official eager"] = (lambda: ref(images), official_detections)
+    out["detcli eager"] = (lambda: ours(images), lambda: ours.predict(images, [], score_thr))
+    out["detcli optimised eager"] = (lambda: fused(images), lambda: fused.predict(images, [], score_thr))
+    for name, optimize in (("TorchScript frozen", False), ("TorchScript optimize_for_inference", True)):
+        ts = torchscript(graph, images, optimize)
+        out[name] = (lambda ts=ts: ts(images), graph_detections(lambda ts=ts: ts(images)))
+    session, feed = onnx_session(graph, images, threads), {"images": images.numpy()}
+    out["onnxruntime"] = (lambda: session.run(None, feed), graph_detections(lambda: session.run(None, feed)))
+    return out
+
+
+def time_all(fns: dict[str, Callable], runs: int, warmup: int) -> dict[str, float]:
+    """Median ms of each fn, the fns alternating."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                if i >= warmup:
+                    times[name].append(1000 * (time.perf_counter() - start))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def raw_difference(out, reference, ours: Detector, size: tuple[int, int]) -> float:
+    """Max |Δ| against detcli eager: of the head outputs (eager paths) or of the decoded boxes and scores."""
+    if hasattr(out, "cls_logits"):  # detcli HeadOutput
+        pairs = [(out.cls_logits, reference.cls_logits), (out.bbox_reg, reference.bbox_reg)]
+    elif isinstance(out, torch.Tensor):  # official (B, N, C + K)
+        pairs = [(out, torch.cat([reference.cls_logits, reference.bbox_reg], dim=-1))]
+    else:
+        decoded = ours.decode(reference, ours.priors(size))
+        pairs = list(zip((torch.as_tensor(t) for t in out), decoded))
+    return max(float((a - b).abs().max()) for a, b in pairs)
+
+
+def same_detections(a: list[Detections], b: list[Detections]) -> bool:
+    """Same count and labels, boxes within 1e-3 px + 1e-5 relative, scores within 1e-4."""
+    return all(len(x.scores) == len(y.scores) and torch.equal(x.labels.long(), y.labels.long())
+               and torch.allclose(x.boxes, y.boxes, atol=1e-3, rtol=1e-5)
+               and torch.allclose(x.scores, y.scores, atol=1e-4, rtol=0) for x, y in zip(a, b))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", action="append", help="preset(s) to time (default: nanodet-plus-m)")
+    parser.add_argument("--imgsz", type=int, default=None, help="input long side (default: the preset's)")
+    parser.add_argument("--repo", default=None, help="RangiLyu/nanodet checkout (default: $NANODET_REPO)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--candidates", type=int, default=1000, help="(prior, class) pairs above the score threshold")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import onnxruntime
+
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores), torch {torch.__version__}, "
+          f"onnxruntime {onnxruntime.__version__}; {args.threads} thread(s), batch 1, {args.runs} runs after "
+          f"{args.warmup} warmup, paths alternating, medians")
+    for preset_name in args.preset or ["nanodet-plus-m"]:
+        ours, ref, images, score_thr, size = setup(preset_name, args.imgsz, args.repo, args.candidates)
+        fns = paths(ours, ref, images, score_thr, args.threads, size)
+        with torch.inference_mode():
+            ref_raw, ref_dets = ours(images), ours.predict(images, [], score_thr)
+            checks = {k: (raw_difference(raw(), ref_raw, ours, size), same_detections(det(), ref_dets))
+                      for k, (raw, det) in fns.items()}
+            n_cand = int((ours.decode_scores(ref_raw) > score_thr).sum())
+        raw_ms = time_all({k: v[0] for k, v in fns.items()}, args.runs, args.warmup)
+        det_ms = time_all({k: v[1] for k, v in fns.items()}, args.runs, args.warmup)
+        print(f"\n{preset_name} @ {size[0]}×{size[1]}: {n_cand} (prior, class) pairs > {score_thr:.4g}, "
+              f"{len(ref_dets[0].scores)} detections")
+        base = [b for b in ("official eager", "detcli eager") if b in raw_ms]
+        ratio_names = "".join(f" {'×' + b.split()[0]:>9s}" for b in base)
+        head = f"{'path':35s} {'raw ms':>8s}{ratio_names}   {'detect ms':>9s}{ratio_names}   {'max|Δraw|':>9s}  same dets"
+        print(head + "\n" + "-" * len(head))
+        for k in fns:
+            cells = [f"{ms[k]:8.2f}" + "".join(f" {ms[k] / ms[b]:9.2f}" for b in base) for ms in (raw_ms, det_ms)]
+            diff, same = checks[k]
+            print(f"{k:35s} {cells[0]}   {' ' + cells[1]}   {diff:9.1e}  {'yes' if same else 'NO'}")
+        if ref is None and ours.__class__.__name__ == "NanoDetPlus":
+            print("(no official row: pass --repo or set NANODET_REPO)")
+    print("\n×official / ×detcli: latency ratio to the official eager / detcli eager path (< 1 = faster). Raw of "
+          "the TorchScript and onnxruntime rows includes the decode (forward + decode graph).")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

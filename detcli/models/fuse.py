@@ -1,0 +1,219 @@
+"""The fastest exact eager form of any detector, for inference only (``detcli predict`` / ``eval``).
+
+:func:`fuse_for_inference` returns a new model, the input model is left untouched:
+
+1. the modules only training runs are dropped (those outside :meth:`Detector.inference_state_dict`, e.g.
+   NanoDet-Plus' AGM);
+2. every BatchNorm whose input is the output of a conv and nothing else is folded into that conv
+   (``w' = w·γ/√(σ²+ε)``, ``b' = (b − μ)·γ/√(σ²+ε) + β``, per output channel, so depthwise and grouped convs
+   fold alike; a conv without bias gets one) and replaced by ``nn.Identity``. The pairs are found by running
+   the model once (see :func:`conv_bn_pairs`), not from module names, so any detector folds without code of
+   its own. GroupNorm (statistics of each input) and BatchNorm without running statistics cannot fold;
+3. on CPU the weights and the input are channels_last (NHWC): PyTorch's oneDNN kernels are faster in that
+   layout for the depthwise convs and max-pooling these detectors are made of (measured in
+   ``benchmarks/inference_latency.py``);
+4. :meth:`InferenceDetector.predict` runs under ``torch.inference_mode()``.
+
+Outputs equal the original model's to float rounding (``tests/test_fuse.py``: ≤ 1e-4). The result cannot
+train (``train()`` raises) and is never saved: checkpoints keep the original modules.
+
+``detcli predict`` / ``eval`` run it through :func:`detcli.app.common.inference_model` (``DETCLI_NO_FUSE=1``
+turns it off there).
+"""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from detcli.assigners.assignment import Assignment
+from detcli.errors import DetcliError
+from detcli.models.base import Detector, HeadOutput, Priors
+from detcli.structures import Detections, ImageMeta, Target
+
+PRIORS_KEPT = 8  # input sizes whose priors an InferenceDetector keeps
+
+
+def fuse_for_inference(model: Detector, channels_last: bool | None = None) -> InferenceDetector:
+    """A new inference-only detector equal to ``model`` in eval mode, BatchNorms folded (module docstring).
+
+    Args:
+        model: any detector (its mode and weights are not changed).
+        channels_last: NHWC weights and input; default: on CPU.
+    """
+    device = next(model.parameters()).device
+    if channels_last is None:
+        channels_last = device.type == "cpu"
+    side = max(32, max(model.strides))  # the smallest input every level of every family accepts
+    with torch.inference_mode(False):  # normal tensors (also when called in inference mode): autograd pairs them
+        fused = copy.deepcopy(_without_training_modules(model)).eval()
+        probe = torch.zeros(1, 3, side, side, device=device, dtype=next(model.parameters()).dtype)
+        fold_batchnorms_(fused, probe)
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    if channels_last:
+        fused.to(memory_format=torch.channels_last)
+    return InferenceDetector(fused, channels_last)
+
+
+def fold_batchnorms_(model: nn.Module, images: Tensor) -> int:
+    """Fold every BatchNorm of :func:`conv_bn_pairs` into its conv, in place (``model`` in eval mode);
+    the BatchNorm becomes ``nn.Identity``. Returns how many were folded."""
+    pairs = conv_bn_pairs(model, images)
+    for conv, bn in pairs:
+        dtype = conv.weight.dtype
+        weight, bias = fuse_conv_bn_weights(  # in float64: the folded weights round once
+            conv.weight.double(), None if conv.bias is None else conv.bias.double(), bn.running_mean.double(),
+            bn.running_var.double(), bn.eps, _double(bn.weight), _double(bn.bias),
+        )
+        conv.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
+        conv.bias = nn.Parameter(bias.to(dtype), requires_grad=False)
+    folded = {bn for _, bn in pairs}
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if child in folded:
+                setattr(parent, name, nn.Identity())
+    return len(pairs)
+
+
+def conv_bn_pairs(model: nn.Module, images: Tensor) -> list[tuple[_ConvNd, _BatchNorm]]:
+    """(conv, BatchNorm) pairs of ``model`` (eval mode) that fold exactly, found by one forward on ``images``.
+
+    A pair: the BatchNorm's input is the conv's output, untouched (no in-place op in between), and used by
+    nothing else that reaches the outputs (counted on the autograd graph); conv and BatchNorm each run once
+    per forward (a module shared by several levels is left alone); the BatchNorm uses running statistics.
+    Not seen: uses of the conv output outside autograd (a comparison, an index), which no detector here has.
+    """
+    produced_by: dict[torch.autograd.graph.Node, list[_ConvNd]] = {}
+    bn_inputs: dict[_BatchNorm, list[torch.autograd.graph.Node | None]] = {}
+    calls: Counter[nn.Module] = Counter()
+
+    def record(module: nn.Module, args: tuple, output: Tensor) -> None:
+        calls[module] += 1
+        if isinstance(module, _BatchNorm):
+            bn_inputs.setdefault(module, []).append(args[0].grad_fn if args else None)
+        else:
+            produced_by.setdefault(output.grad_fn, []).append(module)
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()
+             if isinstance(m, _BatchNorm) or (isinstance(m, _ConvNd) and not m.transposed)]
+    try:
+        with torch.inference_mode(False), torch.enable_grad():  # the autograd graph is the data flow
+            outputs = model(images.detach().clone().requires_grad_())
+    finally:
+        for h in hooks:
+            h.remove()
+    users = _users(outputs)
+    pairs = []
+    for bn, inputs in bn_inputs.items():
+        convs = produced_by.get(inputs[0], []) if inputs[0] is not None else []
+        if (len(inputs) == 1 and bn.track_running_stats and bn.running_mean is not None and not bn.training
+                and len(convs) == 1 and calls[convs[0]] == 1 and users[inputs[0]] == 1):
+            pairs.append((convs[0], bn))
+    return pairs
+
+
+def _users(outputs: object) -> Counter[torch.autograd.graph.Node]:
+    """How many autograd nodes reachable from ``outputs`` (tensors, possibly nested in tuples) take each
+    node's result as an input."""
+    roots = [t.grad_fn for t in _tensors(outputs) if t.grad_fn is not None]
+    users: Counter[torch.autograd.graph.Node] = Counter()
+    seen, stack = set(roots), list(roots)
+    while stack:
+        node = stack.pop()
+        for parent, _ in node.next_functions:
+            if parent is None:
+                continue
+            users[parent] += 1
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return users
+
+
+def _tensors(value: object) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _double(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.double()
+
+
+def _without_training_modules(model: Detector) -> Detector:
+    """``model`` itself, or a shallow copy whose children outside ``inference_state_dict`` (modules only
+    training runs) are None, so the deep copy that follows skips them."""
+    keep = model.inference_state_dict().keys()
+    unused = [name for name, child in model.named_children()
+              if child.state_dict() and not any(k.startswith(f"{name}.") for k in keep)]
+    if not unused:
+        return model
+    shallow = copy.copy(model)
+    shallow._modules = {k: (None if k in unused else v) for k, v in model._modules.items()}
+    return shallow
+
+
+class InferenceDetector(Detector):
+    """A detector prepared by :func:`fuse_for_inference`: the contract of the wrapped ``model``, inference only.
+
+    ``forward`` makes the input channels_last when the weights are; ``predict`` runs under inference mode.
+    """
+
+    def __init__(self, model: Detector, channels_last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+        self.strides, self.num_classes = model.strides, model.num_classes
+        self.postprocess_cfg, self.select_on_logits = model.postprocess_cfg, model.select_on_logits
+        self._priors: dict[tuple, Priors] = {}
+        self.eval()
+
+    def forward(self, images: Tensor) -> HeadOutput:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def priors(self, image_size: tuple[int, int], device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> Priors:
+        """The wrapped model's priors, kept for the last few (size, device, dtype): the sizes of a run repeat."""
+        key = (int(image_size[0]), int(image_size[1]), str(device), dtype)
+        if key not in self._priors:
+            if len(self._priors) >= PRIORS_KEPT:
+                self._priors.pop(next(iter(self._priors)))
+            with torch.inference_mode(False):  # normal tensors: usable in and outside inference mode
+                self._priors[key] = self.model.priors(image_size, device, dtype)
+        return self._priors[key]
+
+    def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
+        return self.model.decode_boxes(outputs, priors)
+
+    def encode_boxes(self, boxes: Tensor, priors: Priors) -> Tensor:
+        return self.model.encode_boxes(boxes, priors)
+
+    def decode_scores(self, outputs: HeadOutput) -> Tensor:
+        return self.model.decode_scores(outputs)
+
+    def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
+               metas: list[ImageMeta] | None = None) -> Assignment:
+        return self.model.assign(outputs, priors, targets, metas)
+
+    def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int) -> dict[str, Tensor]:
+        raise DetcliError("a model prepared for inference (BatchNorms folded) cannot train; train the original")
+
+    def train(self, mode: bool = True) -> InferenceDetector:
+        if mode:
+            raise DetcliError("a model prepared for inference (BatchNorms folded) cannot train; train the original")
+        return super().train(False)
+
+    def predict(self, images: Tensor, metas: list[ImageMeta], score_thr: float | None = None,
+                iou_thr: float | None = None, max_det: int | None = None) -> list[Detections]:
+        with torch.inference_mode():
+            return super().predict(images, metas, score_thr, iou_thr, max_det)
