@@ -179,3 +179,71 @@ def test_detection_check_matches_partners_and_tolerates_only_the_cut_off():
             torch.tensor([[1, 0]])]
     compare_detections(cut, near, report, max_det=2)
     assert report.detections[0]["match"]
+
+
+def detcli_checkpoint(folder: Path) -> Path:
+    """A detcli checkpoint of NanoDet-Plus-m on a tiny demo dataset (preset, classes, dataset inside)."""
+    from detcli.data.dataset_config import resolve_dataset
+    from detcli.data.demo import ensure_demo_dataset
+    from detcli.engine.checkpoint import FORMAT, save_checkpoint
+
+    data = resolve_dataset(ensure_demo_dataset(folder / "demo", num_train=2, num_val=2) / "demo.yaml")
+    names = ["circle", "square", "triangle", "star", "ring"]
+    preset, _ = load_preset("nanodet-plus-m")
+    torch.manual_seed(0)
+    model = build_model(preset, len(names), pretrained=False)
+    ckpt = {"format": FORMAT, "model": model.state_dict(), "ema": None, "preset": preset.model_dump(mode="json"),
+            "class_names": names, "cat_ids": [1, 2, 3, 4, 5], "dataset": {"config": data.model_dump(mode="json")}}
+    return save_checkpoint(folder / "best.pt", ckpt)
+
+
+def test_detcli_checkpoint_is_checked_on_its_own_val_images(tmp_path):
+    """A detcli checkpoint carries preset, classes and dataset: no --preset; the check runs on val images."""
+    out = export_command(ExportRequest(weights=detcli_checkpoint(tmp_path), imgsz=96, device="cpu"))
+    meta = json.loads(out.with_name(out.name + ".json").read_text())
+    assert meta["class_names"][0] == "circle" and meta["parity"]["input"].startswith("val images ")
+    assert meta["parity"]["passed"] and meta["input_shape"] == [1, 3, 96, 96]
+
+
+def test_cli_export_then_predict_and_eval_with_the_onnx_file(tmp_path):
+    weights = detcli_checkpoint(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "detcli", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return proc.stdout
+
+    assert "passed" in cli("export", "--weights", str(weights), "--imgsz", "96", "--device", "cpu", "--no-nms")
+    onnx_file = str(weights.with_suffix(".onnx"))
+    cli("predict", str(tmp_path / "demo" / "val"), "--weights", onnx_file, "--conf", "0.001", "--device", "cpu")
+    assert len(json.loads((tmp_path / "runs" / "predict" / "predict" / "predictions.json").read_text())) > 0
+    cli("eval", "--weights", onnx_file, "--device", "cpu", "--batch", "2")  # the dataset recorded at export
+    metrics = json.loads((tmp_path / "runs" / "eval" / "eval" / "metrics.json").read_text())
+    assert "AP50-95" in metrics["stats"]
+
+
+@pytest.mark.parametrize("nms", [True, False], ids=["end2end", "raw"])
+def test_onnx_model_predicts_like_the_pytorch_model(tmp_path, nms):
+    """``predict`` / ``eval --weights model.onnx``: same pre-processing; raw exports share decode + postprocess
+    with PyTorch, end-to-end ones carry theirs (compared on full-size images: the graph clips to the input)."""
+    from detcli.app.common import load_for_inference
+    from detcli.export.runtime import load_exported
+    from detcli.structures import ImageMeta
+
+    weights = official_checkpoint(presets_dir() / "retinanet-r18-fpn.yaml", tmp_path)
+    out = export_command(ExportRequest(weights=weights, preset="retinanet-r18-fpn", imgsz=128, nms=nms, device="cpu"))
+    onnx_model = load_exported(out, None, torch.device("cpu"))
+    torch_model = load_for_inference(weights, "retinanet-r18-fpn", [], torch.device("cpu"))
+    assert onnx_model.class_names == torch_model.class_names and tuple(onnx_model.preset.input.size) == (128, 77)
+    images = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(3))
+    shapes = [(96, 128), (96, 128)] if nms else [(96, 128), (70, 100)]
+    metas = [ImageMeta(i, f"{i}.jpg", s, s, np.eye(3).tolist()) for i, s in enumerate(shapes)]
+    got = onnx_model.model.predict(images, metas, 0.3, 0.5, 50)
+    ref = torch_model.model.predict(images, metas, 0.3, 0.5, 50)
+    for a, b in zip(got, ref):
+        assert len(a.scores) == len(b.scores) > 5
+        a, b = sorted(zip(a.labels.tolist(), a.scores.tolist())), sorted(zip(b.labels.tolist(), b.scores.tolist()))
+        assert [x[0] for x in a] == [x[0] for x in b]
+        np.testing.assert_allclose([x[1] for x in a], [x[1] for x in b], atol=1e-5)

@@ -7,6 +7,7 @@ from pathlib import Path
 from detcli.app.common import load_for_inference, model_summary, select_device
 from detcli.console import Reporter
 from detcli.errors import DetcliError
+from detcli.export.runtime import is_exported, load_exported
 from detcli.fileio import atomic_write_json
 
 
@@ -40,7 +41,11 @@ def eval_command(req: EvalRequest) -> dict:
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("eval", str(device))
-    loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
+    if is_exported(req.weights):  # an ONNX file from `detcli export`, run by onnxruntime
+        loaded = load_exported(req.weights, req.imgsz, device, reporter)
+        req.imgsz = None  # the exported input size is now the preset's
+    else:
+        loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
     preset = loaded.preset
     if req.files is not None:
         data_cfg = req.files
@@ -52,7 +57,8 @@ def eval_command(req: EvalRequest) -> dict:
     else:
         raise DetcliError(f"{loaded.weights} records no dataset; give --data")
     size = input_size(preset, req.imgsz)
-    model_summary(reporter, preset, loaded.model, size)
+    if not is_exported(req.weights):  # an ONNX graph has no PyTorch modules to count
+        model_summary(reporter, preset, loaded.model, size)
     dataset = build_dataset(preset, data_cfg.val, train=False, imgsz=req.imgsz)
     if dataset.class_names != loaded.class_names:
         raise DetcliError(

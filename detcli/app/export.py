@@ -92,6 +92,7 @@ def _export(req, loaded, model, size, images, source, out, reporter):
     meta = export_metadata(
         loaded.preset, model, loaded.class_names, size, req.format, req.nms, cfg, req.pre_nms_topk, priors,
         req.opset if req.format == "onnx" else None, req.dynamic, req.half, str(loaded.weights), names,
+        loaded.cat_ids, loaded.dataset, req.imgsz,
     )
     report = ParityReport(input=source, dtype=dtype, raw_max_abs_diff=float("nan"), raw_tolerance=RAW_TOLERANCE[dtype])
     sample = images[:1]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from detcli.app.common import load_for_inference, select_device
 from detcli.console import Reporter
+from detcli.export.runtime import is_exported, load_exported
 
 
 @dataclass
@@ -29,13 +30,23 @@ def predict_command(req: PredictRequest) -> Path:
     from detcli.data.build import build_transform, input_size
     from detcli.data.collate import collate
     from detcli.engine.run_dir import new_run_dir
-    from detcli.predict import VIDEO_EXTENSIONS, PredictionWriter, iter_sources, predict_batches, resolve_source
+    from detcli.predict import (
+        VIDEO_EXTENSIONS,
+        PredictionWriter,
+        iter_sources,
+        predict_batches,
+        resolve_source,
+    )
 
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("predict", str(device))
     paths = resolve_source(req.source)  # raises a clear error when nothing matches
-    loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
+    if is_exported(req.weights):  # an ONNX file from `detcli export`, run by onnxruntime
+        loaded = load_exported(req.weights, req.imgsz, device, reporter)
+        req.imgsz = None  # the exported input size is now the preset's
+    else:
+        loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
     preset = loaded.preset
     size = input_size(preset, req.imgsz)
     reporter.info(

@@ -71,7 +71,7 @@ def finish_onnx(data: bytes, metadata: dict[str, Any], simplify: bool) -> tuple[
     del model.metadata_props[:]
     for key, value in metadata.items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value, default=str)
     return model.SerializeToString(), simplified
 
 

@@ -63,6 +63,9 @@ def export_metadata(
     half: bool,
     weights: str,
     names: list[str],
+    cat_ids: list[int],
+    dataset: dict[str, Any] | None,
+    imgsz: int | None,
 ) -> dict[str, Any]:
     """The metadata dictionary (JSON-serialisable) written into the model and beside it."""
     h, w = image_size
@@ -75,6 +78,8 @@ def export_metadata(
         "weights": weights,
         "class_names": list(class_names),
         "num_classes": len(class_names),
+        "cat_ids": [int(c) for c in cat_ids],
+        "imgsz": imgsz,
         "input_name": "images",
         "input_shape": ["batch" if dynamic else 1, 3, h, w],
         "input_dtype": "float16" if half else "float32",
@@ -91,7 +96,10 @@ def export_metadata(
         "outputs": {k: v for k, v in output_layout(end_to_end, cfg.max_det, model, priors).items() if k in names},
         "opset": opset,
         "dynamic_batch": dynamic,
+        "preset_config": preset.model_dump(mode="json"),
     }
+    if dataset is not None:
+        meta["dataset"] = dataset
     if end_to_end:
         meta["postprocess"] = {
             "score_thr": cfg.score_thr, "iou_thr": cfg.iou_thr, "max_det": cfg.max_det, "nms": cfg.nms,
