@@ -26,6 +26,7 @@ app = typer.Typer(
             "detcli train -p nanodet-plus-m --data coco.yaml --batch 96",
             "detcli eval --weights runs/train/train/weights/best.pt",
             "detcli predict images/ --conf 0.35",
+            "detcli export --weights best.pt --format onnx",
         )
     ),
     no_args_is_help=True,
@@ -196,6 +197,47 @@ def predict(
         PredictRequest(
             source=source, weights=weights, preset=preset, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
             batch=batch, device=device, project=project, name=name, save=save, overrides=list(overrides),
+        )
+    )
+
+
+@app.command(
+    help=(
+        "Export a checkpoint to ONNX or TorchScript for deployment, with its metadata inside and in a JSON beside "
+        "it, then check the file against PyTorch (fails above tolerance).\n\n"
+        "End-to-end (default): normalised images in; decoding, score filter and NMS inside; fixed-size outputs "
+        "num_dets (B), boxes (B, max_det, 4), scores, labels (padding -1). --no-nms: the raw head outputs "
+        "(decoding described in the JSON).\n\n"
+        "Examples:\n\n"
+        + _examples(
+            "detcli export --weights runs/train/train/weights/best.pt",
+            "detcli export --weights best.pt --format torchscript --imgsz 416",
+            "detcli export --weights m_320.ckpt -p nanodet-plus-m --no-nms",
+        )
+    )
+)
+def export(
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Needed only for official checkpoints."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (default: the checkpoint's)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (11–20)."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch axis."),
+    half: bool = typer.Option(False, "--half", help="FP16 weights and input (needs a CUDA --device)."),
+    simplify: bool = typer.Option(False, "--simplify", help="Run onnxsim on the ONNX graph (if installed)."),
+    nms: bool = typer.Option(True, "--nms/--no-nms", help="Post-processing inside the graph, or raw head outputs."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File or folder (default: beside --weights)."),
+    device: Optional[str] = InferDeviceOpt,
+    overrides: list[str] = SetOpt,
+) -> None:
+    from detcli.app.common import latest_best
+    from detcli.app.export import ExportRequest, export_command
+
+    export_command(
+        ExportRequest(
+            weights=weights if weights is not None else latest_best(), format=format.lower(), preset=preset,
+            imgsz=imgsz, opset=opset, dynamic=dynamic, half=half, simplify=simplify, nms=nms, output=output,
+            device=device, overrides=list(overrides),
         )
     )
 

@@ -81,8 +81,8 @@ def inference_model(model: Detector, reporter: Reporter | None = None) -> Detect
     """
     from detcli.models.fuse import fuse_for_inference
 
-    if os.environ.get(NO_FUSE_ENV, "").strip() not in ("", "0"):
-        return model
+    if not isinstance(model, Detector) or os.environ.get(NO_FUSE_ENV, "").strip() not in ("", "0"):
+        return model  # an exported (onnxruntime) model is already optimised
     try:
         return fuse_for_inference(model)
     except Exception as e:  # an optimisation must not stop a run
@@ -193,6 +193,23 @@ def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tup
             "reference": preset.reference,
         },
     )
+
+
+def load_runnable(
+    weights: Path | None, preset_name: str | None, overrides: list[str], imgsz: int | None, device: torch.device,
+    reporter: Reporter,
+) -> tuple[LoadedModel, int | None]:
+    """What ``eval`` and ``predict`` run: a checkpoint (:func:`load_for_inference`) or an ONNX file from
+    ``detcli export`` (run by onnxruntime, its input size fixed), and the ``--imgsz`` to transform images to."""
+    from detcli.export.runtime import is_exported, load_exported
+
+    if weights is not None and is_exported(weights):
+        if preset_name is not None or overrides:
+            raise DetcliError(f"{weights} is an exported model: it carries its preset; drop --preset/--set")
+        reporter.info(f"weights {weights}")
+        return load_exported(weights, imgsz, device, reporter), None  # the exported size is its preset's
+    loaded = load_for_inference(weights, preset_name, overrides, device, reporter)
+    return loaded, inference_imgsz(imgsz, loaded, overrides)
 
 
 def inference_imgsz(imgsz: int | None, loaded: LoadedModel, overrides: list[str]) -> int | None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detcli.app.common import inference_imgsz, inference_model, load_for_inference, model_summary, select_device
+from detcli.app.common import inference_model, load_runnable, model_summary, select_device
 from detcli.console import Reporter
 from detcli.errors import DetcliError
+from detcli.models.base import Detector
 from detcli.fileio import atomic_write_json
 
 
@@ -40,7 +41,7 @@ def eval_command(req: EvalRequest) -> dict:
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("eval", str(device))
-    loaded = load_for_inference(req.weights, req.preset, req.overrides, device, reporter)
+    loaded, imgsz = load_runnable(req.weights, req.preset, req.overrides, req.imgsz, device, reporter)
     preset = loaded.preset
     if req.files is not None:
         data_cfg = req.files
@@ -51,9 +52,9 @@ def eval_command(req: EvalRequest) -> dict:
         reporter.info(f"evaluating on the dataset the checkpoint was trained on: {data_cfg.val.ann_file}")
     else:
         raise DetcliError(f"{loaded.weights} records no dataset; give --data")
-    imgsz = inference_imgsz(req.imgsz, loaded, req.overrides)
     size = input_size(preset, imgsz)
-    model_summary(reporter, preset, loaded.model, size)
+    if isinstance(loaded.model, Detector):  # an ONNX graph has no PyTorch modules to count
+        model_summary(reporter, preset, loaded.model, size)
     dataset = build_dataset(preset, data_cfg.val, train=False, imgsz=imgsz)
     for line in dataset.summary().problems():  # e.g. missing image files: fewer images are scored
         reporter.warn(f"val: {line}")

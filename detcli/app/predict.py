@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detcli.app.common import inference_imgsz, inference_model, load_for_inference, select_device
+from detcli.app.common import inference_model, load_runnable, select_device
 from detcli.console import Reporter
 
 
@@ -29,15 +29,20 @@ def predict_command(req: PredictRequest) -> Path:
     from detcli.data.build import build_transform, input_size
     from detcli.data.collate import collate
     from detcli.engine.run_dir import new_run_dir
-    from detcli.predict import VIDEO_EXTENSIONS, PredictionWriter, iter_sources, predict_batches, resolve_source
+    from detcli.predict import (
+        VIDEO_EXTENSIONS,
+        PredictionWriter,
+        iter_sources,
+        predict_batches,
+        resolve_source,
+    )
 
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("predict", str(device))
     paths = resolve_source(req.source)  # raises a clear error when nothing matches
-    loaded = load_for_inference(req.weights, req.preset, req.overrides, device, reporter)
+    loaded, imgsz = load_runnable(req.weights, req.preset, req.overrides, req.imgsz, device, reporter)
     preset = loaded.preset
-    imgsz = inference_imgsz(req.imgsz, loaded, req.overrides)
     size = input_size(preset, imgsz)
     reporter.info(
         f"preset {preset.name} · {len(loaded.class_names)} classes · input {size[0]}×{size[1]} "

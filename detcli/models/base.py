@@ -202,10 +202,16 @@ class Detector(nn.Module, ABC):
         the shared postprocess; ``score_thr`` / ``iou_thr`` / ``max_det`` override the preset's.
         """
         cfg = self.postprocess_cfg.replace(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
-        outputs = self(images)
-        priors = self.priors(tuple(images.shape[-2:]), images.device, outputs.cls_logits.dtype)
+        return self.detections(self(images), tuple(images.shape), metas, cfg)
+
+    def detections(
+        self, outputs: HeadOutput, batch_shape: tuple[int, ...], metas: list[ImageMeta], cfg: PostprocessConfig
+    ) -> list[Detections]:
+        """decode → clip → postprocess of head outputs of a (B, 3, H, W) batch (wherever they were computed,
+        e.g. by an exported raw model in onnxruntime)."""
+        priors = self.priors(tuple(batch_shape[-2:]), outputs.cls_logits.device, outputs.cls_logits.dtype)
         boxes = self.decode_boxes(outputs, priors)
-        boxes = clip_boxes(boxes, image_limits(metas, images.shape, boxes))
+        boxes = clip_boxes(boxes, image_limits(metas, batch_shape, boxes))
         scores = outputs.cls_logits if self.select_on_logits else self.decode_scores(outputs)
         return self.postprocess(boxes, scores, priors, cfg, scores_are_logits=self.select_on_logits)
 

@@ -1,0 +1,197 @@
+"""``detcli export``: a trained (or official) checkpoint → a deployable ONNX / TorchScript file + JSON, checked."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from detcli.app.common import load_for_inference, select_device
+from detcli.console import Reporter
+from detcli.errors import DetcliError
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+
+@dataclass
+class ExportRequest:
+    weights: Path | None
+    format: str = "onnx"
+    preset: str | None = None
+    imgsz: int | None = None
+    opset: int = 17
+    dynamic: bool = False
+    half: bool = False
+    simplify: bool = False
+    nms: bool = True
+    output: Path | None = None
+    device: str | None = None
+    pre_nms_topk: int = 1000
+    overrides: list[str] = field(default_factory=list)
+
+
+def export_command(req: ExportRequest) -> Path:
+    """Export, write ``<output>.json`` beside the model, run the parity check; returns the model path."""
+    from detcli.data.build import input_size
+    from detcli.export.formats import check_opset, require
+
+    if req.format not in FORMATS:
+        raise DetcliError(f"--format {req.format!r}: choose one of {', '.join(FORMATS)}")
+    if req.format == "onnx":
+        check_opset(req.opset)
+        require("onnx", "ONNX export")
+        require("onnxruntime", "the ONNX parity check")
+    if req.simplify and req.format != "onnx":
+        raise DetcliError("--simplify applies to ONNX only")
+    if req.weights is None or not Path(req.weights).is_file():
+        raise DetcliError(f"--weights {req.weights}: no such file (give a detcli checkpoint, or an official one "
+                          "with --preset)")
+    reporter = Reporter()
+    device = select_device(req.device)
+    if req.half and device.type != "cuda":
+        raise DetcliError("--half needs a CUDA device (PyTorch has no fp16 convolutions on CPU): add --device 0, "
+                          "or export fp32")
+    out = _output_path(req)
+    reporter.header("export", str(device))
+    loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
+    preset = loaded.preset
+    w, h = input_size(preset, req.imgsz)
+    div = preset.input.size_divisor
+    size = (-(-h // div) * div, -(-w // div) * div)  # the padded input the network sees
+    model = loaded.model.eval()
+    if req.half:
+        model.half()
+    reporter.info(f"weights {loaded.weights} · preset {preset.name} · {len(loaded.class_names)} classes · input "
+                  f"{size[1]}×{size[0]} (W×H) · {'end-to-end (NMS inside)' if req.nms else 'raw head outputs'}")
+    images, source = _parity_input(loaded, size, 2 if req.dynamic else 1, device, reporter)
+    if req.half:
+        images = images.half()
+    report = _export(req, loaded, model, size, images, source, out, reporter)
+    _print_report(reporter, report, out)
+    if not report.passed:
+        raise DetcliError(f"{out}: the exported model does not match PyTorch: " + "; ".join(report.problems[:3]))
+    return out
+
+
+def _export(req, loaded, model, size, images, source, out, reporter):
+    from detcli.export import formats
+    from detcli.export.graph import EndToEndGraph, RawGraph
+    from detcli.export.metadata import export_metadata, output_names
+    from detcli.export.parity import RAW_TOLERANCE, ParityReport, compare_detections, compare_raw
+    from detcli.fileio import atomic_write, atomic_write_json
+
+    priors = model.priors(size, images.device)
+    cfg = model.postprocess_cfg
+    raw_graph = RawGraph(model).eval()
+    with torch.no_grad():
+        raw_ref = list(raw_graph(images))
+    names = output_names(req.nms, model(images[:1]))
+    graph = EndToEndGraph(model, size, cfg, req.pre_nms_topk).eval() if req.nms else raw_graph
+    dtype = "float16" if req.half else "float32"
+    meta = export_metadata(
+        loaded.preset, model, loaded.class_names, size, req.format, req.nms, cfg, req.pre_nms_topk, priors,
+        req.opset if req.format == "onnx" else None, req.dynamic, req.half, str(loaded.weights), names,
+        loaded.cat_ids, loaded.dataset, req.imgsz,
+    )
+    report = ParityReport(input=source, dtype=dtype, raw_max_abs_diff=float("nan"), raw_tolerance=RAW_TOLERANCE[dtype])
+    sample = images[:1]
+    if req.format == "onnx":
+        data = formats.onnx_bytes(graph, sample, names, req.opset, req.dynamic)
+        data, meta["simplified"] = formats.finish_onnx(data, meta, req.simplify)
+        atomic_write(out, lambda f: f.write(data))
+        run = lambda x: formats.run_onnx(out, x)  # noqa: E731 - the file as written
+        if req.nms:  # raw outputs of the same weights through onnxruntime, in memory
+            raw_names = output_names(False, model(images[:1]))
+            raw_data = formats.onnx_bytes(raw_graph, sample, raw_names, req.opset, req.dynamic)
+            raw_run = lambda x: formats.run_onnx(raw_data, x)  # noqa: E731
+        else:
+            raw_run = run
+        batch = images if req.dynamic else sample
+    else:
+        module = formats.torchscript_module(graph, sample)
+        atomic_write(out, lambda f: torch.jit.save(module, f, _extra_files={"detcli.json": _json(meta)}))
+        loaded_module, _ = formats.load_torchscript(out)
+        loaded_module = loaded_module.to(images.device)
+        run = lambda x: list(loaded_module(x))  # noqa: E731 - the file as written
+        raw_module = formats.torchscript_module(raw_graph, sample) if req.nms else loaded_module
+        raw_run = lambda x: list(raw_module(x))  # noqa: E731
+        batch = sample
+    with torch.no_grad():
+        compare_raw([t[: batch.shape[0]] for t in raw_ref], raw_run(batch), report)
+        if req.nms:
+            compare_detections(list(graph(batch)), run(batch), report, cfg.max_det)
+    report.passed = not report.problems
+    meta["parity"] = report.as_dict()
+    atomic_write_json(out.with_name(out.name + ".json"), meta)
+    return report
+
+
+def _json(meta: dict) -> str:
+    import json
+
+    return json.dumps(meta, indent=1, default=str)
+
+
+def _output_path(req: ExportRequest) -> Path:
+    """``--output`` or ``<weights stem><suffix>`` beside the weights; the folder must exist and be writable."""
+    suffix = FORMATS[req.format]
+    out = Path(req.output) if req.output is not None else Path(req.weights).with_suffix(suffix)
+    if out.is_dir():
+        out = out / (Path(req.weights).stem + suffix)
+    folder = out.parent
+    if not folder.is_dir():
+        raise DetcliError(f"--output {out}: folder {folder} does not exist (create it first)")
+    try:  # a real write (os.access says yes to root on a read-only mount)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise DetcliError(f"--output {out}: folder {folder} is not writable ({e.strerror or e})") from None
+    if out.resolve() == Path(req.weights).resolve():
+        raise DetcliError(f"--output {out} would overwrite the checkpoint")
+    return out
+
+
+def _parity_input(loaded, size, batch: int, device: torch.device, reporter: Reporter) -> tuple[torch.Tensor, str]:
+    """Val images of the dataset the checkpoint records (transformed and padded like predict), else random."""
+    if loaded.dataset is not None:
+        try:
+            return _dataset_images(loaded, size, batch, device)
+        except Exception as e:  # files moved or unreadable: the check still runs, on random input
+            reporter.warn(f"parity check on random input: the checkpoint's val images are not readable ({e})")
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 3, *size, generator=gen).to(device), "random normal (seed 0)"
+
+
+def _dataset_images(loaded, size, batch: int, device: torch.device) -> tuple[torch.Tensor, str]:
+    from detcli.data.build import build_dataset
+    from detcli.data.dataset_config import DatasetConfig
+
+    cfg = DatasetConfig.model_validate(loaded.dataset["config"])
+    dataset = build_dataset(loaded.preset, cfg.val, train=False)
+    images = torch.zeros(batch, 3, *size)
+    files = []
+    for i in range(batch):
+        sample = dataset[i % len(dataset)]
+        img = torch.as_tensor(sample["img"])
+        h, w = min(img.shape[1], size[0]), min(img.shape[2], size[1])
+        images[i, :, :h, :w] = img[:, :h, :w]
+        files.append(Path(sample["meta"].file_name).name)
+    return images.to(device), f"val images {', '.join(files)}"
+
+
+def _print_report(reporter: Reporter, report, out: Path) -> None:
+    items = {
+        "input": report.input,
+        "raw outputs": f"max |Δ| {report.raw_max_abs_diff:.3g} (tolerance {report.raw_tolerance:g})",
+    }
+    if report.detections is not None:
+        same = sum(bool(r["match"]) for r in report.detections)
+        counts = ", ".join(f"{r['pytorch']}/{r['exported']}/{r['matched']}" for r in report.detections)
+        worst_box = max(r["max_box_diff"] for r in report.detections)
+        worst_score = max(r["max_score_diff"] for r in report.detections)
+        items["detections"] = (f"{same}/{len(report.detections)} images match (PyTorch/exported/matched: {counts}); "
+                               f"max |Δbox| {worst_box:.3g} px, max |Δscore| {worst_score:.3g}")
+    items["result"] = "passed" if report.passed else "FAILED: " + "; ".join(report.problems[:3])
+    reporter.key_values("parity check (PyTorch vs exported)", items)
+    reporter.info(f"exported {out} (+ {out.name}.json)")

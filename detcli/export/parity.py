@@ -1,0 +1,112 @@
+"""The check that runs after every export: the exported file against PyTorch on the same input."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+RAW_TOLERANCE = {"float32": 1e-4, "float16": 1e-2}  # max |Δ| of the raw head outputs
+BOX_TOLERANCE = {"float32": 1e-2, "float16": 1.0}  # input pixels
+SCORE_TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
+
+
+@dataclass
+class ParityReport:
+    """Numbers of the check (also written to the JSON beside the model).
+
+    Attributes:
+        input: what was fed ("random normal, seed 0" or the image used).
+        raw_max_abs_diff: max |PyTorch − exported| over the raw head outputs.
+        raw_tolerance: the limit for the dtype.
+        detections: per image (end-to-end mode): counts, labels equal, max |Δbox|, max |Δscore|; None in raw mode.
+        passed: everything within tolerance.
+    """
+
+    input: str
+    dtype: str
+    raw_max_abs_diff: float
+    raw_tolerance: float
+    detections: list[dict[str, Any]] | None = None
+    passed: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_raw(reference: list[Tensor], exported: list[np.ndarray | Tensor], report: ParityReport) -> None:
+    diff = 0.0
+    for ref, got in zip(reference, exported):
+        got = torch.as_tensor(np.asarray(got) if not isinstance(got, Tensor) else got.cpu())
+        if tuple(got.shape) != tuple(ref.shape):
+            report.problems.append(f"raw output shape {tuple(got.shape)} != PyTorch {tuple(ref.shape)}")
+            diff = float("inf")
+            continue
+        diff = max(diff, float((ref.detach().float().cpu() - got.float()).abs().max()) if ref.numel() else 0.0)
+    report.raw_max_abs_diff = diff
+    if diff > report.raw_tolerance:
+        report.problems.append(f"raw outputs differ by {diff:.3g} (> {report.raw_tolerance:g})")
+
+
+def compare_detections(
+    reference: list[Tensor], exported: list[np.ndarray | Tensor], report: ParityReport, max_det: int
+) -> None:
+    """End-to-end outputs (num_dets, boxes, scores, labels), per image: every detection of one side has a partner
+    on the other (same label, box and score within tolerance). A detection may go without a partner only when
+    float noise can explain it: another detection of its class (either side) has the same score within
+    tolerance but another box — a tie that NMS may resolve either way, with the suppressions that follow — or
+    its score is within tolerance of the ``max_det`` cut-off."""
+    ref = [t.detach().cpu() for t in reference]
+    got = [torch.as_tensor(np.asarray(t) if not isinstance(t, Tensor) else t.cpu()) for t in exported]
+    box_tol, score_tol = BOX_TOLERANCE[report.dtype], SCORE_TOLERANCE[report.dtype]
+    rows = []
+    for i in range(ref[0].shape[0]):
+        n_ref, n_got = int(ref[0][i]), int(got[0][i])
+        a = [t[i, :n_ref].float() if t.dtype.is_floating_point else t[i, :n_ref] for t in ref[1:]]
+        b = [t[i, :n_got].float() if t.dtype.is_floating_point else t[i, :n_got] for t in got[1:]]
+        box_d = (a[0][:, None] - b[0][None]).abs().amax(-1) if n_ref and n_got else torch.zeros(n_ref, n_got)
+        same_score = (a[2][:, None] == b[2][None]) & ((a[1][:, None] - b[1][None]).abs() <= score_tol)
+        matched, lone_ref, lone_got = _pair(same_score & (box_d <= box_tol), np.arange(n_ref), np.arange(n_got))
+        both = [torch.cat([x, y]) for x, y in zip(a, b)]  # every detection of the image, either side
+        cutoff = min(float(a[1].min()) if n_ref == max_det else -1.0, float(b[1].min()) if n_got == max_det else -1.0)
+        lone = [j for j in lone_ref] + [n_ref + j for j in lone_got]
+        unexplained = [j for j in lone if not (_has_tie(both, j, box_tol, score_tol) or
+                                               (cutoff >= 0 and float(both[1][j]) <= cutoff + score_tol))]
+        rows_i, cols_i = (np.array([p[k] for p in matched], dtype=int) for k in (0, 1))
+        row: dict[str, Any] = {
+            "image": i, "pytorch": n_ref, "exported": n_got, "matched": len(matched),
+            "unmatched_ties_or_cutoff": len(lone) - len(unexplained),
+            "max_box_diff": float(box_d[rows_i, cols_i].max()) if len(matched) else 0.0,
+            "max_score_diff": float((a[1][rows_i] - b[1][cols_i]).abs().max()) if len(matched) else 0.0,
+        }
+        row["match"] = not unexplained
+        if unexplained:
+            report.problems.append(f"image {i}: {len(unexplained)} detections without a partner (PyTorch "
+                                   f"{len(lone_ref)}, exported {len(lone_got)} unmatched)")
+        rows.append(row)
+    report.detections = rows
+
+
+def _has_tie(dets: list[Tensor], j: int, box_tol: float, score_tol: float) -> bool:
+    """Detection ``j`` has a same-class detection of (nearly) the same score and another box."""
+    boxes, scores, labels = dets
+    same = (labels == labels[j]) & ((scores - scores[j]).abs() <= score_tol)
+    return bool((same & ((boxes - boxes[j]).abs().amax(-1) > box_tol)).any())
+
+
+def _pair(ok: Tensor, rows: np.ndarray, cols: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """Largest one-to-one pairing of ``rows`` × ``cols`` where ``ok``; returns the pairs and the leftovers."""
+    from scipy.optimize import linear_sum_assignment
+
+    if len(rows) == 0 or len(cols) == 0:
+        return [], rows, cols
+    sub = ok.numpy()[np.ix_(rows, cols)]
+    r, c = linear_sum_assignment(sub, maximize=True)
+    keep = sub[r, c]
+    pairs = [(int(rows[x]), int(cols[y])) for x, y in zip(r[keep], c[keep])]
+    used_r = np.array([p[0] for p in pairs], dtype=int)
+    used_c = np.array([p[1] for p in pairs], dtype=int)
+    return pairs, np.setdiff1d(rows, used_r).astype(int), np.setdiff1d(cols, used_c).astype(int)
