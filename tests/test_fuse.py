@@ -133,15 +133,16 @@ def case(request):
     before = ({k: v.clone() for k, v in model.state_dict().items()},
               {n: p.requires_grad for n, p in model.named_parameters()})
     fused = fuse_for_inference(model)
+    still_training = model.training
     model.eval()
-    return model, fused, images, before
+    return model, fused, images, (*before, still_training)
 
 
 def test_the_original_model_is_left_alone(case):
-    model, fused, _, (state, grads) = case
+    model, fused, _, (state, grads, still_training) = case
     after = model.state_dict()
     assert after.keys() == state.keys() and all(torch.equal(after[k], v) for k, v in state.items())
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads and still_training
     assert batchnorms(model) and isinstance(fused, InferenceDetector) and fused.model is not model
 
 
