@@ -110,7 +110,7 @@ def _export(req, loaded, model, size, images, source, out, reporter):
         batch = images if req.dynamic else sample
     else:
         module = formats.torchscript_module(graph, sample)
-        atomic_write(out, lambda f: torch.jit.save(module, f, _extra_files={"detcli.json": _json(meta)}))
+        formats.save_torchscript(module, out, meta)
         loaded_module, _ = formats.load_torchscript(out)
         loaded_module = loaded_module.to(images.device)
         run = lambda x: list(loaded_module(x))  # noqa: E731 - the file as written
@@ -125,12 +125,6 @@ def _export(req, loaded, model, size, images, source, out, reporter):
     meta["parity"] = report.as_dict()
     atomic_write_json(out.with_name(out.name + ".json"), meta)
     return report
-
-
-def _json(meta: dict) -> str:
-    import json
-
-    return json.dumps(meta, indent=1, default=str)
 
 
 def _output_path(req: ExportRequest) -> Path:

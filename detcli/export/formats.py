@@ -90,7 +90,11 @@ def torchscript_module(graph: nn.Module, sample: Tensor) -> torch.jit.ScriptModu
 
 
 def save_torchscript(module: torch.jit.ScriptModule, path: Path, metadata: dict[str, Any]) -> None:
-    torch.jit.save(module, str(path), _extra_files={"detcli.json": json.dumps(metadata, indent=1)})
+    """Atomically, with ``metadata`` as the extra file ``detcli.json``."""
+    from detcli.fileio import atomic_write
+
+    extra = {"detcli.json": json.dumps(metadata, indent=1, default=str)}
+    atomic_write(path, lambda f: torch.jit.save(module, f, _extra_files=extra))
 
 
 def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:

@@ -18,7 +18,7 @@ def output_names(end_to_end: bool, head: HeadOutput) -> list[str]:
     return [name for name, t in zip(HeadOutput._fields, head) if t is not None]
 
 
-def output_layout(end_to_end: bool, max_det: int, model: Detector, priors: Priors) -> dict[str, str]:
+def output_layout(end_to_end: bool, max_det: int, priors: Priors) -> dict[str, str]:
     """One line per output: shape, dtype and meaning."""
     if end_to_end:
         d = max_det
@@ -34,18 +34,6 @@ def output_layout(end_to_end: bool, max_det: int, model: Detector, priors: Prior
         "bbox_reg": f"(B, {n}, K) float32: box regression in the family's coding (see box_coding)",
         "score_factor": f"(B, {n}, 1) float32, when present: score = sigmoid(cls_logit) · sigmoid(score_factor)",
     }
-
-
-def box_coding(preset: Preset, model: Detector) -> str:
-    match preset.model.type:
-        case "nanodet_plus":
-            r = getattr(model, "reg_max", 7)
-            return (f"GFL: K = 4·{r + 1} logits, sides l, t, r, b; per side softmax over bins 0..{r}, expectation × "
-                    "stride = distance; box = (x - l, y - t, x + r, y + b) at the prior point")
-        case "retinanet":
-            return ("DeltaXYWH (means 0, stds 1): K = 4 deltas dx, dy, dw, dh from the anchor box; dw, dh clamped to "
-                    "±4.135 before exp")
-    return preset.model.type
 
 
 def export_metadata(
@@ -93,7 +81,7 @@ def export_metadata(
         ),
         "strides": list(model.strides),
         "mode": "end2end" if end_to_end else "raw",
-        "outputs": {k: v for k, v in output_layout(end_to_end, cfg.max_det, model, priors).items() if k in names},
+        "outputs": {k: v for k, v in output_layout(end_to_end, cfg.max_det, priors).items() if k in names},
         "opset": opset,
         "dynamic_batch": dynamic,
         "preset_config": preset.model_dump(mode="json"),
@@ -117,7 +105,7 @@ def export_metadata(
         }
         if priors.boxes is not None:
             meta["priors"]["anchors_per_cell_xyxy_at_origin"] = _cell_anchors(priors)
-        meta["box_coding"] = box_coding(preset, model)
+        meta["box_coding"] = model.box_coding
     return meta
 
 

@@ -112,6 +112,7 @@ class Detector(nn.Module, ABC):
         strides: level strides in input pixels.
         num_classes: C.
         postprocess_cfg: the preset's test-time settings (score filter, top-k, NMS, max detections).
+        box_coding: how ``bbox_reg`` turns into boxes, in words (written into raw exports for their users).
         select_on_logits: True when scores are ``sigmoid(cls_logits)`` and the postprocess may filter the logits
             and take the sigmoid of the survivors only (RetinaNet; exact, the sigmoid is monotonic). False:
             :meth:`decode_scores` runs on every pair first (NanoDet-Plus as the official ``get_bboxes``).
@@ -124,6 +125,7 @@ class Detector(nn.Module, ABC):
     strides: tuple[int, ...]
     num_classes: int
     postprocess_cfg: PostprocessConfig
+    box_coding: str = ""
     select_on_logits: bool = False
 
     # How the family's reference reports a model's parameter count, so the model summary can label the

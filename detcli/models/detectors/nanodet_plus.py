@@ -134,6 +134,12 @@ class NanoDetPlus(Detector):
         points = point_priors(list(sizes), self.strides, offset=0.0, device=device, dtype=dtype)
         return Priors.on_grid(points, None, sizes, 1)
 
+    @property
+    def box_coding(self) -> str:
+        r = self.reg_max
+        return (f"GFL: K = 4·{r + 1} logits, sides l, t, r, b; per side softmax over bins 0..{r}, expectation × "
+                "stride = distance; box = (x - l, y - t, x + r, y + b) at the prior point")
+
     def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
         """(B, N, 4(R+1)) distance logits → (B, N, 4) ``xyxy``: softmax expectation × stride, not clipped."""
         return decode_gfl_boxes(outputs.bbox_reg, priors.points, self.reg_max)

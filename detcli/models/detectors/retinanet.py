@@ -62,6 +62,8 @@ class RetinaNet(Detector):
     param_count_convention = "all"  # mmdet tools/analysis_tools/get_flops.py: every parameter of the model
     param_count_source = "MMDetection"
     select_on_logits = True  # sigmoid scores: filter on the logits, sigmoid of the survivors only
+    box_coding = ("DeltaXYWH (means 0, stds 1): K = 4 deltas dx, dy, dw, dh from the anchor box (x1, y1, x2, y2): "
+                  "centre += size · (dx, dy), size ·= exp(dw, dh) with dw, dh clamped to ±4.135")
 
     def __init__(
         self,
@@ -261,7 +263,9 @@ def _flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:
     return out
 
 
-def build_retinanet(cfg: RetinaNetConfig, test: TestConfig, num_classes: int, backbone_weights: str | None) -> RetinaNet:
+def build_retinanet(
+    cfg: RetinaNetConfig, test: TestConfig, num_classes: int, backbone_weights: str | None
+) -> RetinaNet:
     """RetinaNet from a validated preset's ``model`` (``RetinaNetConfig``) and ``test`` sections.
 
     ``test.nms_pre=None`` keeps MMDetection's 1000 pairs per level, ``test.min_bbox_size=None`` its 0.
