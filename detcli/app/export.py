@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from detcli.app.common import load_for_inference, select_device
+from detcli.app.common import inference_imgsz, load_for_inference, select_device
 from detcli.console import Reporter
 from detcli.errors import DetcliError
 
@@ -55,6 +55,7 @@ def export_command(req: ExportRequest) -> Path:
     out = _output_path(req)
     reporter.header("export", str(device))
     loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
+    req.imgsz = inference_imgsz(req.imgsz, loaded, req.overrides)  # default: the size the checkpoint was trained at
     preset = loaded.preset
     w, h = input_size(preset, req.imgsz)
     div = preset.input.size_divisor
