@@ -221,7 +221,11 @@ def test_cli_export_then_predict_and_eval_with_the_onnx_file(tmp_path):
     assert len(json.loads((tmp_path / "runs" / "predict" / "predict" / "predictions.json").read_text())) > 0
     cli("eval", "--weights", onnx_file, "--device", "cpu", "--batch", "2")  # the dataset recorded at export
     metrics = json.loads((tmp_path / "runs" / "eval" / "eval" / "metrics.json").read_text())
-    assert "AP50-95" in metrics["stats"]
+    cli("eval", "--weights", str(weights), "--imgsz", "96", "--device", "cpu", "--batch", "2")
+    reference = json.loads((tmp_path / "runs" / "eval" / "eval2" / "metrics.json").read_text())
+    assert metrics["stats"].keys() == reference["stats"].keys() and "AP50-95" in metrics["stats"]
+    for key, value in reference["stats"].items():  # the same mAP as the checkpoint
+        assert metrics["stats"][key] == pytest.approx(value, abs=1e-3), key
 
 
 @pytest.mark.parametrize("nms", [True, False], ids=["end2end", "raw"])
