@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -26,16 +24,9 @@ from detcli.data.coco import CocoDetection
 from detcli.data.coco_json import escapes_image_dir
 from detcli.data.demo import ensure_demo_dataset
 from detcli.errors import DatasetError, PresetError
+from cli_subprocess import run_cli
 
 MARKUP_NAMES = ("[/bold]", "[red]x")  # a MarkupError and a silent colour change, if rich read them
-
-
-def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DETCLI_HOME": str(cwd / "home")}
-    return subprocess.run(
-        [sys.executable, "-m", "detcli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-        check=False,
-    )
 
 
 def assert_refused(out: subprocess.CompletedProcess, *expected: str) -> None:

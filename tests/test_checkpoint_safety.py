@@ -30,18 +30,10 @@ from detcli.data.demo import ensure_demo_dataset
 from detcli.engine import checkpoint as ckpt_mod
 from detcli.errors import DetcliError
 from detcli.models import build_model
+from cli_subprocess import run_cli
 
 REFUSED = "refused because it contains code"
 NOT_RUN = "nothing in it was run"
-
-
-def run_cli(*args: str, cwd: Path, timeout: int = 300):
-    import subprocess
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DETCLI_HOME": str(cwd / "home")}
-    return subprocess.run(
-        [sys.executable, "-m", "detcli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")

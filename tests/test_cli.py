@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_subprocess
 import pytest
 
 from detcli.data.demo import ensure_demo_dataset
@@ -14,10 +14,7 @@ from detcli.engine.checkpoint import load_checkpoint
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "DETCLI_HOME": str(cwd / "home"), **env_vars}
-    return subprocess.run(
-        [sys.executable, "-m", "detcli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return cli_subprocess.run_cli(*args, cwd=cwd, timeout=timeout, threads=2, **env_vars)
 
 
 @pytest.fixture(scope="module")
