@@ -130,6 +130,37 @@ class AnchorGenerator:
         return torch.cat(flags, dim=1)
 
 
+def overlap_candidates(generator: AnchorGenerator, featmap_sizes: Sequence[tuple[int, int]], boxes: Tensor) -> Tensor:
+    """(N,) bool: anchors that may overlap at least one of ``boxes``, a superset of those with IoU > 0.
+
+    Anchor (level l, cell (y, x), a) spans ``x·s + base_a`` with base anchors centred at ``center_offset · s``.
+    It can only overlap box ``g`` when its cell's x lies in ``((x1_g − max_a x2_a) / s, (x2_g − min_a x1_a) / s)``
+    (same for y), a rectangle of cells per box and level; the union of the rectangles (widened by one cell
+    against rounding) is the result. No (G, N) work: (G, H_l + W_l) per level, one (H_l, W_l) product.
+
+    Args:
+        generator: the anchors' generator.
+        featmap_sizes: (H_l, W_l) of each level.
+        boxes: (G, 4) ``xyxy``.
+    """
+    device = boxes.device
+    masks = []
+    for base, stride, (h, w) in zip(generator.base_anchors, generator.strides, featmap_sizes):
+        base = base.to(device=device, dtype=torch.float32)
+        b = boxes.float()
+        x_lo = torch.floor((b[:, 0] - base[:, 2].max()) / stride) - 1  # (G,)
+        x_hi = torch.ceil((b[:, 2] - base[:, 0].min()) / stride) + 1
+        y_lo = torch.floor((b[:, 1] - base[:, 3].max()) / stride) - 1
+        y_hi = torch.ceil((b[:, 3] - base[:, 1].min()) / stride) + 1
+        xs = torch.arange(w, device=device, dtype=torch.float32)
+        ys = torch.arange(h, device=device, dtype=torch.float32)
+        in_x = ((xs[None] >= x_lo[:, None]) & (xs[None] <= x_hi[:, None])).float()  # (G, W)
+        in_y = ((ys[None] >= y_lo[:, None]) & (ys[None] <= y_hi[:, None])).float()  # (G, H)
+        cells = (in_y.t() @ in_x) > 0  # (H, W): some box's rectangle covers the cell
+        masks.append(cells.reshape(-1, 1).expand(-1, generator.num_base_anchors).reshape(-1))
+    return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool, device=device)
+
+
 def padded_shape(img_shape: Sequence[int], size_divisor: int) -> tuple[int, int]:
     """(h, w) rounded up to a multiple of ``size_divisor``: an image's own ``pad_shape`` in MMDetection."""
     h, w = img_shape

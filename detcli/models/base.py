@@ -8,6 +8,10 @@ One pass through a detector, the same for every family::
     assignment = model.assign(outputs, priors, targets)  # Assignment: (B, N) matched GT / background / ignored
     detections = model.predict(images, metas)            # forward → decode → clip → shared postprocess
 
+Inspection (``detcli inspect-anchors``) uses the same pieces plus two: ``assignment_outputs`` (the predictions
+training's assigner looks at, None for anchor-IoU assigners) and ``prior_fit`` (can the priors represent a GT at
+all: the anchor-fit check).
+
 N runs over the priors level after level (fine → coarse), row-major inside a level (``y`` outer, ``x``
 inner), and for anchor families over the A anchors of a cell last (MMDetection's order: level, y, x, anchor).
 Row ``n`` of every (B, N, ·) tensor belongs to prior ``n``.
@@ -22,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.assigners.assignment import Assignment
+from detcli.assigners.prior_fit import PriorFit
 from detcli.errors import DetcliError
 from detcli.postprocess import PostprocessConfig, clip_boxes, image_limits, postprocess
 from detcli.structures import Detections, ImageMeta, Target
@@ -160,13 +165,13 @@ class Detector(nn.Module, ABC):
 
     @abstractmethod
     def assign(
-        self, outputs: HeadOutput, priors: Priors, targets: list[Target], metas: list[ImageMeta] | None = None
+        self, outputs: HeadOutput | None, priors: Priors, targets: list[Target], metas: list[ImageMeta] | None = None
     ) -> Assignment:
         """The family's label assignment of every prior of every image, (B, N) fields.
 
         Args:
             outputs: the predictions the assigner looks at (NanoDet-Plus trains on the AGM's; any head output
-                of the same input works for inspection). Anchor-IoU assigners ignore them.
+                of the same input works for inspection). Anchor-IoU assigners ignore them (None is fine there).
             priors: of the input size.
             targets: B ground truths in input pixels.
             metas: each image's ``img_shape`` (priors beyond an image's own padded area are ignored where the
@@ -176,6 +181,43 @@ class Detector(nn.Module, ABC):
     @abstractmethod
     def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int) -> dict[str, Tensor]:
         """Named scalar losses (already weighted); the engine sums them. ``epoch`` is 0-indexed."""
+
+    # ------------------------------------------------------------------ inspection
+    # What the assigner looks at, in words ("AGM predictions"); None: no predictions (anchor IoU), then
+    # :meth:`assignment_outputs` returns None and inspection never runs the network.
+    assignment_predictions: str | None = "the head's predictions"
+
+    def assignment_outputs(self, images: Tensor) -> HeadOutput | None:
+        """The predictions training's assignment looks at for a (B, 3, H, W) batch, in the model's current mode
+        (default: the inference head); None when :attr:`assignment_predictions` is None. Callers choose the grad
+        mode (inspection: no grad)."""
+        return None if self.assignment_predictions is None else self(images)
+
+    def prior_fit(self, priors: Priors, gt_boxes: Tensor, meta: ImageMeta | None = None) -> PriorFit:
+        """Can the priors of this input represent each GT at all, before assignment (the anchor-fit check)?
+
+        Args:
+            priors: of the input size.
+            gt_boxes: (G, 4) ``xyxy`` of one image in input pixels.
+            meta: the image's ``img_shape``, for families whose priors depend on it (RetinaNet's valid anchors).
+
+        Returns:
+            :class:`~detcli.assigners.prior_fit.PriorFit` by the family's own rule
+            (:func:`~detcli.assigners.prior_fit.anchor_fit` or :func:`~detcli.assigners.prior_fit.point_fit`).
+        """
+        raise NoPriors(f"{type(self).__name__} does not say how its priors fit boxes")
+
+    # The rule :meth:`prior_fit` applies, in words, for reports.
+    prior_fit_rule: str = ""
+
+    def fit_advice(self, missed_wh: Tensor, reasons: Tensor) -> str:
+        """Which preset field to change (as ``--set …``) so the priors reach the GTs that do not fit.
+
+        Args:
+            missed_wh: (M, 2) width and height in input pixels of the GTs that do not fit.
+            reasons: (M,) their :data:`~detcli.assigners.prior_fit.REASONS` codes.
+        """
+        return "no advice for this family"
 
     # ------------------------------------------------------------------ shared
     def decode(self, outputs: HeadOutput, priors: Priors) -> Decoded:
@@ -281,6 +323,10 @@ class Detector(nn.Module, ABC):
         if wrong:
             parts.append(f"{len(wrong)} shape mismatch(es), e.g. {shapes}")
         return f"the weights do not fit this {type(self).__name__} (another preset or size?): " + "; ".join(parts)
+
+
+class NoPriors(DetcliError):
+    """A detector without priors to show (inspection needs :meth:`Detector.priors` and :meth:`Detector.prior_fit`)."""
 
 
 def _shape(t: Tensor) -> str:

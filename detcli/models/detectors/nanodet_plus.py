@@ -15,6 +15,7 @@ from torch import Tensor
 
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.dsl import DynamicSoftLabelAssigner
+from detcli.assigners.prior_fit import BEYOND_REGRESSION_RANGE, SMALLER_THAN_STRIDE, PriorFit, point_fit
 from detcli.errors import DetcliError
 from detcli.geometry.priors import point_priors
 from detcli.losses.nanodet_plus_loss import (
@@ -110,6 +111,7 @@ class NanoDetPlus(Detector):
         self.aux_head = SimpleConvHead(num_classes, 2 * neck_channels, aux_channels, aux_stacked_convs,
                                        strides, reg_max, act="LeakyReLU")
 
+        self.agm_trained = True  # False after loading an official checkpoint without AGM weights
         self.backbone_init_message: str | None = None
         if backbone_weights is not None:
             path = None if backbone_weights == "imagenet" else backbone_weights
@@ -153,6 +155,48 @@ class NanoDetPlus(Detector):
     def decode_scores(self, outputs: HeadOutput) -> Tensor:
         """Sigmoid of every class logit, (B, N, C)."""
         return outputs.cls_logits.sigmoid()
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def assignment_predictions(self) -> str:
+        if self.agm_trained:
+            return "the AGM's predictions (aux_fpn + aux_head, as in training)"
+        return "the main head's predictions (the checkpoint has no AGM weights)"
+
+    def assignment_outputs(self, images: Tensor) -> HeadOutput:
+        """The AGM's predictions, which training assigns on (:meth:`loss`); the main head's when the loaded
+        official checkpoint had no AGM weights."""
+        feats = self.backbone(images)
+        fpn_feats = self.fpn(feats)
+        if not self.agm_trained:
+            return self._split(self.head(fpn_feats))
+        return self._split(self.agm_forward(feats, fpn_feats, detach=True))
+
+    @property
+    def prior_fit_rule(self) -> str:
+        return (f"a prior point strictly inside the box (the assigner's candidates) whose level reaches every side "
+                f"within reg_max · stride = {self.reg_max} strides (GFL's range)")
+
+    def prior_fit(self, priors: Priors, gt_boxes: Tensor, meta: ImageMeta | None = None) -> PriorFit:
+        """:func:`point_fit` with GFL's reach of ``reg_max`` strides per side."""
+        return point_fit(priors.points, gt_boxes.to(priors.points.device), self.reg_max * priors.points[:, 2])
+
+    def fit_advice(self, missed_wh: Tensor, reasons: Tensor) -> str:
+        """Boxes too small for the stride-8 grid → a larger input (``input.size``); boxes beyond GFL's range →
+        a larger ``reg_max`` (a new head shape: official weights no longer load)."""
+        if missed_wh.numel() == 0:
+            return "nothing to change"
+        small = reasons == SMALLER_THAN_STRIDE
+        far = reasons == BEYOND_REGRESSION_RANGE
+        if int(far.sum()) > int(small.sum()):
+            need = float(missed_wh[far].max()) / self.strides[-1]  # a side distance ≤ the box size
+            return (f"--set model.reg_max={max(self.reg_max + 1, int(need) + 1)} (missed GTs up to "
+                    f"{float(missed_wh[far].max()):.0f} px reach beyond {self.reg_max} × {self.strides[-1]} px; "
+                    "a new head shape)")
+        side = float(missed_wh.max(dim=1).values.median())
+        scale = self.strides[0] / max(side, 1.0)
+        return (f"a larger input: --imgsz or --set input.size=[w,h] about {scale:.1f}× the current one (missed GTs "
+                f"are about {side:.0f} px, under the {self.strides[0]} px stride of the finest level)")
 
     # ------------------------------------------------------------------ training graph
     def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
@@ -240,6 +284,7 @@ class NanoDetPlus(Detector):
         state = self.official_state_dict(checkpoint)
         has_agm = any(k.startswith(AUX_PREFIXES) for k in state)
         self.load_checked(state, required=self.state_dict() if has_agm else self.inference_state_dict())
+        self.agm_trained = has_agm
         return has_agm
 
 

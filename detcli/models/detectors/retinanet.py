@@ -18,8 +18,9 @@ from torch import Tensor
 
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.max_iou import MaxIoUAssigner
+from detcli.assigners.prior_fit import BELOW_IOU_THRESHOLD, PriorFit, anchor_fit
 from detcli.errors import DetcliError
-from detcli.geometry.anchors import AnchorGenerator, padded_shape
+from detcli.geometry.anchors import AnchorGenerator, overlap_candidates, padded_shape
 from detcli.geometry.delta_xywh import DeltaXYWHCoder
 from detcli.geometry.priors import point_priors
 from detcli.losses.focal import focal_loss, l1_loss
@@ -155,8 +156,54 @@ class RetinaNet(Detector):
         """Sigmoid of every (anchor, class) logit, (B, N, C)."""
         return outputs.cls_logits.float().sigmoid()
 
+    # ------------------------------------------------------------------ inspection
+    assignment_predictions = None  # MaxIoU looks at anchors and GTs only
+
+    @property
+    def prior_fit_rule(self) -> str:
+        return (f"an anchor with IoU ≥ {self.assigner.pos_iou_thr} (MaxIoU's positive threshold); the share of GTs "
+                "that have one is the best possible recall (BPR)")
+
+    def prior_fit(self, priors: Priors, gt_boxes: Tensor, meta: ImageMeta | None = None) -> PriorFit:
+        """:func:`anchor_fit` on the anchors of the image's own padded area (those :meth:`assign` uses)."""
+        anchors, boxes = priors.boxes, gt_boxes.to(priors.boxes.device)
+        used = overlap_candidates(self.anchor_generator, priors.level_sizes, boxes)  # the others have IoU 0
+        if meta is not None:
+            pad = padded_shape(meta.img_shape, self.size_divisor)
+            used &= self.anchor_generator.valid_flags(priors.level_sizes, [pad], anchors.device)[0]
+        return anchor_fit(anchors[used], boxes, self.assigner.pos_iou_thr)
+
+    def fit_advice(self, missed_wh: Tensor, reasons: Tensor) -> str:
+        """Smaller missed boxes → a smaller ``octave_base_scale`` (the smallest anchor is base scale × the
+        first stride); elongated ones → more ``ratios``; larger ones → a larger base scale; else a lower
+        ``pos_iou_thr``. A square box of side s reaches IoU 0.5 with a concentric anchor of side ≤ s·√2."""
+        gen = self.anchor_generator
+        if missed_wh.numel() == 0 or not bool((reasons == BELOW_IOU_THRESHOLD).any()):
+            return "nothing to change"
+        side = missed_wh.float().prod(dim=1).sqrt()
+        aspect = (missed_wh[:, 1] / missed_wh[:, 0].clamp(min=1e-6)).float()
+        smallest = float(gen.scales[0]) * gen.strides[0]
+        largest = float(gen.scales[-1]) * gen.strides[-1]
+        ratios = gen.ratios
+        elongated = (aspect > 1.5 * float(ratios.max())) | (aspect < float(ratios.min()) / 1.5)
+        typical = float(side.median())
+        if float((side < smallest).float().mean()) > 0.5:
+            base = max(1.0, round(float(gen.scales[0]) * typical * 2 ** 0.5 / smallest, 1))
+            return (f"--set model.anchor.octave_base_scale={base:g} (most missed GTs are about {typical:.0f} px, "
+                    f"under the smallest anchor, {smallest:.0f} px)")
+        if float(elongated.float().mean()) > 0.5:
+            wider = sorted({round(float(r), 2) for r in ratios} | {round(float(aspect.median()), 2)})
+            return (f"--set model.anchor.ratios=[{','.join(f'{r:g}' for r in wider)}] (most missed GTs have "
+                    f"aspect ratio h/w ≈ {float(aspect.median()):.2f}, beyond the anchors' ratios)")
+        if float((side > largest).float().mean()) > 0.5:
+            base = round(float(gen.scales[0]) * typical / (largest * 2 ** 0.5), 1)
+            return (f"--set model.anchor.octave_base_scale={base:g} (most missed GTs are about {typical:.0f} px, "
+                    f"over the largest anchor, {largest:.0f} px)")
+        return (f"--set model.assigner.pos_iou_thr={max(0.1, self.assigner.pos_iou_thr - 0.1):.1f} (missed GTs fall "
+                "between anchor scales and positions)")
+
     # ------------------------------------------------------------------ training
-    def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
+    def assign(self, outputs: HeadOutput | None, priors: Priors, targets: list[Target],
                metas: list[ImageMeta] | None = None) -> Assignment:
         """MaxIoU of each image on the anchors of its own padded area (``metas[i].img_shape`` rounded up to
         ``size_divisor``; MMDetection drops the others first, they come out ignored with quality 0)."""
@@ -167,14 +214,19 @@ class RetinaNet(Detector):
             valid = self.anchor_generator.valid_flags(priors.level_sizes, pad_shapes, device=device)  # (B, N)
         else:
             valid = torch.ones((b, n), dtype=torch.bool, device=device)
-        gt_inds = torch.full((b, n), -1, dtype=torch.long, device=device)
+        gt_inds = torch.where(valid, 0, -1)  # valid anchors that can overlap no GT: background, IoU 0
         labels = torch.full((b, n), -1, dtype=torch.long, device=device)
         quality = torch.zeros((b, n), dtype=torch.float32, device=device)
         for i, t in enumerate(targets):
-            res = self.assigner.assign(anchors[valid[i]], t.boxes.to(device), t.labels.to(device))
-            gt_inds[i, valid[i]] = res.gt_inds
-            labels[i, valid[i]] = res.labels
-            quality[i, valid[i]] = res.quality.float()
+            boxes = t.boxes.to(device)
+            # MaxIoU on the valid anchors that may overlap a GT: the others have IoU 0 with every GT, which makes
+            # them background and never a low-quality match (the > 0 guard), so the result is the same as on
+            # every valid anchor, with (G, M) instead of (G, N) IoUs
+            used = valid[i] & overlap_candidates(self.anchor_generator, priors.level_sizes, boxes)
+            res = self.assigner.assign(anchors[used], boxes, t.labels.to(device))
+            gt_inds[i, used] = res.gt_inds
+            labels[i, used] = res.labels
+            quality[i, used] = res.quality.float()
         return Assignment(gt_inds, labels, quality)
 
     def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int = 0) -> dict[str, Tensor]:

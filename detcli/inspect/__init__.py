@@ -1,0 +1,1 @@
+"""Inspection of label assignment: ``detcli inspect-anchors`` (statistics and pictures)."""
