@@ -185,6 +185,27 @@ def test_point_fit_reasons():
     assert fit.measure[1] == math.inf and fit.measure[3] > 1
 
 
+def test_nanodet_plus_advice_names_the_input_size_or_reg_max():
+    preset, _ = load_preset("nanodet-plus-m", ["model.num_classes=2"])
+    model = build_model(preset, None, pretrained=False)
+    thin = model.fit_advice(torch.tensor([[19.0, 5.0], [30.0, 5.0]]), torch.tensor([NO_PRIOR_INSIDE] * 2))
+    assert "--set input.size=[w,h] about 1.6x" in thin and "short side is about 5 px" in thin  # 8 / 5
+    far = model.fit_advice(torch.tensor([[900.0, 700.0]]), torch.tensor([BEYOND_REGRESSION_RANGE]))
+    assert "--set model.reg_max=15" in far  # 900 / 64 = 14.06 strides → 15
+
+
+def test_official_nanodet_checkpoint_without_agm_assigns_on_the_main_head():
+    """An official file without AGM weights: inspection says it uses the main head's predictions, and does."""
+    preset, _ = load_preset("nanodet-plus-m", ["model.num_classes=2"])
+    model = build_model(preset, None, pretrained=False).eval()
+    official = {"model." + k: v for k, v in model.inference_state_dict().items()}
+    assert model.load_official_state_dict({"state_dict": official}) is False
+    assert "main head" in model.assignment_predictions
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.assignment_outputs(images).cls_logits, model(images).cls_logits)
+
+
 # ---------------------------------------------------------------------------------------- hand-made: DSLA
 def test_dynamic_soft_label_assignment_on_fixed_predictions():
     """NanoDet-Plus' assigner on predictions made by hand: every prior predicts its GT's box shifted right by
