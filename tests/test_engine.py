@@ -86,6 +86,30 @@ def test_cosine_per_epoch_matches_hand_values_and_torch():
         torch_sched.step()
 
 
+def test_flat_then_cosine_per_iteration_as_rtmdet():
+    """RTMDet: LinearLR(1e-5, 1000 iters) × (flat until epoch 150, then CosineAnnealingLR(begin=150, end=300,
+    eta_min=5 % lr, convert_to_iter_based)). Here 10 epochs of 4 iterations, flat half, warmup 6 iterations:
+    hand values, and torch's CosineAnnealingLR(T_max=20 iterations) stepped every iteration from epoch 5 on."""
+    s = _sched(warmup=(6, 1e-5), kind="cosine", epochs=10, iters=4, base=0.004, eta_min=0.0002, flat_fraction=0.5,
+               per_iteration=True)
+    assert s.lr_at(0, 0) == pytest.approx(0.004 * 1e-5)
+    assert s.lr_at(0, 3) == pytest.approx(0.004 * (1 - 0.5 * (1 - 1e-5)))  # half way through the warmup
+    assert s.lr_at(1, 2) == pytest.approx(0.004) and s.lr_at(4, 3) == pytest.approx(0.004)  # flat
+    assert s.lr_at(7, 2) == pytest.approx(0.0002 + 0.0038 * (1 + math.cos(math.pi * 10 / 20)) / 2)  # 10 of 20 its
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.004)
+    torch_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=20, eta_min=0.0002)
+    for epoch in range(5, 10):
+        for it in range(4):
+            assert s.lr_at(epoch, it) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+            opt.step()
+            torch_sched.step()
+    # a checkpoint written before these fields existed resumes without a "schedule differs" warning
+    old = s.state_dict()
+    old["schedule"] = {k: v for k, v in old["schedule"].items() if k not in ("flat_fraction", "per_iteration")}
+    plain = _sched(warmup=(6, 1e-5), kind="cosine", epochs=10, iters=4, base=0.004, eta_min=0.0002)
+    assert plain.differences(old) == []
+
+
 def test_step_milestones_and_warmup_multiply():
     s = _sched(warmup=(500, 0.001), kind="step", epochs=12, iters=1000, base=0.01, milestones=[8, 11], gamma=0.1)
     assert s.lr_at(0, 0) == pytest.approx(0.01 * 0.001)  # mmdet LinearLR start_factor
@@ -94,6 +118,24 @@ def test_step_milestones_and_warmup_multiply():
     assert s.lr_at(8, 0) == pytest.approx(0.001)  # milestone 8: the 9th epoch is decayed
     assert s.lr_at(10, 5) == pytest.approx(0.001)
     assert s.lr_at(11, 0) == pytest.approx(0.0001)
+
+
+def test_ema_averages_a_shared_module_once():
+    """A conv shared by two levels (RTMDet's head) appears twice in the state dict; one update, one average."""
+    from detcli.engine.ema import ModelEMA
+
+    shared = nn.Conv2d(1, 1, 1, bias=False)
+    model = nn.ModuleDict({"a": shared, "b": nn.Sequential(shared), "c": nn.Conv2d(1, 1, 1, bias=False)})
+    assert len(model.state_dict()) == 3
+    ema = ModelEMA(model, decay=0.5, gamma=1e-9)  # d = 0.5·exp(−2e9) + 0.5 = 0.5: averaging twice would give 0.75
+    with torch.no_grad():
+        start = {k: v.clone() for k, v in ema.module.state_dict().items()}
+        shared.weight.add_(1.0)
+        model["c"].weight.add_(1.0)
+    d = ema.update(model)
+    assert d == 0.5
+    for key in ("a.weight", "b.0.weight", "c.weight"):
+        assert torch.allclose(ema.module.state_dict()[key], start[key] + d), key
 
 
 def test_schedule_step_keeps_relative_group_lr():

@@ -172,6 +172,12 @@ class WarmupConfig(Strict):
 class ScheduleConfig(Strict):
     type: Literal["cosine", "step"]
     eta_min: float = Field(0.0, ge=0, description="cosine: final lr")
+    flat_fraction: float = Field(
+        0.0, ge=0, lt=1, description="cosine: share of the epochs at the full lr before the decay starts "
+        "(RTMDet: 0.5, MMEngine CosineAnnealingLR begin=epochs/2)")
+    per_iteration: bool = Field(
+        False, description="cosine: update every iteration (MMEngine convert_to_iter_based) instead of once per "
+        "epoch (NanoDet)")
     milestones: list[int] = Field(default_factory=list, description="step: epochs where lr *= gamma")
     gamma: PositiveFloat = 0.1
 

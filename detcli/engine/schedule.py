@@ -11,7 +11,10 @@ The lr is a pure function of (epoch, iteration in epoch), so resuming only needs
   the same bound, "limit warmup to < 1/2 of training"). A short fine-tune under a preset's 500-iteration
   warmup would otherwise end inside it, never at its lr; :attr:`LRSchedule.warmup_capped` says when it applied.
 * Cosine (``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=epochs, eta_min)`` stepped once per epoch,
-  as in NanoDet): ``eta_min + (lr − eta_min)·(1 + cos(π·epoch/epochs))/2``.
+  as in NanoDet): ``eta_min + (lr − eta_min)·(1 + cos(π·epoch/epochs))/2``. With ``flat_fraction`` f the lr
+  stays at ``lr`` for the first f·epochs and the cosine runs over the rest (RTMDet: MMEngine
+  ``CosineAnnealingLR(begin=epochs/2, end=epochs, T_max=epochs/2)``); with ``per_iteration`` the position is
+  the fractional epoch ``epoch + it/iters_per_epoch`` (``convert_to_iter_based=True``).
 * Step (mmdet ``MultiStepLR(by_epoch=True)``): ``lr · gamma^k`` with k the number of milestones ≤ epoch
   (milestone 8 → the 9th epoch, index 8, is the first one with the decayed lr).
 
@@ -86,18 +89,22 @@ class LRSchedule:
             return 1.0
         return 1.0 - (1.0 - global_iter / steps) * (1.0 - self.warmup.ratio)
 
-    def epoch_lr(self, epoch: int) -> float:
-        """The lr of ``epoch`` without warmup."""
+    def epoch_lr(self, epoch: int, iter_in_epoch: int = 0) -> float:
+        """The lr of (``epoch``, ``iter_in_epoch``) without warmup (the iteration matters only for a cosine
+        with ``per_iteration``)."""
         cfg = self.schedule
         if cfg.type == "cosine":
-            return cfg.eta_min + (self.base_lr - cfg.eta_min) * (1.0 + math.cos(math.pi * epoch / self.epochs)) / 2.0
+            position = epoch + (iter_in_epoch / self.iters_per_epoch if cfg.per_iteration else 0.0)
+            flat = cfg.flat_fraction * self.epochs
+            progress = max(0.0, position - flat) / (self.epochs - flat)
+            return cfg.eta_min + (self.base_lr - cfg.eta_min) * (1.0 + math.cos(math.pi * progress)) / 2.0
         k = sum(1 for m in cfg.milestones if m <= epoch)
         return self.base_lr * cfg.gamma**k
 
     def lr_at(self, epoch: int, iter_in_epoch: int) -> float:
         """lr used for the optimizer step at (0-indexed) ``epoch``, ``iter_in_epoch``."""
         global_iter = epoch * self.iters_per_epoch + iter_in_epoch
-        return self.epoch_lr(epoch) * self.warmup_factor(global_iter)
+        return self.epoch_lr(epoch, iter_in_epoch) * self.warmup_factor(global_iter)
 
     def step(self, optimizer: Optimizer, epoch: int, it: int) -> float:
         """Set every group's lr for this step; returns the lr of a ``base_lr`` group."""
@@ -120,6 +127,12 @@ class LRSchedule:
     def differences(self, state: dict) -> list[str]:
         """Human-readable differences between a saved :meth:`state_dict` and this schedule (for resume)."""
         mine = self.state_dict()
+        state = dict(state)
+        for key, model in (("warmup", WarmupConfig), ("schedule", ScheduleConfig)):
+            try:  # fields added since the checkpoint was written take their defaults
+                state[key] = model.model_validate(state[key]).model_dump(mode="json")
+            except Exception:  # missing or not a config: reported as different below
+                pass
         return [f"{k}: {state.get(k)!r} → {mine[k]!r}" for k in mine if state.get(k) != mine[k]]
 
 
