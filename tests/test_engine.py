@@ -756,3 +756,20 @@ def test_ddp_two_cpu_processes(tmp_path, preset, monkeypatch):
 
     assert json.loads((run / "run.json").read_text())["world_size"] == 2
     assert len(ResultsCSV(run / "results.csv").read()[1]) == 1
+
+
+def test_validation_interval_and_every_epoch_at_the_end():
+    """val_interval 10 over 30 epochs, and every epoch in the last 5 (RTMDet's dynamic interval)."""
+    from types import SimpleNamespace
+
+    from detcli.config.schema import OptimizerConfig, TrainConfig
+    from detcli.engine.trainer import Trainer
+
+    def due(**kw) -> list[int]:
+        cfg = TrainConfig(epochs=30, batch=2, optimizer=OptimizerConfig(type="adamw", lr=0.001),
+                          schedule=ScheduleConfig(type="cosine"), **kw)
+        fake = SimpleNamespace(val_loader=object(), cfg=cfg)
+        return [e + 1 for e in range(30) if Trainer._validation_due(fake, e)]
+
+    assert due(val_interval=10) == [10, 20, 30]
+    assert due(val_interval=10, val_every_epoch_last=5) == [10, 20, 26, 27, 28, 29, 30]

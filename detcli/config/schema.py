@@ -199,6 +199,9 @@ class TrainConfig(Strict):
     grad_clip: PositiveFloat | None = None
     ema: EMAConfig | None = None
     val_interval: int = Field(1, ge=1)
+    val_every_epoch_last: int = Field(
+        0, ge=0, description="validate every epoch during the last N epochs (RTMDet: 20, MMEngine "
+        "dynamic_intervals=[(280, 1)] of 300)")
     amp: bool = Field(False, description="mixed precision on CUDA")
     sync_bn: bool = False
 

@@ -284,7 +284,8 @@ class Trainer:
     def _validation_due(self, epoch: int) -> bool:
         if self.val_loader is None:
             return False
-        return (epoch + 1) % self.cfg.val_interval == 0 or epoch + 1 == self.cfg.epochs
+        in_last = epoch >= self.cfg.epochs - self.cfg.val_every_epoch_last
+        return (epoch + 1) % self.cfg.val_interval == 0 or epoch + 1 == self.cfg.epochs or in_last
 
     def train_one_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
         """One pass over the training set; returns (mean of each loss over all processes, last lr)."""
