@@ -130,24 +130,34 @@ class AnchorGenerator:
         return torch.cat(flags, dim=1)
 
 
-def overlap_candidates(generator: AnchorGenerator, featmap_sizes: Sequence[tuple[int, int]], boxes: Tensor) -> Tensor:
-    """(N,) bool: anchors that may overlap at least one of ``boxes``, a superset of those with IoU > 0.
+def overlap_candidates(
+    generator: AnchorGenerator, featmap_sizes: Sequence[tuple[int, int]], boxes: Tensor,
+    pad_shape: Sequence[int] | None = None,
+) -> Tensor:
+    """Indices of the anchors that may overlap at least one of ``boxes`` (a superset of those with IoU > 0),
+    optionally only those valid for an image of padded shape ``pad_shape`` (as :meth:`AnchorGenerator.valid_flags`).
 
     Anchor (level l, cell (y, x), a) spans ``x·s + base_a`` with base anchors centred at ``center_offset · s``.
     It can only overlap box ``g`` when its cell's x lies in ``((x1_g − max_a x2_a) / s, (x2_g − min_a x1_a) / s)``
     (same for y), a rectangle of cells per box and level; the union of the rectangles (widened by one cell
-    against rounding) is the result. No (G, N) work: (G, H_l + W_l) per level, one (H_l, W_l) product.
+    against rounding) gives the cells, and every anchor of a cell is a candidate. The work is (G, H_l + W_l) and
+    (H_l, W_l) per level, never (G, N) or even (N,).
 
     Args:
         generator: the anchors' generator.
         featmap_sizes: (H_l, W_l) of each level.
         boxes: (G, 4) ``xyxy``.
+        pad_shape: (h, w) of the image's own padded area; None = every cell.
+
+    Returns:
+        (M,) int64 indices into the anchors of ``torch.cat(generator.grid_anchors(featmap_sizes))``, ascending.
     """
     device = boxes.device
-    masks = []
+    a = generator.num_base_anchors
+    out, offset = [], 0
+    b = boxes.float()
     for base, stride, (h, w) in zip(generator.base_anchors, generator.strides, featmap_sizes):
         base = base.to(device=device, dtype=torch.float32)
-        b = boxes.float()
         x_lo = torch.floor((b[:, 0] - base[:, 2].max()) / stride) - 1  # (G,)
         x_hi = torch.ceil((b[:, 2] - base[:, 0].min()) / stride) + 1
         y_lo = torch.floor((b[:, 1] - base[:, 3].max()) / stride) - 1
@@ -157,8 +167,13 @@ def overlap_candidates(generator: AnchorGenerator, featmap_sizes: Sequence[tuple
         in_x = ((xs[None] >= x_lo[:, None]) & (xs[None] <= x_hi[:, None])).float()  # (G, W)
         in_y = ((ys[None] >= y_lo[:, None]) & (ys[None] <= y_hi[:, None])).float()  # (G, H)
         cells = (in_y.t() @ in_x) > 0  # (H, W): some box's rectangle covers the cell
-        masks.append(cells.reshape(-1, 1).expand(-1, generator.num_base_anchors).reshape(-1))
-    return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool, device=device)
+        if pad_shape is not None:
+            cells[math.ceil(pad_shape[0] / stride):, :] = False
+            cells[:, math.ceil(pad_shape[1] / stride):] = False
+        cell_idx = torch.nonzero(cells.flatten()).flatten()
+        out.append(offset + (cell_idx[:, None] * a + torch.arange(a, device=device)).flatten())
+        offset += h * w * a
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=device)
 
 
 def padded_shape(img_shape: Sequence[int], size_divisor: int) -> tuple[int, int]:

@@ -167,10 +167,8 @@ class RetinaNet(Detector):
     def prior_fit(self, priors: Priors, gt_boxes: Tensor, meta: ImageMeta | None = None) -> PriorFit:
         """:func:`anchor_fit` on the anchors of the image's own padded area (those :meth:`assign` uses)."""
         anchors, boxes = priors.boxes, gt_boxes.to(priors.boxes.device)
-        used = overlap_candidates(self.anchor_generator, priors.level_sizes, boxes)  # the others have IoU 0
-        if meta is not None:
-            pad = padded_shape(meta.img_shape, self.size_divisor)
-            used &= self.anchor_generator.valid_flags(priors.level_sizes, [pad], anchors.device)[0]
+        pad = padded_shape(meta.img_shape, self.size_divisor) if meta is not None else None
+        used = overlap_candidates(self.anchor_generator, priors.level_sizes, boxes, pad)  # the others have IoU 0
         return anchor_fit(anchors[used], boxes, self.assigner.pos_iou_thr)
 
     def fit_advice(self, missed_wh: Tensor, reasons: Tensor) -> str:
@@ -222,7 +220,8 @@ class RetinaNet(Detector):
             # MaxIoU on the valid anchors that may overlap a GT: the others have IoU 0 with every GT, which makes
             # them background and never a low-quality match (the > 0 guard), so the result is the same as on
             # every valid anchor, with (G, M) instead of (G, N) IoUs
-            used = valid[i] & overlap_candidates(self.anchor_generator, priors.level_sizes, boxes)
+            pad = padded_shape(metas[i].img_shape, self.size_divisor) if metas else None
+            used = overlap_candidates(self.anchor_generator, priors.level_sizes, boxes, pad)
             res = self.assigner.assign(anchors[used], boxes, t.labels.to(device))
             gt_inds[i, used] = res.gt_inds
             labels[i, used] = res.labels
