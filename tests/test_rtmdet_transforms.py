@@ -18,11 +18,11 @@ from detcli.config.schema import InputConfig, RTMDetAugmentConfig
 from detcli.data.coco import CocoDetection
 from detcli.data.transforms.cache import ResultsCache
 from detcli.data.transforms.colorspace import hsv_gains, shift_hsv
-from detcli.data.transforms.common import transform_boxes
+from detcli.data.transforms.common import normalize, to_chw_tensor, transform_boxes
 from detcli.data.transforms.geometric import Pad, RandomCrop, RandomFlip, RandomResize, Resize, rescale_size
 from detcli.data.transforms.mixup import CachedMixUp
 from detcli.data.transforms.mosaic import CachedMosaic, tile_span
-from detcli.data.transforms.pipeline import Sample, clip_and_keep
+from detcli.data.transforms.pipeline import Sample, clip_and_keep, normalization_table, normalize_to_chw
 from detcli.data.transforms.rtmdet import rtmdet_test_pipeline, rtmdet_train_pipeline
 from detcli.errors import DatasetError
 
@@ -275,6 +275,14 @@ def test_shift_hsv_hand_checked():
 
 
 # ---------------------------------------------------------------------------------------------- whole pipelines
+@pytest.mark.parametrize("to_rgb", [False, True])
+def test_table_normalisation_equals_the_shared_normalize(to_rgb):
+    img = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    mean, std = (MEAN[::-1], STD[::-1]) if to_rgb else (MEAN, STD)
+    expected = to_chw_tensor(normalize(img[..., ::-1] if to_rgb else img, mean, std))
+    assert torch.equal(normalize_to_chw(img, normalization_table(mean, std), to_rgb), expected)
+
+
 def test_stage2_output_is_640_padded_with_114_before_normalisation():
     aug = RTMDetAugmentConfig.model_validate({**TINY, "switch": {"epochs_from_end": 20, "set": STAGE2}})
     pipe = rtmdet_train_pipeline(aug.switched(), INPUT)

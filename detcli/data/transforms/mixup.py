@@ -116,7 +116,8 @@ class CachedMixUp:
         patch = padded[y0:y0 + th, x0:x0 + tw]
         partner_boxes, _ = clip_and_keep(moved.boxes - np.array([x0, y0, x0, y0], dtype=np.float32), tw, th)
 
-        img = (0.5 * sample.img.astype(np.float32) + 0.5 * patch.astype(np.float32)).astype(np.uint8)
+        # uint8(0.5·a + 0.5·b) in float32 is exact before the truncation: it is floor((a + b) / 2)
+        img = ((sample.img.astype(np.uint16) + patch) >> 1).astype(np.uint8)
         boxes, keep = clip_and_keep(np.concatenate([sample.boxes, partner_boxes]), tw, th)
         labels = np.concatenate([sample.labels, partner.labels])
         return sample.with_(img=img, boxes=boxes[keep], labels=labels[keep])

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Sequence
 
+import cv2
 import numpy as np
 import torch
-
-from detcli.data.transforms.common import normalize, to_chw_tensor
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,26 @@ def scaling(sx: float, sy: float) -> np.ndarray:
     return np.diag([float(sx), float(sy), 1.0])
 
 
+def normalization_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(256, 3) float32: entry [v, c] = ``(float32(v) − mean[c]) / std[c]`` in float32, the value that
+    :func:`~detcli.data.transforms.common.normalize` gives a pixel v of channel c."""
+    values = np.arange(256, dtype=np.float32)[:, None]
+    return ((values - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)).astype(np.float32)
+
+
+def normalize_to_chw(img: np.ndarray, table: np.ndarray, to_rgb: bool = False) -> Tensor:
+    """(H, W, 3) uint8 BGR → (3, H, W) float32 tensor through a :func:`normalization_table` (one lookup per
+    pixel, written channel by channel: equal to ``to_chw_tensor(normalize(img, mean, std))``, ~8× faster).
+
+    ``to_rgb``: channel c of the output (and column c of ``table``) is the image's channel 2 − c.
+    """
+    planes = cv2.split(img)
+    out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
+    for c in range(3):
+        cv2.LUT(planes[2 - c if to_rgb else c], np.ascontiguousarray(table[:, c]), dst=out[c])
+    return torch.from_numpy(out)
+
+
 class Pipeline:
     """Steps applied in order, then per-channel normalisation: a transform of the dataset contract.
 
@@ -119,6 +139,7 @@ class Pipeline:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.to_rgb = to_rgb
+        self.table = normalization_table(self.mean, self.std)
 
     def run(self, sample: Sample, rng: np.random.Generator | None) -> Sample | None:
         """The steps alone: the sample before normalisation (uint8), or None when a step dropped it."""
@@ -157,9 +178,8 @@ class Pipeline:
         out = self.run(Sample.from_arrays(img, boxes, labels), rng)
         if out is None:
             return None
-        pixels = out.img[..., ::-1] if self.to_rgb else out.img
         return {
-            "img": to_chw_tensor(normalize(pixels, self.mean, self.std)),
+            "img": normalize_to_chw(out.img, self.table, self.to_rgb),
             "boxes": torch.from_numpy(np.ascontiguousarray(out.boxes, dtype=np.float32)),
             "labels": torch.from_numpy(np.ascontiguousarray(out.labels, dtype=np.int64)),
             "warp_matrix": out.matrix,
