@@ -115,7 +115,8 @@ def hflip_sample(sample: Sample) -> Sample:
     boxes = sample.boxes[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], dtype=np.float32)
     boxes += np.array([w, 0, w, 0], dtype=np.float32)
     flip = np.array([[-1.0, 0.0, w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    return sample.with_(img=sample.img[:, ::-1], boxes=boxes, matrix=flip @ sample.matrix)
+    # a contiguous copy, not a [:, ::-1] view: the steps after it run several times faster on it
+    return sample.with_(img=cv2.flip(sample.img, 1), boxes=boxes, matrix=flip @ sample.matrix)
 
 
 class RandomFlip:
@@ -132,7 +133,10 @@ class RandomFlip:
 
 
 def pad_image(img: np.ndarray, width: int, height: int, value: float) -> np.ndarray:
-    """(H, W, 3) → (max(H, height), max(W, width), 3), the image top-left, the rest ``value``."""
+    """(H, W, 3) → (max(H, height), max(W, width), 3), the image top-left, the rest ``value``
+    (``img`` itself when it is large enough already)."""
+    if img.shape[0] >= height and img.shape[1] >= width:
+        return img
     out = np.full((max(img.shape[0], height), max(img.shape[1], width), 3), value, dtype=img.dtype)
     out[: img.shape[0], : img.shape[1]] = img
     return out
@@ -146,8 +150,6 @@ class Pad:
         self.pad_val = float(pad_val)
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
-        if sample.width >= self.size[0] and sample.height >= self.size[1]:
-            return sample
         return sample.with_(img=pad_image(sample.img, self.size[0], self.size[1], self.pad_val))
 
     def __repr__(self) -> str:

@@ -27,6 +27,15 @@ from detcli.data.transforms.geometric import hflip_sample, pad_image
 from detcli.data.transforms.pipeline import Sample, clip_and_keep
 
 
+def mean_floor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``uint8(0.5·a + 0.5·b)`` of two uint8 images, as the official float32 blend then ``astype`` (exact
+    before the truncation, so it is floor((a + b) / 2)), computed as ``(a & b) + ((a ^ b) >> 1)`` in uint8."""
+    out = np.bitwise_xor(a, b)
+    np.right_shift(out, 1, out=out)
+    out += a & b
+    return out
+
+
 class CachedMixUp:
     """MixUp with a partner from the cache of samples seen at this point of the pipeline.
 
@@ -82,8 +91,10 @@ class CachedMixUp:
         """
         w, h = self.img_scale
         s = min(h / partner.height, w / partner.width)
-        fitted = cv2.resize(partner.img, (max(1, int(partner.width * s)), max(1, int(partner.height * s))),
-                            interpolation=cv2.INTER_LINEAR)
+        size = (max(1, int(partner.width * s)), max(1, int(partner.height * s)))
+        # a same-size bilinear resize is an exact copy: skipped (RTMDet's partners are already img_scale)
+        fitted = partner.img if size == (partner.width, partner.height) else cv2.resize(
+            partner.img, size, interpolation=cv2.INTER_LINEAR)
         canvas = pad_image(fitted, w, h, self.pad_val)[:h, :w]
         if jitter != 1.0:
             canvas = cv2.resize(canvas, (max(1, int(w * jitter)), max(1, int(h * jitter))),
@@ -116,8 +127,7 @@ class CachedMixUp:
         patch = padded[y0:y0 + th, x0:x0 + tw]
         partner_boxes, _ = clip_and_keep(moved.boxes - np.array([x0, y0, x0, y0], dtype=np.float32), tw, th)
 
-        # uint8(0.5·a + 0.5·b) in float32 is exact before the truncation: it is floor((a + b) / 2)
-        img = ((sample.img.astype(np.uint16) + patch) >> 1).astype(np.uint8)
+        img = mean_floor(sample.img, np.ascontiguousarray(patch))
         boxes, keep = clip_and_keep(np.concatenate([sample.boxes, partner_boxes]), tw, th)
         labels = np.concatenate([sample.labels, partner.labels])
         return sample.with_(img=img, boxes=boxes[keep], labels=labels[keep])
