@@ -389,6 +389,29 @@ def test_dataset_samples_repeat_with_the_per_sample_seed(tmp_path):
     assert not torch.equal(a[6][0], a[13][0])  # the next epoch draws other augmentations
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_batches_repeat_with_the_seed_caches_living_in_each_worker(tmp_path, workers):
+    from detcli.data.collate import collate
+    from detcli.data.loader import build_dataloader
+
+    ann, img_dir = _tiny_coco(tmp_path, [[[2, 2, 20, 20], [10, 5, 30, 30]]] * 8, size=(60, 44))
+
+    def run() -> list[torch.Tensor]:
+        ds = CocoDetection(ann, img_dir, rtmdet_train_pipeline(RTMDetAugmentConfig.model_validate(TINY), INPUT,
+                                                               imgsz=64), filter_empty=True)
+        loader = build_dataloader(ds, 2, workers, True, True, 5, False, collate)
+        torch.manual_seed(5)  # in-process loading draws the sample seeds from the global generator (the engine seeds it)
+        out = []
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            out += [b.images for b in loader]
+        return out
+
+    a, b = run(), run()
+    assert len(a) == 8 and all(x.shape == (2, 3, 64, 64) for x in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 def test_set_epoch_empties_the_caches(tmp_path):
     pipe = rtmdet_train_pipeline(RTMDetAugmentConfig(type="rtmdet"), INPUT, imgsz=64)
     rng = np.random.default_rng(0)
