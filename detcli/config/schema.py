@@ -376,6 +376,8 @@ class Preset(Strict):
             raise ValueError(f"augment.type {self.augment.type!r} does not fit model.type {self.model.type!r}")
         if self.model.type == "nanodet_plus" and self.input.keep_ratio:
             raise ValueError("NanoDet-Plus uses a stretch resize: input.keep_ratio must be false")
+        if self.augment.type == "rtmdet" and not self.input.keep_ratio:
+            raise ValueError("RTMDet resizes keeping the aspect ratio (then pads): input.keep_ratio must be true")
         if self.demo:
             try:
                 self.demo_train()  # validates the overrides now, not at the end of a run
