@@ -18,7 +18,9 @@ class ImageMeta:
         image_id: COCO image id.
         file_name: path of the image file (as read).
         ori_shape: (h, w) of the decoded original image.
-        img_shape: (h, w) of the transformed image *before* batch padding; pixels beyond it are padding.
+        img_shape: (h, w) of the transformed image *before* batch padding; pixels beyond it are padding. A
+            pipeline that pads each image itself (RTMDet's ``Pad`` to 640 with 114) reports the padded size,
+            as mmdet's ``img_shape``.
         warp_matrix: (3, 3) float64 homography taking original-image pixels to network-input pixels.
     """
 

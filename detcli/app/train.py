@@ -63,7 +63,7 @@ def build_parts(spec: BuildSpec, info) -> Any:
     preset, data = spec.preset, spec.data
     if data.train is None:
         raise DetcliError("the dataset has no train split (dataset YAML: add train.ann_file and train.img_dir)")
-    train_ds = build_dataset(preset, data.train, train=True, imgsz=spec.imgsz)
+    train_ds = build_dataset(preset, data.train, train=True, imgsz=spec.imgsz, epochs=spec.train_cfg.epochs)
     val_ds = build_dataset(preset, data.val, train=False, imgsz=spec.imgsz)
     for kind, ds in (("train", train_ds), ("val", val_ds)):
         summary = ds.summary()

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
+Pixels = Annotated[int, Field(ge=1)]
+PixelValue = Annotated[float, Field(ge=0, le=255)]
 
 
 class Strict(BaseModel):
@@ -121,7 +123,59 @@ class InputConfig(Strict):
         return self
 
 
-class NanoDetAugmentConfig(Strict):
+class AugmentSwitch(Strict):
+    """A second training stage of the augmentation, for any family (mmdet's ``PipelineSwitchHook``).
+
+    From its first epoch on, the training pipeline is the one of the augment section with ``set`` merged in
+    (nested sections merge key by key; ``null`` turns an optional step off). Give exactly one of
+    ``epochs_from_end`` (RTMDet: 20, the last 20 epochs of whatever length the run has) and ``epoch``.
+    """
+
+    epochs_from_end: int | None = Field(None, ge=1, description="stage 2 = the last N epochs of the run")
+    epoch: int | None = Field(None, ge=0, description="stage 2 from this 0-indexed epoch on")
+    set: dict[str, Any] = Field(default_factory=dict, description="augment fields that change in stage 2")
+
+    @model_validator(mode="after")
+    def _one_start(self) -> "AugmentSwitch":
+        if (self.epochs_from_end is None) == (self.epoch is None):
+            raise ValueError("give exactly one of epochs_from_end and epoch")
+        for key in ("type", "switch"):
+            if key in self.set:
+                raise ValueError(f"set.{key}: stage 2 keeps the augment type and cannot switch again")
+        return self
+
+    def start_epoch(self, epochs: int) -> int:
+        """0-indexed first epoch of stage 2 in a run of ``epochs`` epochs (0 when the run is shorter)."""
+        if self.epoch is not None:
+            return self.epoch
+        return max(0, epochs - int(self.epochs_from_end))
+
+
+class AugmentBase(Strict):
+    """What every family's augment section shares: the optional stage switch."""
+
+    switch: AugmentSwitch | None = Field(None, description="a second augmentation stage (e.g. RTMDet's last 20 epochs)")
+
+    @model_validator(mode="after")
+    def _switch_is_valid(self) -> "AugmentBase":
+        if self.switch is not None:
+            self.switched()  # a bad stage-2 field fails when the preset loads, not 280 epochs in
+        return self
+
+    def switched(self) -> "AugmentBase":
+        """The stage-2 section: this one with ``switch.set`` merged in and no switch of its own."""
+        if self.switch is None:
+            raise ValueError("this augment section has no switch")
+        base = self.model_dump()
+        base.pop("switch")
+        try:
+            return type(self).model_validate(_deep_merge(base, self.switch.set))
+        except ValidationError as e:
+            lines = "; ".join(f"switch.set.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+            raise ValueError(lines) from None
+
+
+class NanoDetAugmentConfig(AugmentBase):
     """NanoDet's ShapeTransform + colour jitter (nanodet/data/transform)."""
 
     type: Literal["nanodet"]
@@ -137,14 +191,106 @@ class NanoDetAugmentConfig(Strict):
     saturation: tuple[float, float] = (0.5, 1.2)
 
 
-class ResizeFlipAugmentConfig(Strict):
+class ResizeFlipAugmentConfig(AugmentBase):
     """MMDetection's Resize(keep_ratio) + RandomFlip."""
 
     type: Literal["resize_flip"]
     flip: Probability = 0.5
 
 
-AugmentConfig = Annotated[Union[NanoDetAugmentConfig, ResizeFlipAugmentConfig], Field(discriminator="type")]
+def _ordered(pair: tuple[float, float], name: str) -> None:
+    if pair[0] > pair[1]:
+        raise ValueError(f"{name} {tuple(pair)}: the first value must not exceed the second")
+
+
+class CachedMosaicConfig(Strict):
+    """mmdet ``CachedMosaic``: 4 images from the worker's cache of loaded samples on a 2·img_scale canvas."""
+
+    img_scale: tuple[Pixels, Pixels] = Field((640, 640), description="(w, h) of one tile; the canvas is twice that")
+    center_ratio_range: tuple[PositiveFloat, PositiveFloat] = (0.5, 1.5)
+    pad_val: PixelValue = 114.0
+    prob: Probability = 1.0
+    max_cached_images: int = Field(40, ge=4, description="cache size (mmdet requires at least 4)")
+    random_pop: bool = Field(True, description="full cache: drop a random entry (False: the oldest, FIFO)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "CachedMosaicConfig":
+        _ordered(self.center_ratio_range, "center_ratio_range")
+        return self
+
+
+class RandomResizeConfig(Strict):
+    """mmcv ``RandomResize``: target scale·r with r ~ U(ratio_range), keep-ratio fit (longer side)."""
+
+    scale: tuple[Pixels, Pixels] = Field((1280, 1280), description="(w, h) before the ratio")
+    ratio_range: tuple[PositiveFloat, PositiveFloat] = Field((0.1, 2.0), description="tiny/s: (0.5, 2.0)")
+    keep_ratio: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "RandomResizeConfig":
+        _ordered(self.ratio_range, "ratio_range")
+        return self
+
+
+class RandomCropConfig(Strict):
+    """mmdet ``RandomCrop(crop_type='absolute')``."""
+
+    crop_size: tuple[Pixels, Pixels] = Field((640, 640), description="(w, h); smaller images are not padded here")
+    allow_negative_crop: bool = Field(False, description="False: a crop without any box drops the sample")
+
+
+class YOLOXHSVConfig(Strict):
+    """mmdet ``YOLOXHSVRandomAug``: additive OpenCV-HSV gains in ±delta, each kept with p = 0.5."""
+
+    hue_delta: int = Field(5, ge=0, le=180)
+    saturation_delta: int = Field(30, ge=0, le=255)
+    value_delta: int = Field(30, ge=0, le=255)
+
+
+class PadConfig(Strict):
+    """mmdet ``Pad(size)`` bottom/right, before normalisation."""
+
+    size: tuple[Pixels, Pixels] = Field((640, 640), description="(w, h)")
+    pad_val: PixelValue = 114.0
+
+
+class CachedMixUpConfig(Strict):
+    """mmdet ``CachedMixUp``: a cached partner letterboxed, flipped, cropped/padded, blended 0.5/0.5."""
+
+    img_scale: tuple[Pixels, Pixels] = Field((640, 640), description="(w, h) of the partner's letterbox")
+    ratio_range: tuple[PositiveFloat, PositiveFloat] = Field((1.0, 1.0), description="scale jitter of the partner")
+    flip_ratio: Probability = 0.5
+    pad_val: PixelValue = 114.0
+    max_iters: int = Field(15, ge=1, description="tries to draw a partner with boxes")
+    max_cached_images: int = Field(20, ge=2, description="cache size (mmdet requires at least 2)")
+    random_pop: bool = True
+    prob: Probability = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> "CachedMixUpConfig":
+        _ordered(self.ratio_range, "ratio_range")
+        return self
+
+
+class RTMDetAugmentConfig(AugmentBase):
+    """RTMDet's training pipeline (mmdet configs/rtmdet, stage 1): CachedMosaic → RandomResize → RandomCrop →
+    YOLOXHSVRandomAug → RandomFlip → Pad → CachedMixUp. Defaults are the m/l/x values; ``null`` turns
+    ``mosaic``, ``hsv`` or ``mixup`` off (stage 2 sets ``mosaic: null, mixup: null, resize.scale: [640, 640]``).
+    Pixel sizes scale with ``--imgsz`` (relative to ``input.size``)."""
+
+    type: Literal["rtmdet"]
+    mosaic: CachedMosaicConfig | None = Field(default_factory=CachedMosaicConfig)
+    resize: RandomResizeConfig = Field(default_factory=RandomResizeConfig)
+    crop: RandomCropConfig = Field(default_factory=RandomCropConfig)
+    hsv: YOLOXHSVConfig | None = Field(default_factory=YOLOXHSVConfig)
+    flip: Probability = 0.5
+    pad: PadConfig = Field(default_factory=PadConfig)
+    mixup: CachedMixUpConfig | None = Field(default_factory=CachedMixUpConfig)
+
+
+AugmentConfig = Annotated[
+    Union[NanoDetAugmentConfig, ResizeFlipAugmentConfig, RTMDetAugmentConfig], Field(discriminator="type")
+]
 
 
 class DataConfig(Strict):
@@ -234,11 +380,13 @@ class Preset(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Preset":
-        pairs = {"nanodet_plus": "nanodet", "retinanet": "resize_flip"}
+        pairs = {"nanodet_plus": "nanodet", "retinanet": "resize_flip", "rtmdet": "rtmdet"}
         if pairs[self.model.type] != self.augment.type:
             raise ValueError(f"augment.type {self.augment.type!r} does not fit model.type {self.model.type!r}")
         if self.model.type == "nanodet_plus" and self.input.keep_ratio:
             raise ValueError("NanoDet-Plus uses a stretch resize: input.keep_ratio must be false")
+        if self.augment.type == "rtmdet" and not self.input.keep_ratio:
+            raise ValueError("RTMDet resizes keeping the aspect ratio (then pads): input.keep_ratio must be true")
         if self.demo:
             try:
                 self.demo_train()  # validates the overrides now, not at the end of a run

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detcli.config.schema import NanoDetAugmentConfig, Preset, ResizeFlipAugmentConfig
+from detcli.config.schema import (
+    AugmentBase, NanoDetAugmentConfig, Preset, ResizeFlipAugmentConfig, RTMDetAugmentConfig,
+)
 from detcli.data.dataset_config import Split
 
 
@@ -22,11 +24,28 @@ def input_size(preset: Preset, imgsz: int | None = None) -> tuple[int, int]:
     return (imgsz, short) if w >= h else (short, imgsz)
 
 
-def build_transform(preset: Preset, train: bool, imgsz: int | None = None):
-    """The callable ``(img_bgr, boxes, labels, rng) -> sample dict`` of a preset's family."""
+def build_transform(preset: Preset, train: bool, imgsz: int | None = None, epochs: int | None = None):
+    """The callable ``(img_bgr, boxes, labels, rng) -> sample dict`` of a preset's family.
+
+    ``epochs``: length of the training run. When given (training) and the augment section has a ``switch``,
+    the result is an :class:`~detcli.data.transforms.stages.EpochStages` that serves stage 2 from
+    ``switch.start_epoch(epochs)`` on; otherwise the stage-1 transform alone.
+    """
+    aug = preset.augment
+    if train and epochs is not None and aug.switch is not None:
+        from detcli.data.transforms.stages import EpochStages
+
+        return EpochStages([
+            (0, _family_transform(preset, aug, train, imgsz)),
+            (aug.switch.start_epoch(epochs), _family_transform(preset, aug.switched(), train, imgsz)),
+        ])
+    return _family_transform(preset, aug, train, imgsz)
+
+
+def _family_transform(preset: Preset, augment: AugmentBase, train: bool, imgsz: int | None):
     size = input_size(preset, imgsz)
     inp = preset.input
-    match preset.augment:
+    match augment:
         case NanoDetAugmentConfig() as aug:
             from detcli.data.transforms.nanodet import NanoDetTransform
 
@@ -43,17 +62,24 @@ def build_transform(preset: Preset, train: bool, imgsz: int | None = None):
                 scale=size, mean=inp.mean, std=inp.std, to_rgb=inp.channel_order == "rgb",
                 flip=aug.flip, train=train,
             )
-    raise AssertionError(preset.augment)  # pragma: no cover - the union is exhaustive
+        case RTMDetAugmentConfig() as aug:
+            from detcli.data.transforms.rtmdet import rtmdet_test_pipeline, rtmdet_train_pipeline
+
+            return rtmdet_train_pipeline(aug, inp, imgsz) if train else rtmdet_test_pipeline(aug, size, inp)
+    raise AssertionError(augment)  # pragma: no cover - the union is exhaustive
 
 
-def build_dataset(preset: Preset, split: Split, train: bool, imgsz: int | None = None):
-    """A :class:`~detcli.data.coco.CocoDetection` for one split with the preset's pipeline."""
+def build_dataset(preset: Preset, split: Split, train: bool, imgsz: int | None = None, epochs: int | None = None):
+    """A :class:`~detcli.data.coco.CocoDetection` for one split with the preset's pipeline.
+
+    ``epochs``: the training run's length, for an ``augment.switch`` (see :func:`build_transform`).
+    """
     from detcli.data.coco import CocoDetection
 
     return CocoDetection(
         ann_file=Path(split.ann_file),
         img_dir=Path(split.img_dir),
-        transform=build_transform(preset, train=train, imgsz=imgsz),
+        transform=build_transform(preset, train=train, imgsz=imgsz, epochs=epochs),
         filter_empty=preset.data.filter_empty if train else False,
         min_size=preset.data.min_size if train else 0,
         skip_corrupt=train,  # eval must score every image under its own id: a corrupt val image is an error

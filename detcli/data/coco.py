@@ -30,6 +30,7 @@ from detcli.errors import DatasetError
 from detcli.structures import ImageMeta
 
 _EXAMPLES = 5  # how many offending names/ids a summary lists
+MAX_REFETCH = 1000  # samples a transform may drop in a row before it is an error (mmengine's max_refetch)
 
 
 class DatasetWarning(UserWarning):
@@ -44,7 +45,10 @@ class CocoDetection(Dataset):
         img_dir: folder the images' ``file_name`` are relative to.
         transform: ``(img_bgr uint8 (H,W,3), boxes (G,4) float32, labels (G,) int64, rng) -> dict``
             with ``img``, ``boxes``, ``labels``, ``warp_matrix``, ``img_shape`` (e.g. ``NanoDetTransform``);
-            None → the raw image as float32 0..255 BGR with an identity warp.
+            None → the raw image as float32 0..255 BGR with an identity warp. A transform may return None
+            to drop the sample (RTMDet's RandomCrop left without a box): another index is then drawn from
+            the sample's generator and loaded instead (mmengine's refetch). A transform with ``set_epoch``
+            hears of every new training epoch through :meth:`set_epoch` (stage switches, caches).
         filter_empty: drop images without any training target (NanoDet keeps them, mmdet drops them).
         min_size: drop images whose min(width, height) is below this (mmdet's ``filter_cfg.min_size``).
         skip_corrupt: replace an unreadable image by the next readable one (training); False raises
@@ -259,8 +263,26 @@ class CocoDetection(Dataset):
         self._draws += 1
         return np.random.default_rng([seed, idx])
 
+    def set_epoch(self, epoch: int) -> bool:
+        """Tell the transform a training epoch starts (0-indexed); True when its pipeline stage changed."""
+        start = getattr(self.transform, "set_epoch", None)
+        return bool(start(epoch)) if callable(start) else False
+
     def get(self, idx: int, rng: np.random.Generator | None) -> dict[str, Any]:
-        """Sample ``idx`` with an explicit generator."""
+        """Sample ``idx`` with an explicit generator (another one when the transform drops it)."""
+        for _ in range(MAX_REFETCH + 1):
+            sample = self._get_once(idx, rng)
+            if sample is not None:
+                return sample
+            if rng is None:
+                raise DatasetError(f"the transform dropped image {self._path(idx)} and there is no rng to draw another")
+            idx = int(rng.integers(0, len(self)))
+        raise DatasetError(
+            f"the transform dropped {MAX_REFETCH + 1} samples in a row (a crop that never keeps a box? "
+            f"images without boxes need data.filter_empty: true)"
+        )
+
+    def _get_once(self, idx: int, rng: np.random.Generator | None) -> dict[str, Any] | None:
         j, img = self._read_first_readable(idx)
         info = self._images[j]
         h, w = img.shape[:2]
@@ -284,6 +306,8 @@ class CocoDetection(Dataset):
             }
         else:
             out = self.transform(img, boxes, labels, rng)
+            if out is None:
+                return None
         meta = ImageMeta(
             image_id=int(info["id"]),
             file_name=str(self._path(j)),

@@ -291,7 +291,8 @@ class Trainer:
         """One pass over the training set; returns (mean of each loss over all processes, last lr)."""
         cfg, model, optimizer = self.cfg, self.model, self.optimizer
         self.graph.train()
-        _set_epoch(self.train_loader, epoch)
+        if _set_epoch(self.train_loader, epoch):
+            self.reporter.info(f"epoch {epoch + 1}/{cfg.epochs}: the training data pipeline switches stage (augment.switch)")
         sums: dict[str, float] = {}
         n = 0
         lr = self.schedule.lr_at(epoch, 0)
@@ -506,14 +507,18 @@ def _console_row(row: dict[str, Any], epochs: int, best: float) -> dict[str, Any
     return out
 
 
-def _set_epoch(loader: DataLoader, epoch: int) -> None:
-    """``set_epoch`` on the loader's sampler(s) that have one (DistributedSampler reshuffles by epoch)."""
+def _set_epoch(loader: DataLoader, epoch: int) -> bool:
+    """``set_epoch`` on the loader's sampler(s) (DistributedSampler reshuffles by epoch) and on its dataset
+    (the transform's stage and caches: ``augment.switch``), where they have one; True when the dataset's
+    pipeline stage changed. Called before the epoch's workers start, so they copy the new stage."""
     samplers = [getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)]
     seen: set[int] = set()
     for s in samplers:
         if s is not None and id(s) not in seen and hasattr(s, "set_epoch"):
             seen.add(id(s))
             s.set_epoch(epoch)
+    dataset_epoch = getattr(loader.dataset, "set_epoch", None)
+    return bool(dataset_epoch(epoch)) if callable(dataset_epoch) else False
 
 
 def _loader_generators(loader: DataLoader) -> list[torch.Generator]:
