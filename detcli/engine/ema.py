@@ -9,7 +9,8 @@ mmdet's ``ExpMomentumEMA(momentum=1−decay, gamma)``: after every optimizer ste
 with ``it`` the number of optimizer steps taken so far, this one included (NanoDet passes Lightning's
 ``global_step`` after the step, which is 1 at the first update). Early on ``d`` ≈ 1 (the EMA follows the
 model), later it settles at ``1 − decay``. Parameters and floating buffers (BN running stats) are averaged;
-integer buffers (``num_batches_tracked``) are copied.
+integer buffers (``num_batches_tracked``) are copied. A tensor the state dict lists under several names (a conv
+shared by several modules) is averaged once, as mmengine's ``ExpMomentumEMA`` (over ``named_parameters``) does.
 """
 from __future__ import annotations
 
@@ -56,7 +57,12 @@ class ModelEMA:
         self.updates += 1
         d = self.weight(self.updates)
         current = unwrap(model).state_dict()
+        seen: set[tuple] = set()
         for name, ema_value in self.module.state_dict().items():
+            key = (ema_value.data_ptr(), tuple(ema_value.shape), ema_value.dtype)
+            if key in seen:  # one tensor under several names (RTMDet's head convs shared across levels): once
+                continue
+            seen.add(key)
             value = current[name].detach()
             if ema_value.dtype.is_floating_point:
                 ema_value.mul_(1.0 - d).add_(value.to(ema_value.dtype), alpha=d)
