@@ -16,6 +16,9 @@ What was used for the committed fixtures (each fixture's ``.json`` records it un
 - RetinaNet: mmdet 3.3.0 / mmengine 0.10.7 / mmcv-lite 2.1.0 (PyPI wheels), configs
   ``retinanet_r{18,50}_fpn_1x_coco.py`` from the mmdet wheel, ``mmcv.ops`` NMS replaced by torchvision's
   exactly as ``benchmarks/retinanet_parity.py`` does;
+- RTMDet: the same wheels, configs ``rtmdet_{tiny,s,m,l,x}_8xb32-300e_coco.py`` (``backbone.init_cfg`` dropped:
+  every tensor is replaced); weights by the recipe with the official head's shared convs as ``aliases`` and
+  the BatchNorms calibrated on the fixture's input (``bn_scales``, see ``tests/golden/weights.py``);
 - torch 2.15 / torchvision 0.29 on CPU, one thread.
 
 How to regenerate (never install the official packages into the project venv):
@@ -28,7 +31,7 @@ How to regenerate (never install the official packages into the project venv):
         addict termcolor yapf platformdirs shapely terminaltables matplotlib contourpy cycler fonttools \
         kiwisolver pyparsing python-dateutil six tqdm
     NANODET_REPO=/tmp/ref/nanodet NANODET_COMMIT=be9b4a9001d7f9b6fc89c2df31ae8d428e35b4f0 \
-        MMDET_SRC=/tmp/ref/mmsrc python benchmarks/make_golden_fixtures.py  # [--only nanodet|retinanet] [--out DIR]
+        MMDET_SRC=/tmp/ref/mmsrc python benchmarks/make_golden_fixtures.py  # [--only nanodet|retinanet|rtmdet] [--out DIR]
 
 then run ``python -m pytest tests/test_golden_parity.py``. Regenerating with the same versions gives the
 same files up to float rounding of a different CPU; a new official version is a deliberate change of
@@ -55,11 +58,12 @@ for extra in (REPO, REPO / "benchmarks", REPO / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from golden.weights import checksums, golden_state_dict
+from golden.weights import DISTANCE_BIAS, calibrate_batchnorms_, checksums, golden_input, golden_state_dict
 
 NUM_CLASSES = 80
 NANODET_INPUT = (2, 3, 64, 96)  # (B, 3, H, W): not square, so an H/W swap shows
 RETINANET_INPUT = (1, 3, 96, 128)
+RTMDET_INPUT = (1, 3, 128, 160)  # full case: two images
 
 # preset → official source; the seed differs per preset so that the fixtures of presets with one
 # architecture (320 vs 416) are not byte-identical; ``full``: also official detections and assignment
@@ -70,6 +74,11 @@ PRESETS = {
     "nanodet-plus-m-1.5x-416": dict(family="nanodet", width="1.5x", imgsz=416, seed=4, full=False),
     "retinanet-r18-fpn": dict(family="retinanet", depth=18, seed=5, full=True),
     "retinanet-r50-fpn": dict(family="retinanet", depth=50, seed=6, full=False),
+    "rtmdet-tiny": dict(family="rtmdet", variant="tiny", seed=7, full=True, distance_bias=3.0),
+    "rtmdet-s": dict(family="rtmdet", variant="s", seed=8, full=False),
+    "rtmdet-m": dict(family="rtmdet", variant="m", seed=9, full=False),
+    "rtmdet-l": dict(family="rtmdet", variant="l", seed=10, full=False),
+    "rtmdet-x": dict(family="rtmdet", variant="x", seed=11, full=False),
 }
 
 # hand-made targets (xyxy in input pixels, labels): overlapping pairs, a tiny box, boxes on the border
@@ -82,6 +91,12 @@ RETINANET_GTS = (  # input 96 × 128 (H × W)
     [[10.0, 12.0, 60.0, 70.0], [40.0, 30.0, 100.0, 90.0], [70.0, 5.0, 78.0, 13.0], [0.0, 50.0, 128.0, 96.0],
      [42.0, 32.0, 98.0, 88.0]],
     [0, 2, 9, 5, 2],
+)
+
+RTMDET_GTS = (  # input 128 × 160 (H × W), one set per image of the full case
+    ([[10.0, 12.0, 70.0, 90.0], [40.0, 30.0, 110.0, 100.0], [89.0, 5.0, 99.0, 15.0], [0.0, 60.0, 160.0, 128.0],
+      [44.0, 34.0, 106.0, 96.0]], [0, 2, 9, 5, 2]),
+    ([[20.0, 20.0, 60.0, 120.0], [100.0, 40.0, 150.0, 90.0], [5.0, 100.0, 40.0, 126.0]], [1, 3, 7]),
 )
 
 
@@ -280,11 +295,12 @@ def retinanet_post(model, images) -> dict[str, np.ndarray]:
     return arrays
 
 
-def retinanet_post_margins(model, images, cls_scores, bbox_preds, test_cfg) -> dict[str, float]:
+def retinanet_post_margins(model, images, cls_scores, bbox_preds, test_cfg, above_cut: bool = False) -> dict[str, float]:
     """Distances to a tie of the official decisions: the per-level nms_pre cut, NMS, the max_per_img cut.
 
     Candidates are rebuilt as MMDetection's ``_predict_by_feat_single`` does (sigmoid, threshold, sort,
-    top nms_pre per level, decode with clipping, drop empty boxes).
+    top nms_pre per level, decode with clipping, drop empty boxes); the same for RTMDet (point priors,
+    distance coder); ``above_cut``: see :func:`nms_margins`.
     """
     assert len(images) == 1, "margins are computed for a batch of one"
     h, w = images.shape[-2:]
@@ -306,7 +322,7 @@ def retinanet_post_margins(model, images, cls_scores, bbox_preds, test_cfg) -> d
         keep = ((box[:, 2:] - box[:, :2]) > test_cfg["min_bbox_size"]).all(dim=1)
         boxes.append(box[keep]), scores.append(val[keep]), labels.append(idx[keep, 1])
     margins = nms_margins(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
-                          test_cfg["nms"]["iou_threshold"], test_cfg["max_per_img"])
+                          test_cfg["nms"]["iou_threshold"], test_cfg["max_per_img"], above_cut)
     return {"nms_pre_cut_score_gap": pre_cut, **margins}
 
 
@@ -325,6 +341,152 @@ def retinanet_assign(model, sizes) -> dict[str, np.ndarray]:
     }
 
 
+# ----------------------------------------------------------------------------- RTMDet (MMDetection)
+def shared_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """{key: first key of the same tensor} of the official state dict (RTMDet's head convs shared by levels)."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        if id(value) in first:
+            aliases[key] = first[id(value)]
+        else:
+            first[id(value)] = key
+    return aliases
+
+
+@torch.no_grad()
+def rtmdet_fixture(src: Path, name: str, p: dict, seed: int) -> tuple[dict, dict]:
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+
+    cfg_name = f"rtmdet_{p['variant']}_8xb32-300e_coco.py"
+    cfg = Config.fromfile(str(src / "mmdet" / ".mim" / "configs" / "rtmdet" / cfg_name))
+    cfg.model.backbone.init_cfg = None  # no download: every tensor is replaced below
+    assert cfg.model.bbox_head.num_classes == NUM_CLASSES
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = MODELS.build(cfg.model)
+    spec = spec_of(model)
+    aliases = shared_aliases(model)
+    images = golden_input((2 if p["full"] else 1, *RTMDET_INPUT[1:]), seed)
+    bias = p.get("distance_bias", DISTANCE_BIAS)
+    model.load_state_dict(golden_state_dict(spec, seed, aliases, distance_bias=bias), strict=True)
+    bn_scales = calibrate_batchnorms_(model, images)  # on the official model, layer after layer
+    state = golden_state_dict(spec, seed, aliases, bn_scales, bias)
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items()), "the recipe does not rebuild the calibration"
+    cls_scores, bbox_preds = model._forward(images)
+    b, c = images.shape[0], model.bbox_head.cls_out_channels
+    cls = torch.cat([m.permute(0, 2, 3, 1).reshape(b, -1, c) for m in cls_scores], dim=1)
+    reg = torch.cat([m.permute(0, 2, 3, 1).reshape(b, -1, 4) for m in bbox_preds], dim=1)
+    arrays = {"input": f32(images), "cls": f32(cls), "reg": f32(reg)}
+    meta = {
+        "weights_recipe": ("tests/golden/weights.py::golden_state_dict(spec, seed, aliases, bn_scales, "
+                           "distance_bias)"),
+        "input_recipe": "tests/golden/weights.py::golden_input(input_shape, seed) (not stored)",
+        "input_checksum": float(images.double().sum()),
+        "official_config": f"mmdet/.mim/configs/rtmdet/{cfg_name}",
+        "raw_layout": ("per level (B, C, H, W) / (B, 4, H, W) -> permute(0,2,3,1).reshape(B, -1, C|4), levels "
+                       "concatenated: index (level, y, x); reg = the head's distances in pixels (x stride)"),
+        "feature_sizes": [list(m.shape[-2:]) for m in cls_scores],
+        "test_cfg": json.loads(json.dumps(cfg.model.test_cfg.to_dict())),
+        "distance_bias": bias,
+        "aliases": aliases,
+        "bn_scales": bn_scales,
+    }
+    if p["full"]:
+        arrays.update(retinanet_post(model, images))  # RTMDet.predict(rescale=False): predict_by_feat
+        meta["detections"] = "official RTMDet.predict(rescale=False), img_shape = input shape, test_cfg above"
+        meta["margins"] = merge_margins([
+            retinanet_post_margins(model, images[i:i + 1], [m[i:i + 1] for m in cls_scores],
+                                   [m[i:i + 1] for m in bbox_preds], cfg.model.test_cfg, above_cut=True)
+            for i in range(b)])
+        assign, margins = rtmdet_assign(model, cls, reg, [tuple(m.shape[-2:]) for m in cls_scores])
+        arrays.update(assign)
+        meta["margins"].update(margins)
+        meta["assignment"] = ("official DynamicSoftLabelAssigner of the train_cfg (soft_center_radius 3, topk 13, "
+                              "iou_weight 3) on image 0, fed with the head's class logits (cls[0]) and its boxes "
+                              "decoded the official way (distance2bbox at the offset-0 points, no clamp)")
+        meta["assign_conventions"] = {"gt_inds": "0 background, k = GT k-1", "labels": "-1 background",
+                                      "max_overlaps": "IoU of the assigned GT; -1e8 background"}
+        meta["loss_gts"] = [[boxes, labels] for boxes, labels in RTMDET_GTS]
+        meta["loss"] = rtmdet_loss(model, images, cls_scores, bbox_preds)
+    return {"spec": spec, "state": state}, {"arrays": arrays, "meta": meta}
+
+
+def rtmdet_assign(model, cls, reg, sizes) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The official assigner on image 0 and the distance of its decisions to a tie, for every image of the
+    batch (the loss assigns them all)."""
+    from mmdet.structures.bbox import distance2bbox
+    from mmengine.structures import InstanceData
+
+    head = model.bbox_head
+    priors = torch.cat(head.prior_generator.grid_priors(sizes, device="cpu", with_stride=True))
+    margins = []
+    for i, (gts, labels) in enumerate(RTMDET_GTS):
+        boxes = distance2bbox(priors, reg[i])
+        gt = InstanceData(bboxes=torch.tensor(gts), labels=torch.tensor(labels))
+        res = head.assigner.assign(InstanceData(scores=cls[i], bboxes=boxes, priors=priors), gt)
+        margins.append(rtmdet_dsl_margins(head.assigner, priors, cls[i], boxes, gt.bboxes, gt.labels))
+        if i == 0:
+            arrays = {
+                "assign_priors": f32(priors), "assign_pred_boxes": f32(boxes), "assign_gt_boxes": f32(gt.bboxes),
+                "assign_gt_labels": gt.labels.numpy(), "assign_gt_inds": res.gt_inds.long().numpy(),
+                "assign_labels": res.labels.long().numpy(), "assign_max_overlaps": f32(res.max_overlaps),
+            }
+    return arrays, merge_margins(margins)
+
+
+def rtmdet_loss(model, images, cls_scores, bbox_preds) -> dict[str, float]:
+    """The official ``loss_by_feat`` (QFL + GIoU over the sum of IoU targets) of the outputs on ``RTMDET_GTS``."""
+    from mmengine.structures import InstanceData
+
+    h, w = images.shape[-2:]
+    gts = [InstanceData(bboxes=torch.tensor(b), labels=torch.tensor(l)) for b, l in RTMDET_GTS]
+    metas = [dict(img_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w)) for _ in gts]
+    losses = model.bbox_head.loss_by_feat(cls_scores, bbox_preds, gts, metas)
+    return {k: float(sum(v)) for k, v in losses.items()}
+
+
+def rtmdet_dsl_margins(assigner, priors, logits, boxes, gts, labels) -> dict[str, float]:
+    """RTMDet DSLA decisions (cost as the official assigner builds it, soft centre prior included) and their
+    distance to a tie."""
+    import torch.nn.functional as F
+    from mmdet.structures.bbox import bbox_overlaps
+
+    centre = priors[:, None, :2]
+    inside = torch.cat([centre - gts[:, :2], gts[:, 2:] - centre], dim=-1).min(dim=-1).values > 0
+    valid = inside.any(dim=1)
+    ious = bbox_overlaps(boxes[valid], gts)
+    soft = F.one_hot(labels, logits.shape[1]).float()[None] * ious[..., None]
+    x = logits[valid][:, None].expand_as(soft)
+    cost = (F.binary_cross_entropy_with_logits(x, soft, reduction="none") * (soft - x.sigmoid()).abs().pow(2)).sum(-1)
+    cost = cost - torch.log(ious + 1e-7) * assigner.iou_weight
+    gt_centre = (gts[:, :2] + gts[:, 2:]) / 2
+    dist = (priors[valid, None, :2] - gt_centre[None]).pow(2).sum(-1).sqrt() / priors[valid, 2, None]
+    cost = cost + torch.pow(10, dist - assigner.soft_center_radius)
+    return dynamic_k_margins(cost, ious, assigner.topk)
+
+
+def dynamic_k_margins(cost: torch.Tensor, ious: torch.Tensor, topk: int) -> dict[str, float]:
+    """Dynamic k: distance of each GT's top-k IoU sum to its integer cut, gap between the k-th and (k+1)-th cost
+    of a GT, and between the best and second GT of a prior matched twice (valid priors × GTs)."""
+    topk_sum = ious.topk(min(topk, len(ious)), dim=0).values.sum(0)
+    frac = topk_sum - topk_sum.floor()
+    k_gap = float(torch.where(topk_sum >= 0.5, torch.minimum(frac, 1 - frac), 1 - topk_sum).min())
+    ks = topk_sum.int().clamp(min=1)
+    sorted_cost = cost.sort(dim=0).values
+    cost_gap = min((float(sorted_cost[k, g] - sorted_cost[k - 1, g]) for g, k in enumerate(ks.tolist())
+                    if k < len(cost)), default=float("inf"))
+    matched = torch.zeros_like(cost, dtype=torch.bool)
+    for g, k in enumerate(ks.tolist()):
+        matched[cost[:, g].topk(min(k, len(cost)), largest=False).indices, g] = True
+    multi = matched.sum(1) > 1
+    if multi.any():
+        two = cost[multi].sort(dim=1).values[:, :2]
+        cost_gap = min(cost_gap, float((two[:, 1] - two[:, 0]).min()))
+    return {"dsl_k_gap": k_gap, "dsl_cost_gap": cost_gap, "dsl_conflicted_priors": int(multi.sum())}
+
+
 # ----------------------------------------------------------------------------- robustness margins
 # A fixture is only written when every discrete decision of the official post-processing and assigner is
 # far from a tie compared with the float noise between two implementations (raw outputs differ by ~1e-6):
@@ -337,14 +499,23 @@ MIN_MARGINS = {
 }
 
 
-def nms_margins(boxes, scores, labels, iou_thr: float, max_det: int) -> dict[str, float]:
+def nms_margins(boxes, scores, labels, iou_thr: float, max_det: int, above_cut: bool = False) -> dict[str, float]:
     """Class-aware NMS + top ``max_det``: min |IoU - iou_thr| over same-class pairs, min score gap of
-    same-class pairs that suppress one another, and the score gap at the ``max_det`` cut."""
+    same-class pairs that suppress one another, and the score gap at the ``max_det`` cut.
+
+    ``above_cut``: only pairs whose scores both reach the lowest detection kept (less the minimum score gap)
+    count. NMS keeps or drops a box by the boxes scored above it only, so boxes under the cut cannot change the
+    detections (RTMDet's 0.001 threshold leaves ~30000 candidates per image, thousands of them overlapping
+    within 1e-8 of each other's scores far below the cut)."""
     from torchvision.ops import batched_nms, box_iou
 
+    kept = scores[batched_nms(boxes, scores, labels, iou_thr)].sort(descending=True).values
+    floor = float("-inf")
+    if above_cut and len(kept) > max_det:
+        floor = float(kept[max_det - 1]) - MIN_MARGINS["score_gap"]
     iou_gap = order_gap = float("inf")
     for c in labels.unique():
-        m = labels == c
+        m = (labels == c) & (scores >= floor)
         if int(m.sum()) < 2:
             continue
         b, s = boxes[m], scores[m]
@@ -354,7 +525,6 @@ def nms_margins(boxes, scores, labels, iou_thr: float, max_det: int) -> dict[str
         sup = iou > iou_thr
         if sup.any():
             order_gap = min(order_gap, float((s[i] - s[j]).abs()[sup].min()))
-    kept = scores[batched_nms(boxes, scores, labels, iou_thr)].sort(descending=True).values
     cut = float(kept[max_det - 1] - kept[max_det]) if len(kept) > max_det else float("inf")
     return {"nms_iou_gap": iou_gap, "nms_order_score_gap": order_gap, "max_det_cut_score_gap": cut,
             "candidates": len(scores), "kept_before_cut": len(kept)}
@@ -418,8 +588,8 @@ def margins_ok(margins: dict) -> list[str]:
 
 def make(builder, name: str, p: dict, tries: int = 50):
     """Build the fixture with the preset's seed; for a ``full`` preset, the first seed (seed, seed + 100,
-    …) whose decisions are all clear of ties and that has more NMS survivors than max_per_img in at least
-    one image (so the cut is exercised)."""
+    …) whose decisions are all clear of ties, whose NMS suppresses something and that has more NMS survivors
+    than max_per_img in at least one image (so the cut is exercised)."""
     for attempt in range(tries):
         seed = p["seed"] + 100 * attempt
         weights, fixture = builder(name, p, seed)
@@ -427,6 +597,8 @@ def make(builder, name: str, p: dict, tries: int = 50):
         bad = margins_ok(margins)
         if margins and margins["kept_before_cut"] <= fixture["meta"]["test_cfg"]["max_per_img"]:
             bad.append(f"kept_before_cut={margins['kept_before_cut']} (the max_per_img cut is not exercised)")
+        if margins and margins["kept_before_cut"] == margins["candidates"]:
+            bad.append("NMS suppresses nothing")
         if not bad:
             return seed, weights, fixture
         print(f"  {name}: seed {seed} rejected ({', '.join(bad)})")
@@ -436,6 +608,7 @@ def make(builder, name: str, p: dict, tries: int = 50):
 # ----------------------------------------------------------------------------- writing
 def write(out: Path, name: str, p: dict, seed: int, weights: dict, fixture: dict, source: dict) -> None:
     arrays, meta = fixture["arrays"], fixture["meta"]
+    stored = {k: v for k, v in arrays.items() if not (k == "input" and "input_recipe" in meta)}
     doc = {
         "preset": name,
         "family": p["family"],
@@ -445,12 +618,12 @@ def write(out: Path, name: str, p: dict, seed: int, weights: dict, fixture: dict
         "source": source,
         **meta,
         "input_shape": list(arrays["input"].shape),
-        "arrays": {k: [str(v.dtype), list(v.shape)] for k, v in arrays.items()},
+        "arrays": {k: [str(v.dtype), list(v.shape)] for k, v in stored.items()},
         "spec": [[k, shape] for k, shape in weights["spec"]],
         "checksums": checksums(weights["state"]),
     }
     (out / f"{name}.json").write_text(dump_json(doc))
-    np.savez_compressed(out / f"{name}.npz", **arrays)
+    np.savez_compressed(out / f"{name}.npz", **stored)
     summary = f"{name}: {len(weights['spec'])} keys, cls {arrays['cls'].shape}, reg {arrays['reg'].shape}"
     if "det0_scores" in arrays:
         dets = [len(arrays[k]) for k in arrays if k.endswith("_scores")]
@@ -461,13 +634,14 @@ def write(out: Path, name: str, p: dict, seed: int, weights: dict, fixture: dict
 
 
 def dump_json(doc: dict) -> str:
-    """One line per top-level item, and one per entry of the long ``spec`` / ``checksums`` (diffable)."""
+    """One line per top-level item, and one per entry of the long ``spec`` / ``checksums`` / ``aliases`` /
+    ``bn_scales`` (diffable)."""
     lines = []
     for key, value in doc.items():
         if key == "spec":
             body = ",\n  ".join(json.dumps(v) for v in value)
             lines.append(f'{json.dumps(key)}: [\n  {body}\n ]')
-        elif key == "checksums":
+        elif key in ("checksums", "aliases", "bn_scales"):
             body = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
             lines.append(f'{json.dumps(key)}: {{\n  {body}\n }}')
         else:
@@ -478,7 +652,7 @@ def dump_json(doc: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "golden")
-    parser.add_argument("--only", choices=("nanodet", "retinanet"))
+    parser.add_argument("--only", choices=("nanodet", "retinanet", "rtmdet"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     base = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
@@ -490,7 +664,7 @@ def main() -> int:
         for name, p in PRESETS.items():
             if p["family"] == "nanodet":
                 write(args.out, name, p, *make(partial(nanodet_fixture, official), name, p), source)
-    if args.only in (None, "retinanet"):
+    if args.only in (None, "retinanet", "rtmdet"):
         from retinanet_parity import import_mmdet
 
         src = os.environ.get("MMDET_SRC")
@@ -503,9 +677,10 @@ def main() -> int:
         source = {**base, "official": "open-mmlab/mmdetection (PyPI wheel)", "mmdet": mmdet.__version__,
                   "mmengine": mmengine.__version__, "mmcv": mmcv.__version__,
                   "nms": "mmcv.ops stand-in calling torchvision (benchmarks/retinanet_parity.py)"}
+        builders = {"retinanet": retinanet_fixture, "rtmdet": rtmdet_fixture}
         for name, p in PRESETS.items():
-            if p["family"] == "retinanet":
-                write(args.out, name, p, *make(partial(retinanet_fixture, Path(src)), name, p), source)
+            if p["family"] in builders and args.only in (None, p["family"]):
+                write(args.out, name, p, *make(partial(builders[p["family"]], Path(src)), name, p), source)
     return 0
 
 

@@ -3,7 +3,10 @@
 Each preset (globbed from ``presets/``, so one added later is covered) is built with 3 classes and run at a
 small non-square input (a multiple of 32, as the batch padding makes it): head output and priors agree,
 decode inverts encode, the assignment follows the one convention, ``forward`` + ``decode`` trace and export,
-``predict`` is the shared postprocess.
+``predict`` is the shared postprocess. The weights are trained-like (``golden/weights.py::trained_like_``:
+the golden fixtures' recipe, BatchNorms calibrated on the input), so scores and boxes spread as a trained
+detector's: a freshly initialised RTMDet-tiny head predicts one score everywhere and boxes of 1e-9 px, where
+the postprocess would have nothing to decide.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from detcli.models import build_model
 from detcli.models.base import Detector, HeadOutput, Priors
 from detcli.postprocess import clip_boxes, image_limits
 from detcli.structures import ImageMeta, Target
+from golden.weights import trained_like_
 
 torch.set_num_threads(1)
 
@@ -41,8 +45,9 @@ def test_every_preset_is_covered():
 def case(request):
     preset, _ = load_preset(request.param, [f"model.num_classes={C}"])
     torch.manual_seed(0)
-    model = build_model(preset, None, pretrained=False).eval()
+    model = build_model(preset, None, pretrained=False)
     images = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(1))
+    trained_like_(model, images)
     with torch.no_grad():
         outputs = model(images)
     return model, images, outputs, model.priors(SIZE)

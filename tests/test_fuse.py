@@ -2,7 +2,7 @@
 
 Hand-made cases first (which BatchNorms fold, which must not), then every shipped preset (globbed from
 ``presets/``, so one added later is covered) with random weights and random BN statistics (the golden
-fixtures' recipe) at a small non-square input: raw outputs within 1e-4, the same detections, no BatchNorm
+fixtures' recipe, calibrated on the input) at a small non-square input: raw outputs within 1e-4, the same detections, no BatchNorm
 left, the decoded graph traces.
 """
 from __future__ import annotations
@@ -21,14 +21,15 @@ from detcli.export.graph import DecodedGraph
 from detcli.models import build_model
 from detcli.models.fuse import InferenceDetector, conv_bn_pairs, fold_batchnorms_, fuse_for_inference
 from detcli.structures import ImageMeta
-from golden.weights import golden_state_dict
+from golden.weights import golden_state_dict, trained_like_
 
 torch.set_num_threads(1)
 
 PRESETS = sorted(presets_dir().glob("*.yaml"))
 C = 3
 SIZE = (96, 160)  # non-square, a multiple of 32 as the batch padding makes it
-RAW_TOL = 1e-4
+RAW_TOL = 1e-4  # relative above 1 (RTMDet's raw distances are pixels, in the hundreds)
+MAX_DET = 100  # NanoDet-Plus' and RetinaNet's max_det; RTMDet's 300 is more than 3 classes at this size give
 DET_TOL = 1e-4  # scores; boxes relative to their size (a regression error scales with the box)
 
 
@@ -36,9 +37,13 @@ def batchnorms(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomize_(model: nn.Module, seed: int = 0, images: torch.Tensor | None = None) -> nn.Module:
     """Random weights and BN statistics by the golden fixtures' recipe (``golden/weights.py``: O(1)
-    activations, no BN an identity, class scores spread as a trained detector's), eval mode."""
+    activations, no BN an identity, class scores spread as a trained detector's), eval mode; with ``images``,
+    the BN statistics calibrated on them (``trained_like_``: the deep SiLU networks of RTMDet otherwise lose the
+    image's trace)."""
+    if images is not None:
+        return trained_like_(model, images, seed)
     spec = [(k, v.shape) for k, v in model.state_dict().items()]
     model.load_state_dict(golden_state_dict(spec, seed))
     return model.eval()
@@ -127,8 +132,8 @@ def test_batchnorms_that_do_not_fold_stay():
 def case(request):
     preset, _ = load_preset(request.param, [f"model.num_classes={C}"])
     torch.manual_seed(0)
-    model = randomize_(build_model(preset, None, pretrained=False))
     images = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(1))
+    model = randomize_(build_model(preset, None, pretrained=False), images=images)
     model.train()  # fusing works on an eval-mode copy and leaves the model's mode alone
     before = ({k: v.clone() for k, v in model.state_dict().items()},
               {n: p.requires_grad for n, p in model.named_parameters()})
@@ -162,8 +167,10 @@ def test_raw_outputs_equal(case):
     for name in ("cls_logits", "bbox_reg"):
         a, b = getattr(got, name), getattr(expected, name)
         assert a.shape == b.shape and a.dtype == b.dtype == torch.float32
-        assert float((b[0] - b[1]).abs().mean()) > 0.05, f"{name}: the random model should depend on the image"
-        assert float((a - b).abs().max()) <= RAW_TOL, f"{name}: max |Δ| {float((a - b).abs().max()):.2e}"
+        # (uncalibrated, RTMDet-tiny gives 1e-5: its deep SiLU network loses the image; calibrated, RetinaNet 0.03)
+        assert float((b[0] - b[1]).abs().mean()) > 0.01, f"{name}: the random model should depend on the image"
+        err = float(((a - b).abs() / b.abs().clamp(min=1)).max())
+        assert err <= RAW_TOL, f"{name}: max |Δ| / max(1, |value|) {err:.2e}"
 
 
 def test_detections_identical(case):
@@ -171,11 +178,11 @@ def test_detections_identical(case):
     h, w = SIZE
     metas = [ImageMeta(i, f"{i}.jpg", SIZE, shape, np.eye(3).tolist())
              for i, shape in enumerate([(h, w), (h - 11, w - 30)])]
-    for score_thr in (None, 0.01):  # the preset's threshold, a lower one (more candidates, NMS at work)
+    for score_thr in (None, 0.01):  # the preset's, and 0.01 (under the 0.05 of NanoDet-Plus and RetinaNet: NMS at work)
         with torch.inference_mode():
-            expected = model.predict(images, metas, score_thr)
-        assert_same_detections(fused.predict(images, metas, score_thr), expected)
-    assert len(expected[0].scores) == model.postprocess_cfg.max_det  # at 0.01: a full set, NMS at work
+            expected = model.predict(images, metas, score_thr, max_det=MAX_DET)
+        assert_same_detections(fused.predict(images, metas, score_thr, max_det=MAX_DET), expected)
+    assert len(expected[0].scores) == MAX_DET  # at 0.01: a full set, NMS at work
 
 
 def test_decoded_graph_of_the_fused_model_traces(case):

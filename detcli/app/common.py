@@ -161,14 +161,15 @@ def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tup
     """Parameters, GFLOPs at the input size, strides and assigner.
 
     The parameter count the family's reference publishes (``Detector.param_count_convention``) is labelled
-    with who counts that way, so it can be compared with the paper's or the README's figure.
+    with who counts that way, and the GFLOPs are counted as that reference counts them
+    (``Detector.flop_count_convention``), so both can be compared with the paper's or the README's figure.
     """
-    from detcli.models.complexity import gflops, total_params
+    from detcli.models.complexity import reported_gflops, total_params
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
-        flops = gflops(model, size)
-        flops_text = f"{flops:.2f} G (2×MACs) at {size[0]}×{size[1]}"
+        flops, counted = reported_gflops(model, size)
+        flops_text = f"{flops:.2f} G ({counted}) at {size[0]}×{size[1]}"
     except Exception as e:  # a summary must not stop a run
         flops_text = f"n/a ({e})"
     infer_keys = set(model.inference_state_dict())

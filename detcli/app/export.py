@@ -178,7 +178,8 @@ def _dataset_images(loaded, size, batch: int, device: torch.device) -> tuple[tor
 def _print_report(reporter: Reporter, report, out: Path) -> None:
     items = {
         "input": report.input,
-        "raw outputs": f"max |Δ| {report.raw_max_abs_diff:.3g} (tolerance {report.raw_tolerance:g})",
+        "raw outputs": (f"max |Δ| {report.raw_max_abs_diff:.3g}, relative above 1: {report.raw_max_scaled_diff:.3g} "
+                        f"(tolerance {report.raw_tolerance:g})"),
     }
     if report.detections is not None:
         same = sum(bool(r["match"]) for r in report.detections)

@@ -13,6 +13,7 @@ A GT that does not fit gets a reason code (:data:`REASONS`), so a report can say
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -105,6 +106,21 @@ def point_fit(points: Tensor, gt_boxes: Tensor, max_distance: Tensor | None = No
     reason[none_inside] = NO_PRIOR_INSIDE
     reason[none_inside & small] = SMALLER_THAN_STRIDE
     return PriorFit(fits, reach.sum(dim=1), best, reason)
+
+
+def larger_input_advice(missed_wh: Tensor, finest_stride: int) -> str:
+    """Point priors: the input scale at which the median missed GT's short side reaches the finest stride, as a
+    ``--imgsz`` / ``input.size`` suggestion (for GTs no prior point falls inside).
+
+    Args:
+        missed_wh: (M, 2) width and height in input pixels of the GTs without a prior point inside (M ≥ 1).
+        finest_stride: the smallest level stride.
+    """
+    side = float(missed_wh.min(dim=1).values.median())  # the side that slips between grid points
+    scale = math.ceil(10 * finest_stride / max(side, 1.0)) / 10
+    return (f"a larger input: --imgsz or --set input.size=[w,h] about {scale:.1f}x the current one (the missed "
+            f"GTs' short side is about {side:.0f} px, under the {finest_stride} px stride of the finest level, "
+            "so no prior point falls inside them)")
 
 
 def _empty_or_unfit(g: int, device: torch.device, reason: int, measure: float) -> PriorFit:

@@ -102,7 +102,40 @@ class RetinaNetConfig(Strict):
     loss: FocalLossConfig = Field(default_factory=FocalLossConfig)
 
 
-ModelConfig = Annotated[Union[NanoDetPlusConfig, RetinaNetConfig], Field(discriminator="type")]
+class RTMDetAssignerConfig(DSLAssignerConfig):
+    """Dynamic soft label assignment with mmdet's soft centre prior ``10 ** (d / stride - radius)``."""
+
+    soft_center_radius: PositiveFloat = 3.0
+
+
+class RTMDetLossConfig(Strict):
+    """QFL + GIoU, both divided by the sum of the IoU targets."""
+
+    qfl_weight: float = Field(1.0, ge=0)
+    giou_weight: float = Field(2.0, ge=0)
+    qfl_beta: float = Field(2.0, ge=0)
+
+
+class RTMDetConfig(Strict):
+    """RTMDet as in MMDetection 3.x: CSPNeXt P5 + CSPNeXtPAFPN + RTMDetSepBNHead."""
+
+    type: Literal["rtmdet"]
+    num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
+    deepen_factor: PositiveFloat = Field(description="CSPNeXt blocks per stage = max(round(n · deepen_factor), 1)")
+    widen_factor: PositiveFloat = Field(description="CSPNeXt channels = int(c · widen_factor)")
+    neck_channels: int = Field(ge=8, description="CSPNeXtPAFPN output = head width")
+    num_csp_blocks: int = Field(ge=1, description="CSPNeXt blocks per neck CSPLayer")
+    exp_on_reg: bool = Field(description="distances = exp(reg) · stride (m/l/x) instead of reg · stride (tiny/s)")
+    stacked_convs: int = Field(2, ge=1)
+    backbone_weights: str | None = Field(
+        None, description="'imagenet' (tiny/s: the official CSPNeXt file in the torch hub cache), a path to CSPNeXt "
+        "ImageNet weights under MMDetection key names (backbone.*), or null for random init"
+    )
+    assigner: RTMDetAssignerConfig = Field(default_factory=RTMDetAssignerConfig)
+    loss: RTMDetLossConfig = Field(default_factory=RTMDetLossConfig)
+
+
+ModelConfig = Annotated[Union[NanoDetPlusConfig, RetinaNetConfig, RTMDetConfig], Field(discriminator="type")]
 
 
 # --------------------------------------------------------------------------- input and augmentation

@@ -1,7 +1,7 @@
 """Preset → detector. An explicit ``match`` on ``model.type``, so "go to definition" works."""
 from __future__ import annotations
 
-from detcli.config.schema import NanoDetPlusConfig, Preset, RetinaNetConfig
+from detcli.config.schema import NanoDetPlusConfig, Preset, RetinaNetConfig, RTMDetConfig
 from detcli.errors import PresetError
 from detcli.models.base import Detector
 
@@ -26,6 +26,10 @@ def build_model(preset: Preset, num_classes: int | None = None, pretrained: bool
             from detcli.models.detectors.retinanet import build_retinanet
 
             return build_retinanet(cfg, preset.test, classes, backbone_weights)
+        case RTMDetConfig():
+            from detcli.models.detectors.rtmdet import build_rtmdet
+
+            return build_rtmdet(cfg, preset.test, classes, backbone_weights)
     raise PresetError(f"model.type {cfg.type!r} has no builder")  # pragma: no cover - the union is exhaustive
 
 
@@ -50,6 +54,9 @@ def assigner_name(preset: Preset) -> str:
             return f"DynamicSoftLabelAssigner(topk={a.topk}, iou_factor={a.iou_factor}) on AGM predictions"
         case RetinaNetConfig(assigner=a):
             return f"MaxIoUAssigner(pos={a.pos_iou_thr}, neg={a.neg_iou_thr}, min_pos={a.min_pos_iou})"
+        case RTMDetConfig(assigner=a):
+            return (f"DynamicSoftLabelAssigner(topk={a.topk}, iou_factor={a.iou_factor}, "
+                    f"soft_center_radius={a.soft_center_radius}) on the head's own predictions")
     return "?"
 
 
@@ -59,4 +66,8 @@ def strides_of(preset: Preset) -> list[int]:
             return list(s)
         case RetinaNetConfig(anchor=a):
             return list(a.strides)
+        case RTMDetConfig():
+            from detcli.models.detectors.rtmdet import STRIDES
+
+            return list(STRIDES)
     return []

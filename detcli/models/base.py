@@ -138,6 +138,11 @@ class Detector(nn.Module, ABC):
     # "all" = every parameter of the inference graph. ``param_count_source`` names who counts that way.
     param_count_convention: ClassVar[Literal["conv", "all"]] = "all"
     param_count_source: ClassVar[str | None] = None
+    # How the family's reference reports FLOPs, so the model summary prints the number to compare with:
+    # "2macs" = 2 × multiply-accumulates of the convs (NanoDet's README), "macs" = one multiply-accumulate counted
+    # as one FLOP (MMDetection's get_flops, RTMDet's README). ``flop_count_source`` names who counts that way.
+    flop_count_convention: ClassVar[Literal["2macs", "macs"]] = "2macs"
+    flop_count_source: ClassVar[str | None] = None
 
     # ------------------------------------------------------------------ the contract
     @abstractmethod

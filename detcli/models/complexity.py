@@ -1,7 +1,10 @@
-"""Model size and cost, counted the way the NanoDet README counts them.
+"""Model size and cost, counted the way the model zoos count them.
 
-"Params" there = parameters of Conv2d layers only (BN excluded); "FLOPs" = 2 × multiply-accumulates of the
-Conv2d (and Linear) layers of the inference graph, i.e. 0.90 G for NanoDet-Plus-m 1.0x at 320².
+NanoDet's README: "Params" = parameters of Conv2d layers only (BN excluded); "FLOPs" = 2 × multiply-accumulates
+of the Conv2d (and Linear) layers of the inference graph, i.e. 0.90 G for NanoDet-Plus-m 1.0x at 320².
+MMDetection's (RTMDet's README): every parameter; one multiply-accumulate counted as one FLOP (8.04 G of conv
+MACs for RTMDet-tiny at 640², README 8.1 with the few non-conv ops). :func:`reported_gflops` follows the
+family's ``flop_count_convention``.
 """
 from __future__ import annotations
 
@@ -61,3 +64,16 @@ def conv_macs(model: nn.Module, input_size: int | tuple[int, int]) -> int:
 def gflops(model: nn.Module, input_size: int | tuple[int, int]) -> float:
     """2 × conv MACs / 1e9 for a single image of ``input_size`` (int or (h, w))."""
     return 2 * conv_macs(model, input_size) / 1e9
+
+
+def reported_gflops(model: nn.Module, input_size: int | tuple[int, int]) -> tuple[float, str]:
+    """GFLOPs of one image the way the model's family reference counts them, and how, in words.
+
+    ``model.flop_count_convention`` (:class:`~detcli.models.base.Detector`) ``"macs"``: conv MACs / 1e9, said
+    as "MACs" (with ``flop_count_source``); ``"2macs"`` (the default, also for any other module): :func:`gflops`,
+    said as "2×MACs".
+    """
+    if getattr(model, "flop_count_convention", "2macs") == "macs":
+        source = getattr(model, "flop_count_source", None)
+        return conv_macs(model, input_size) / 1e9, "MACs" + (f", as {source} counts" if source else "")
+    return gflops(model, input_size), "2×MACs"

@@ -76,3 +76,21 @@ def _names(value: Any) -> list[str] | None:
     if isinstance(value, (list, tuple)) and value and all(isinstance(n, str) for n in value):
         return list(value)
     return None
+
+
+def official_mmdet_state_dict(checkpoint: Any) -> dict[str, Tensor]:
+    """Plain ``{key: tensor}`` state dict of an MMDetection model from its checkpoint: ``{"state_dict": …,
+    "meta": …}`` (MMEngine, also published files) or a bare state dict; ``module.`` prefixes are stripped.
+
+    EMA weights: MMEngine's ``EMAHook`` swaps the averaged weights into ``state_dict`` before every save and keeps
+    the raw training weights in ``ema_state_dict`` (``module.<key>`` entries and ``steps``), so ``state_dict``
+    already *is* the EMA model and ``ema_state_dict`` is never read (``publish_model.py`` drops it). ``ema_*``
+    keys inside the state dict are mmcv 1.x ``EMAHook`` buffers (``ema_`` + the key with dots as underscores);
+    that hook too swaps the EMA weights into the model keys at the epoch end before the checkpoint is written,
+    so they are dropped as well.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise DetcliError(f"not an MMDetection checkpoint: expected a dict, found {type(checkpoint).__name__}")
+    state = tensor_state_dict(checkpoint.get("state_dict", checkpoint), "MMDetection checkpoint 'state_dict'")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return {k: v for k, v in state.items() if not k.startswith("ema_")}

@@ -4,15 +4,17 @@
 
 1. the modules only training runs are dropped (those outside :meth:`Detector.inference_state_dict`, e.g.
    NanoDet-Plus' AGM);
-2. every BatchNorm whose input is the output of a conv and nothing else is folded into that conv
+2. a module registered under several names (RTMDet's head convs, shared across levels, each level with its own
+   BatchNorm) gets its own copy under each name, so each copy can take its level's BatchNorm;
+3. every BatchNorm whose input is the output of a conv and nothing else is folded into that conv
    (``w' = w·γ/√(σ²+ε)``, ``b' = (b − μ)·γ/√(σ²+ε) + β``, per output channel, so depthwise and grouped convs
    fold alike; a conv without bias gets one) and replaced by ``nn.Identity``. The pairs are found by running
    the model once (see :func:`conv_bn_pairs`), not from module names, so any detector folds without code of
    its own. GroupNorm (statistics of each input) and BatchNorm without running statistics cannot fold;
-3. on CPU the weights and the input are channels_last (NHWC): PyTorch's oneDNN kernels are faster in that
+4. on CPU the weights and the input are channels_last (NHWC): PyTorch's oneDNN kernels are faster in that
    layout for the depthwise convs and max-pooling these detectors are made of (measured in
    ``benchmarks/inference_latency.py``);
-4. :meth:`InferenceDetector.predict` runs under ``torch.inference_mode()``.
+5. :meth:`InferenceDetector.predict` runs under ``torch.inference_mode()``.
 
 Outputs equal the original model's to float rounding (``tests/test_fuse.py``: ≤ 1e-4). The result cannot
 train (``train()`` raises) and is never saved: checkpoints keep the original modules.
@@ -52,6 +54,7 @@ def fuse_for_inference(model: Detector, channels_last: bool | None = None) -> In
     side = max(32, max(model.strides))  # the smallest input every level of every family accepts
     with torch.inference_mode(False):  # normal tensors (also when called in inference mode): autograd pairs them
         fused = copy.deepcopy(_without_training_modules(model)).eval()
+        unshare_modules_(fused)
         probe = torch.zeros(1, 3, side, side, device=device, dtype=next(model.parameters()).dtype)
         fold_batchnorms_(fused, probe)
     for p in fused.parameters():
@@ -59,6 +62,21 @@ def fuse_for_inference(model: Detector, channels_last: bool | None = None) -> In
     if channels_last:
         fused.to(memory_format=torch.channels_last)
     return InferenceDetector(fused, channels_last)
+
+
+def unshare_modules_(model: nn.Module) -> int:
+    """Give a module registered under several names a copy of its own under every name after the first (in
+    place; the copies no longer share weights, so this is for inference only). Returns how many were copied."""
+    seen: set[int] = set()
+    copies = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in seen:
+                setattr(parent, name, copy.deepcopy(child))
+                copies += 1
+            else:
+                seen.add(id(child))
+    return copies
 
 
 def fold_batchnorms_(model: nn.Module, images: Tensor) -> int:

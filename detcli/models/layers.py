@@ -1,9 +1,12 @@
-"""Conv building blocks shared by the detectors (conv → norm → act, depthwise-separable conv, Scale).
+"""Conv building blocks shared by the detectors (conv → norm → act, depthwise-separable convs, Scale).
 
 Attribute names follow the OpenMMLab/NanoDet ``ConvModule`` convention (``conv``, ``bn``/``gn``, ``act``;
-``depthwise``/``dwnorm``/``pointwise``/``pwnorm``) so that official checkpoints load key-for-key.
+NanoDet ``depthwise``/``dwnorm``/``pointwise``/``pwnorm``; mmcv ``depthwise_conv``/``pointwise_conv``) so that
+official checkpoints load key-for-key.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +65,16 @@ def normal_init(conv: nn.Conv2d, std: float = 0.01, bias: float = 0.0) -> None:
     nn.init.normal_(conv.weight, 0.0, std)
     if conv.bias is not None:
         nn.init.constant_(conv.bias, bias)
+
+
+def kaiming_uniform_init(module: nn.Module) -> None:
+    """Every Conv2d in ``module``: Kaiming uniform, ``a=√5``, fan_in, leaky_relu gain (PyTorch's default conv
+    weight init), bias 0 — the ``init_cfg`` of MMDetection's CSPNeXt and CSPNeXtPAFPN."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), mode="fan_in", nonlinearity="leaky_relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def norm_init(norm: nn.Module | None) -> None:
@@ -146,6 +159,26 @@ class DepthwiseConvModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.dwnorm(self.depthwise(x)))
         return self.act(self.pwnorm(self.pointwise(x)))
+
+
+class DepthwiseSeparableConvModule(nn.Module):
+    """mmcv's depthwise-separable conv: ``depthwise_conv`` (dw k×k ConvNormAct) → ``pointwise_conv`` (1×1
+    ConvNormAct), each with its own norm and activation (no conv biases).
+
+    Unlike :class:`DepthwiseConvModule` (NanoDet's, flat key names), the two halves are whole ConvModules,
+    so the keys are ``depthwise_conv.conv.weight``, ``depthwise_conv.bn.*``, ``pointwise_conv.conv.weight``, …
+    Shapes: (B, in, H, W) → (B, out, ⌈H/stride⌉, ⌈W/stride⌉) with the default padding k//2.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int | None = None, norm: str = "BN", act: str | None = "SiLU") -> None:
+        super().__init__()
+        self.depthwise_conv = ConvNormAct(in_channels, in_channels, kernel_size, stride, padding,
+                                          groups=in_channels, norm=norm, act=act)
+        self.pointwise_conv = ConvNormAct(in_channels, out_channels, 1, norm=norm, act=act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pointwise_conv(self.depthwise_conv(x))
 
 
 class Scale(nn.Module):

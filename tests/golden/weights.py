@@ -7,11 +7,29 @@ order, and a seed. :func:`golden_state_dict` rebuilds the same tensors from them
 - BN ``running_mean``: ``0.1 * randn``; ``running_var``: ``0.5 + rand`` (positive);
   ``num_batches_tracked``: ``randint(1, 100000)`` (int64); ``weight``: ``1 + 0.1 * randn``; ``bias``:
   ``0.1 * randn`` (a BN module is one whose key set has a ``.running_var``);
-- classifier conv (module ``*.gfl_cls.<i>`` or ``*.retina_cls``): weight ``3 * randn / sqrt(fan_in)``, bias
-  ``-4.595 + 0.5 * randn`` (the official prior-probability init, plus noise);
+- classifier conv (module ``*.gfl_cls.<i>``, ``*.retina_cls`` or ``*.rtm_cls.<i>``): weight
+  ``3 * randn / sqrt(fan_in)``, bias ``-4.595 + 0.5 * randn`` (the official prior-probability init, plus noise);
+- RTMDet's distance conv (module ``*.rtm_reg.<i>``): weight as any conv, bias ``distance_bias + 0.25 * randn``
+  (``distance_bias`` 1 unless the fixture records another), so that the distances of RTMDet-tiny/s
+  (``reg · stride``, not forced positive) are positive, about one stride, and those of m/l/x
+  (``exp(reg) · stride``) a few strides, as a trained head's (the full RTMDet-tiny fixture uses 3: boxes of
+  6 strides overlap their neighbours' beyond the NMS threshold, as a trained dense detector's do);
 - any other tensor of 2 or more dims (conv weights): ``randn / sqrt(fan_in)``, fan_in = prod(shape[1:]);
 - any other 1-D tensor (conv biases): ``0.5 * randn``;
 - ``*.distribution_project.project`` (NanoDet's constant Integral bins): ``arange(n)``, no draw.
+
+Two optional parts, recorded in a fixture when it uses them (RTMDet's):
+
+- ``aliases`` {key: earlier key}: the key is the *same tensor* as the earlier one (no draw), as a module shared
+  by several parents is in the official state dict (RTMDet's head convs shared across levels);
+- ``bn_scales`` {BN module: [m, s]}: that BatchNorm's statistics are ``running_mean = m + s · (0.1 · randn)``,
+  ``running_var = (s / 0.3)² · (0.5 + rand)`` (the same draws, rescaled): m and s are the mean and standard
+  deviation of the BN's input on the fixture's input, measured layer after layer on the official model by
+  :func:`calibrate_batchnorms_`, so every BN output has a standard deviation of about 0.3. A deep SiLU network
+  (RTMDet) with uncalibrated statistics shrinks the input's trace to ~1e-5 of its outputs, where a raw-output
+  comparison would no longer see the early layers; calibrated to 1, it is chaotic (float32 rounding grows to
+  4e-3 in RTMDet-l's logits); at 0.3 SiLU works near its linear part and the rounding stays at the 1e-6 of a
+  trained model.
 
 The classifier rule spreads the class scores the way a trained detector's are (most below the 0.05
 test threshold, a few hundred candidates over a wide range): with every score near 0.5, thousands of
@@ -28,24 +46,37 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
-CLASSIFIER_MODULE = re.compile(r"(^|\.)(gfl_cls\.\d+|retina_cls)$")
+CLASSIFIER_MODULE = re.compile(r"(^|\.)(gfl_cls\.\d+|retina_cls|rtm_cls\.\d+)$")
+DISTANCE_MODULE = re.compile(r"(^|\.)rtm_reg\.\d+$")
 CLASSIFIER_GAIN = 3.0
 CLASSIFIER_BIAS = -4.595  # -log((1 - 0.01) / 0.01)
+DISTANCE_BIAS = 1.0
+CALIBRATED_STD = 0.3  # of every BN output, see bn_scales
 
 
-def golden_state_dict(spec: Iterable[tuple[str, Sequence[int]]], seed: int) -> dict[str, torch.Tensor]:
-    """``{key: tensor}`` for ``spec`` = [(official key, shape), …] in the fixture's order."""
+def golden_state_dict(
+    spec: Iterable[tuple[str, Sequence[int]]],
+    seed: int,
+    aliases: Mapping[str, str] | None = None,
+    bn_scales: Mapping[str, Sequence[float]] | None = None,
+    distance_bias: float = DISTANCE_BIAS,
+) -> dict[str, torch.Tensor]:
+    """``{key: tensor}`` for ``spec`` = [(official key, shape), …] in the fixture's order (``aliases``,
+    ``bn_scales``, ``distance_bias``: see the module docstring)."""
     spec = [(str(k), tuple(int(s) for s in shape)) for k, shape in spec]
     bn_modules = {k.rpartition(".")[0] for k, _ in spec if k.endswith(".running_var")}
+    aliases, bn_scales = aliases or {}, bn_scales or {}
     g = torch.Generator().manual_seed(int(seed))
     out: dict[str, torch.Tensor] = {}
     for key, shape in spec:
         module, _, leaf = key.rpartition(".")
-        if key.endswith(".distribution_project.project"):
+        if key in aliases:
+            value = out[aliases[key]]
+        elif key.endswith(".distribution_project.project"):
             value = torch.arange(shape[0], dtype=torch.float32)
         elif leaf == "num_batches_tracked":
             value = torch.randint(1, 100000, shape, generator=g, dtype=torch.int64)
@@ -56,17 +87,83 @@ def golden_state_dict(spec: Iterable[tuple[str, Sequence[int]]], seed: int) -> d
                 value = 1.0 + 0.1 * torch.randn(shape, generator=g)
             else:  # bias, running_mean
                 value = 0.1 * torch.randn(shape, generator=g)
+            if module in bn_scales and leaf in ("running_mean", "running_var"):
+                value = calibrated(leaf, value, *bn_scales[module])
         elif CLASSIFIER_MODULE.search(module):
             if len(shape) >= 2:
                 value = torch.randn(shape, generator=g) * (CLASSIFIER_GAIN / math.sqrt(math.prod(shape[1:])))
             else:
                 value = CLASSIFIER_BIAS + 0.5 * torch.randn(shape, generator=g)
+        elif DISTANCE_MODULE.search(module) and len(shape) == 1:
+            value = distance_bias + 0.25 * torch.randn(shape, generator=g)
         elif len(shape) >= 2:
             value = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
         else:
             value = 0.5 * torch.randn(shape, generator=g)
         out[key] = value
     return out
+
+
+def fixture_state_dict(doc: Mapping) -> dict[str, torch.Tensor]:
+    """:func:`golden_state_dict` of a fixture's ``.json`` (its spec, seed and whatever optional parts it records)."""
+    return golden_state_dict(doc["spec"], doc["seed"], doc.get("aliases"), doc.get("bn_scales"),
+                             doc.get("distance_bias", DISTANCE_BIAS))
+
+
+def golden_input(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """The fixture's input: ``randn(shape)`` from a generator seeded with ``1000 + seed``. Fixtures that record
+    ``input_recipe`` store no input: it is rebuilt here (and checked against ``input_checksum``)."""
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(1000 + int(seed)))
+
+
+def calibrated(leaf: str, base: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """A BN statistic drawn for a unit-scale input (``base``) rescaled to an input of this ``mean`` and ``std``
+    (and an output of standard deviation ``CALIBRATED_STD``)."""
+    if leaf == "running_mean":
+        return mean + std * base
+    scale = std / CALIBRATED_STD
+    return (scale * scale) * base
+
+
+def calibrate_batchnorms_(model: torch.nn.Module, images: torch.Tensor) -> dict[str, list[float]]:
+    """Rescale every BatchNorm's running statistics (:func:`calibrated`) to the mean and standard deviation of
+    what it sees when ``model`` (eval mode) runs on ``images``, layer after layer in one forward pass (each BN is
+    rescaled before it runs, so the ones after it see calibrated inputs).
+
+    Returns:
+        ``bn_scales`` {BN module name: [mean, std]} for :func:`golden_state_dict` (which then gives the same
+        statistics from the uncalibrated draws).
+    """
+    names = {m: n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    scales: dict[str, list[float]] = {}
+
+    def rescale(bn: torch.nn.Module, args: tuple) -> None:
+        name = names[bn]
+        if name in scales:  # a BN run twice keeps its first calibration
+            return
+        x = args[0].detach().double()
+        scales[name] = [float(x.mean()), float(x.std())]
+        for leaf in ("running_mean", "running_var"):
+            getattr(bn, leaf).copy_(calibrated(leaf, getattr(bn, leaf), *scales[name]))
+
+    handles = [bn.register_forward_pre_hook(rescale) for bn in names]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return scales
+
+
+def trained_like_(model: torch.nn.Module, images: torch.Tensor, seed: int = 0) -> torch.nn.Module:
+    """Weights of this recipe for ``model``'s own state dict, BatchNorms calibrated on ``images``, eval mode: O(1)
+    activations that depend on the image, class scores spread and boxes of the sizes a trained detector gives
+    (a freshly initialised RTMDet-tiny head predicts one score everywhere and boxes of 1e-9 px)."""
+    model.load_state_dict(golden_state_dict([(k, v.shape) for k, v in model.state_dict().items()], seed))
+    calibrate_batchnorms_(model, images)
+    return model.eval()
 
 
 def checksums(state: dict[str, torch.Tensor]) -> dict[str, float]:

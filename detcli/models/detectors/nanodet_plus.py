@@ -7,7 +7,6 @@ predictions drive the label assignment for both heads.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,13 @@ from torch import Tensor
 
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.dsl import DynamicSoftLabelAssigner
-from detcli.assigners.prior_fit import BEYOND_REGRESSION_RANGE, SMALLER_THAN_STRIDE, PriorFit, point_fit
+from detcli.assigners.prior_fit import (
+    BEYOND_REGRESSION_RANGE,
+    SMALLER_THAN_STRIDE,
+    PriorFit,
+    larger_input_advice,
+    point_fit,
+)
 from detcli.errors import DetcliError
 from detcli.geometry.priors import point_priors
 from detcli.losses.nanodet_plus_loss import (
@@ -194,11 +199,7 @@ class NanoDetPlus(Detector):
             return (f"--set model.reg_max={max(self.reg_max + 1, int(need) + 1)} (missed GTs up to "
                     f"{float(missed_wh[far].max()):.0f} px reach beyond {self.reg_max} × {self.strides[-1]} px; "
                     "a new head shape)")
-        side = float(missed_wh[~far].min(dim=1).values.median())  # the side that slips between grid points
-        scale = math.ceil(10 * self.strides[0] / max(side, 1.0)) / 10
-        return (f"a larger input: --imgsz or --set input.size=[w,h] about {scale:.1f}x the current one (the missed "
-                f"GTs' short side is about {side:.0f} px, under the {self.strides[0]} px stride of the finest level, "
-                "so no prior point falls inside them)")
+        return larger_input_advice(missed_wh[~far], self.strides[0])
 
     # ------------------------------------------------------------------ training graph
     def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],

@@ -1,0 +1,237 @@
+"""RTMDet (Lyu et al., "RTMDet: An Empirical Study of Designing Real-Time Object Detectors", 2022) as in
+MMDetection 3.x, ``configs/rtmdet/rtmdet_{tiny,s,m,l,x}_8xb32-300e_coco.py``.
+
+CSPNeXt P5 → CSPNeXtPAFPN → RTMDetSepBNHead (shared convs, per-level BN, no Scale); point priors with offset 0
+at strides 8/16/32; the head predicts side distances in pixels (``exp(·)·stride`` for m/l/x); training assigns
+with the dynamic soft label assigner *with* its soft centre prior on the head's own detached predictions, then
+QFL + 2 × GIoU, both divided by the sum of the IoU targets. Test: sigmoid scores > 0.001, the best 30000 pairs
+per level, class-aware NMS 0.65, 300 per image.
+
+Parameter names equal MMDetection's state-dict keys (``backbone.*``, ``neck.*``, ``bbox_head.*``), so an
+MMDetection checkpoint loads strictly.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from detcli.assigners.assignment import Assignment
+from detcli.assigners.dsl import DynamicSoftLabelAssigner
+from detcli.assigners.prior_fit import PriorFit, larger_input_advice, point_fit
+from detcli.errors import DetcliError
+from detcli.geometry.distance import bbox2distance, distance2bbox
+from detcli.geometry.priors import point_priors
+from detcli.losses.rtmdet_loss import rtmdet_loss
+from detcli.models.backbones.cspnext import CSPNeXt, load_imagenet_weights
+from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
+from detcli.models.convert import mmdet_class_names, official_mmdet_state_dict
+from detcli.models.heads.rtmdet_head import RTMDetSepBNHead
+from detcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN
+from detcli.postprocess import PostprocessConfig
+from detcli.structures import ImageMeta, Target
+
+if TYPE_CHECKING:
+    from detcli.config.schema import RTMDetConfig, TestConfig
+
+STRIDES = (8, 16, 32)
+
+
+class RTMDet(Detector):
+    """RTMDet-tiny/s/m/l/x.
+
+    Args:
+        num_classes: C.
+        deepen_factor, widen_factor: CSPNeXt scaling (tiny 0.167/0.375, s 0.33/0.5, m 0.67/0.75, l 1/1,
+            x 1.33/1.25).
+        neck_channels: CSPNeXtPAFPN output width = head width (tiny 96, s 128, m 192, l 256, x 320).
+        num_csp_blocks: CSPNeXt blocks per neck CSPLayer (tiny/s 1, m 2, l 3, x 4).
+        exp_on_reg: distances = exp(reg) · stride (m/l/x) instead of reg · stride (tiny/s).
+        stacked_convs: head tower depth.
+        assigner_topk, assigner_iou_factor, soft_center_radius: DSLA (official 13, 3.0, 3.0).
+        qfl_weight, giou_weight, qfl_beta: loss settings (official 1.0, 2.0, 2.0).
+        backbone_weights: None = random init (Kaiming uniform, as the official init_cfg); ``"imagenet"`` or a
+            path: see :func:`~detcli.models.backbones.cspnext.load_imagenet_weights` (``backbone_init_message``
+            says what was loaded).
+        postprocess: test-time settings; default the official ``test_cfg``.
+    """
+
+    ddp_find_unused_parameters = False  # every parameter takes part in every loss
+    param_count_convention = "all"  # mmdet get_flops: every parameter, BN included, shared convs once
+    param_count_source = "MMDetection"
+    flop_count_convention = "macs"  # RTMDet's README "FLOPs" column: multiply-accumulates
+    flop_count_source = "MMDetection"
+    select_on_logits = True  # sigmoid scores: filter on the logits, sigmoid of the survivors only
+    assignment_predictions = "the head's own predictions (as in training)"
+    box_coding = ("distance: K = 4 side distances l, t, r, b in input pixels (the head's exp(·)·stride or "
+                  "·stride already applied); box = (x - l, y - t, x + r, y + b) at the prior point")
+    prior_fit_rule = ("a prior point strictly inside the box (the assigner's candidates); the distance coding has "
+                      "no range limit")
+
+    def __init__(
+        self,
+        num_classes: int,
+        deepen_factor: float,
+        widen_factor: float,
+        neck_channels: int,
+        num_csp_blocks: int,
+        exp_on_reg: bool,
+        stacked_convs: int = 2,
+        assigner_topk: int = 13,
+        assigner_iou_factor: float = 3.0,
+        soft_center_radius: float = 3.0,
+        qfl_weight: float = 1.0,
+        giou_weight: float = 2.0,
+        qfl_beta: float = 2.0,
+        backbone_weights: str | None = None,
+        postprocess: PostprocessConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.strides = STRIDES
+        self.assigner = DynamicSoftLabelAssigner(topk=assigner_topk, iou_factor=assigner_iou_factor,
+                                                 soft_center_radius=soft_center_radius)
+        self.loss_settings = {"qfl_weight": qfl_weight, "giou_weight": giou_weight, "qfl_beta": qfl_beta}
+        self.postprocess_cfg = postprocess or PostprocessConfig(
+            score_thr=0.001, iou_thr=0.65, max_det=300, nms_pre=30000, min_bbox_size=0.0)
+
+        self.backbone = CSPNeXt(deepen_factor, widen_factor)
+        self.neck = CSPNeXtPAFPN(self.backbone.out_channels, neck_channels, num_csp_blocks)
+        self.bbox_head = RTMDetSepBNHead(num_classes, neck_channels, neck_channels, stacked_convs, STRIDES,
+                                         exp_on_reg)
+        self.backbone_init_message: str | None = None
+        if backbone_weights is not None:
+            self.backbone_init_message = load_imagenet_weights(self.backbone, backbone_weights)
+
+    # ------------------------------------------------------------------ inference graph
+    def forward(self, images: Tensor) -> HeadOutput:
+        """(B, 3, H, W) → class logits (B, N, C) and side distances in pixels (B, N, 4), N = Σ H_l·W_l in
+        level, y, x order (MMDetection's flattening)."""
+        cls_maps, reg_maps = self.forward_maps(images)
+        return HeadOutput(_flatten_levels(cls_maps), _flatten_levels(reg_maps))
+
+    def forward_maps(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Per-level maps as MMDetection's ``RTMDetSepBNHead.forward``: (B, C, H_l, W_l) and (B, 4, H_l, W_l)."""
+        return self.bbox_head(self.neck(self.backbone(images)))
+
+    def priors(self, image_size: tuple[int, int], device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> Priors:
+        """Point priors of an (H, W) input: one per cell of the ⌈H/s⌉ × ⌈W/s⌉ maps at the cell's top-left
+        corner (``MlvlPointGenerator(offset=0)``)."""
+        sizes = level_grid_sizes(image_size, self.strides)
+        points = point_priors(list(sizes), self.strides, offset=0.0, device=device, dtype=dtype)
+        return Priors.on_grid(points, None, sizes, 1)
+
+    def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
+        """(B, N, 4) pixel distances → (B, N, 4) ``xyxy`` at the prior points, not clipped."""
+        return distance2bbox(priors.points[:, :2], outputs.bbox_reg)
+
+    def encode_boxes(self, boxes: Tensor, priors: Priors) -> Tensor:
+        """(B, N, 4) ``xyxy`` → (B, N, 4) side distances from the prior points in pixels (unbounded)."""
+        return bbox2distance(priors.points[:, :2], boxes)
+
+    def decode_scores(self, outputs: HeadOutput) -> Tensor:
+        """Sigmoid of every class logit, (B, N, C)."""
+        return outputs.cls_logits.sigmoid()
+
+    # ------------------------------------------------------------------ inspection
+    def prior_fit(self, priors: Priors, gt_boxes: Tensor, meta: ImageMeta | None = None) -> PriorFit:
+        """:func:`point_fit` without a range limit (the distances are not bounded)."""
+        return point_fit(priors.points, gt_boxes.to(priors.points.device), max_distance=None)
+
+    def fit_advice(self, missed_wh: Tensor, reasons: Tensor) -> str:
+        """GTs no prior point falls inside (boxes under the stride-8 grid) → a larger input."""
+        if missed_wh.numel() == 0:
+            return "nothing to change"
+        return larger_input_advice(missed_wh, self.strides[0])
+
+    # ------------------------------------------------------------------ training graph
+    def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
+               metas: list[ImageMeta] | None = None) -> Assignment:
+        """DSLA with the soft centre prior, every image at once, on ``outputs``' detached class logits and decoded
+        boxes (in training the head's own, official ``RTMDetHead.get_targets``). Every prior takes part
+        (``allowed_border=-1``; the official pipelines pad every image to the input size), so ``metas`` are
+        not needed."""
+        boxes = self.decode_boxes(outputs, priors)
+        return self.assigner.assign_batch(
+            outputs.cls_logits.detach().float(), priors.points, boxes.detach().float(),
+            [t.boxes for t in targets], [t.labels for t in targets],
+        )
+
+    def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int = 0) -> dict[str, Tensor]:
+        """``loss_cls`` (QFL) and ``loss_bbox`` (GIoU), weighted, on the assignment of this forward's predictions
+        (:func:`~detcli.losses.rtmdet_loss.rtmdet_loss`)."""
+        outputs = self(images)
+        priors = self.priors(tuple(images.shape[-2:]), images.device)
+        assignment = self.assign(outputs, priors, targets)
+        boxes = self.decode_boxes(outputs, priors)
+        return rtmdet_loss(outputs.cls_logits, boxes, assignment, targets, **self.loss_settings)
+
+    # ------------------------------------------------------------------ weights
+    def official_state_dict(self, checkpoint: Any) -> dict[str, Tensor]:
+        """Weights of an MMDetection RTMDet checkpoint (:func:`~detcli.models.convert.official_mmdet_state_dict`:
+        ``state_dict``, which holds the EMA weights), under this model's key names (MMDetection's).
+
+        Raises:
+            DetcliError: another layout, or head convs that differ between levels (not a shared-conv head).
+        """
+        state = official_mmdet_state_dict(checkpoint)
+        for key, value in state.items():
+            shared = _level0_key(key)
+            if shared != key and shared in state and not torch.equal(value, state[shared]):
+                raise DetcliError(f"{key} differs from {shared}: RTMDetSepBNHead shares its tower convs across "
+                                  "levels (share_conv=True), this checkpoint does not")
+        return state
+
+    def official_class_names(self, checkpoint: Any) -> list[str] | None:
+        """``meta.dataset_meta.classes`` (MMDetection 3.x) or ``meta.CLASSES`` (2.x), if recorded."""
+        return mmdet_class_names(checkpoint)
+
+    def classes_in(self, state: Mapping[str, Tensor]) -> int | None:
+        """C from the first level's ``rtm_cls`` conv."""
+        cls_conv = state.get("bbox_head.rtm_cls.0.weight")
+        return None if cls_conv is None else int(cls_conv.shape[0])
+
+
+def _flatten_levels(maps: list[Tensor]) -> Tensor:
+    """Per-level (B, k, H, W) → (B, Σ H·W, k), index (level, y, x) as MMDetection flattens them."""
+    return torch.cat([m.permute(0, 2, 3, 1).flatten(1, 2) for m in maps], dim=1)
+
+
+def _level0_key(key: str) -> str:
+    """The level-0 key of a shared head conv (``bbox_head.cls_convs.2.0.conv.weight`` →
+    ``bbox_head.cls_convs.0.0.conv.weight``); any other key unchanged."""
+    parts = key.split(".")
+    if len(parts) == 6 and parts[0] == "bbox_head" and parts[1] in ("cls_convs", "reg_convs") and parts[4] == "conv":
+        parts[2] = "0"
+    return ".".join(parts)
+
+
+def build_rtmdet(cfg: RTMDetConfig, test: TestConfig, num_classes: int, backbone_weights: str | None) -> RTMDet:
+    """RTMDet from a validated preset's ``model`` (``RTMDetConfig``) and ``test`` sections.
+
+    ``test.nms_pre=None`` keeps MMDetection's 30000 pairs per level, ``test.min_bbox_size=None`` its 0.
+    """
+    return RTMDet(
+        num_classes=num_classes,
+        deepen_factor=cfg.deepen_factor,
+        widen_factor=cfg.widen_factor,
+        neck_channels=cfg.neck_channels,
+        num_csp_blocks=cfg.num_csp_blocks,
+        exp_on_reg=cfg.exp_on_reg,
+        stacked_convs=cfg.stacked_convs,
+        assigner_topk=cfg.assigner.topk,
+        assigner_iou_factor=cfg.assigner.iou_factor,
+        soft_center_radius=cfg.assigner.soft_center_radius,
+        qfl_weight=cfg.loss.qfl_weight,
+        giou_weight=cfg.loss.giou_weight,
+        qfl_beta=cfg.loss.qfl_beta,
+        backbone_weights=backbone_weights,
+        postprocess=PostprocessConfig(
+            score_thr=test.score_thr, iou_thr=test.iou_thr, max_det=test.max_det, nms=test.nms,
+            nms_pre=30000 if test.nms_pre is None else test.nms_pre,
+            min_bbox_size=0.0 if test.min_bbox_size is None else test.min_bbox_size,
+        ),
+    )
