@@ -773,3 +773,14 @@ def test_validation_interval_and_every_epoch_at_the_end():
 
     assert due(val_interval=10) == [10, 20, 30]
     assert due(val_interval=10, val_every_epoch_last=5) == [10, 20, 26, 27, 28, 29, 30]
+
+
+def test_cosine_final_lr_scales_with_the_batch():
+    """RTMDet: lr 0.004 and eta_min 0.0002 at batch 256; at batch 16 both are 1/16, so the lr still decays."""
+    from detcli.engine.schedule import scaled_schedule
+
+    cfg = ScheduleConfig(type="cosine", eta_min=0.0002, flat_fraction=0.5, per_iteration=True)
+    scaled = scaled_schedule(cfg, 0.004, 0.004 * 16 / 256)
+    assert scaled.eta_min == pytest.approx(0.0002 / 16) and scaled.flat_fraction == 0.5
+    s = LRSchedule(WarmupConfig(), scaled, 0.004 / 16, 10, 4)
+    assert s.lr_at(9, 3) < s.lr_at(5, 0) == pytest.approx(0.004 / 16)

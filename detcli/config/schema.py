@@ -350,7 +350,8 @@ class WarmupConfig(Strict):
 
 class ScheduleConfig(Strict):
     type: Literal["cosine", "step"]
-    eta_min: float = Field(0.0, ge=0, description="cosine: final lr")
+    eta_min: float = Field(0.0, ge=0, description="cosine: final lr at optimizer.lr (scaled with the batch like "
+                           "the lr when optimizer.base_batch is set)")
     flat_fraction: float = Field(
         0.0, ge=0, lt=1, description="cosine: share of the epochs at the full lr before the decay starts "
         "(RTMDet: 0.5, MMEngine CosineAnnealingLR begin=epochs/2)")

@@ -39,6 +39,12 @@ def warmup_steps(configured: int, total_iters: int) -> int:
     return min(int(configured), int(total_iters * MAX_WARMUP_SHARE))
 
 
+def scaled_schedule(cfg: ScheduleConfig, preset_lr: float, lr: float) -> ScheduleConfig:
+    """``cfg`` for a run whose lr is ``lr`` instead of the preset's ``preset_lr`` (linear batch scaling): the
+    cosine's final lr scales the same way (MMDetection writes it as ``lr · 0.05``), so it stays below the lr."""
+    return cfg.model_copy(update={"eta_min": cfg.eta_min * lr / preset_lr})
+
+
 class LRSchedule:
     """Warmup × (cosine | step) schedule.
 
@@ -136,4 +142,4 @@ class LRSchedule:
         return [f"{k}: {state.get(k)!r} → {mine[k]!r}" for k in mine if state.get(k) != mine[k]]
 
 
-__all__ = ["MAX_WARMUP_SHARE", "LRSchedule", "warmup_steps"]
+__all__ = ["MAX_WARMUP_SHARE", "LRSchedule", "scaled_schedule", "warmup_steps"]

@@ -43,7 +43,7 @@ from detcli.engine.optim import build_optimizer
 from detcli.engine.run_dir import (
     ResultsCSV, now_iso, read_manifest, resolved_preset, write_manifest, write_preset,
 )
-from detcli.engine.schedule import LRSchedule
+from detcli.engine.schedule import LRSchedule, scaled_schedule
 from detcli.engine.seed import get_rng_state, seed_everything, set_rng_state
 from detcli.errors import DetcliError, NonFiniteLossError
 from detcli.models.base import Detector
@@ -131,7 +131,8 @@ class Trainer:
                 rep.warn("train.sync_bn needs CUDA; BatchNorm stays per-process on CPU")
         self.model = model
         self.optimizer, self.lr, lr_note = build_optimizer(model, cfg.optimizer, cfg.batch)
-        self.schedule = LRSchedule(cfg.warmup, cfg.schedule, self.lr, cfg.epochs, self.iters_per_epoch)
+        self.schedule = LRSchedule(cfg.warmup, scaled_schedule(cfg.schedule, cfg.optimizer.lr, self.lr), self.lr,
+                                   cfg.epochs, self.iters_per_epoch)
         if self.schedule.warmup_capped:
             rep.warn(
                 f"train.warmup.steps {cfg.warmup.steps} is longer than half of this run "
