@@ -3,7 +3,7 @@
 ``run_cli`` starts a fresh interpreter per command. ``run_cli_forked`` gives the same result faster: one helper
 process per test session imports torch, torchvision and detcli once, and forks a child per command. The child
 is ``python -m detcli ARGS`` in every way the tests look at: its own process, working directory, environment,
-stdout/stderr (files, not a terminal), exit code, and a traceback printed as the interpreter prints one. It
+umask, stdout/stderr (files, not a terminal), exit code, and a traceback printed as the interpreter prints one. It
 only skips the 3–7 s of imports that every fresh interpreter pays. The helper runs no torch operation itself,
 so each child starts with torch as untouched as a fresh interpreter has it. Keep a fresh-interpreter
 ``run_cli`` where a test is about the start of the program itself.
@@ -53,7 +53,10 @@ class _Server:
     def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
         self.count += 1
         out, err = (os.path.join(self.tmp.name, f"{self.count}.{s}") for s in ("out", "err"))
-        request = {"args": args, "cwd": str(cwd), "env": env, "stdout": out, "stderr": err, "timeout": timeout}
+        umask = os.umask(0o022)
+        os.umask(umask)  # read back: a subprocess inherits the caller's umask
+        request = {"args": args, "cwd": str(cwd), "env": env, "umask": umask, "stdout": out, "stderr": err,
+                   "timeout": timeout}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout + 60)
@@ -106,6 +109,7 @@ def _child(request: dict) -> None:
     code = 1
     try:
         os.chdir(request["cwd"])
+        os.umask(request["umask"])
         os.environ.clear()
         os.environ.update(request["env"])
         import torch

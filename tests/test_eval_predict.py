@@ -8,7 +8,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -26,6 +25,7 @@ from detcli.engine.evaluator import (
 )
 from detcli.errors import DetcliError
 from detcli.structures import Detections
+from cli_subprocess import run_cli_forked
 
 torch.set_num_threads(1)
 
@@ -536,9 +536,8 @@ def test_writer_falls_back_to_frames_and_can_skip_images(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- output files of eval and predict
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DETCLI_HOME": str(cwd / "home")}
-    return subprocess.run([sys.executable, "-m", "detcli", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    """``python -m detcli ARGS``, forked from a helper that has imported detcli (it inherits the umask)."""
+    return run_cli_forked(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
