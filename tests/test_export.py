@@ -16,12 +16,12 @@ from detcli.errors import DetcliError
 from detcli.export.parity import ParityReport, compare_detections, compare_raw
 from detcli.models import build_model
 from cli_subprocess import run_cli_forked
+from preset_cases import preset_params
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch.set_num_threads(1)
 
-PRESETS = sorted(presets_dir().glob("*.yaml"))  # R50 at 128 px: ~10 s per format on one CPU core
 
 
 def official_checkpoint(preset_path: Path, folder: Path) -> Path:
@@ -42,7 +42,7 @@ def official_checkpoint(preset_path: Path, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-@pytest.mark.parametrize("preset_path", PRESETS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("preset_path", preset_params())  # R50 at 128 px: ~10 s per format on one CPU core
 def test_every_preset_exports_and_passes_the_parity_check(tmp_path, preset_path, fmt):
     weights = official_checkpoint(preset_path, tmp_path)
     out = export_command(ExportRequest(weights=weights, format=fmt, preset=preset_path.stem, imgsz=128, device="cpu"))
