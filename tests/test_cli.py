@@ -12,14 +12,16 @@ from detcli.data.demo import ensure_demo_dataset
 from detcli.engine.checkpoint import load_checkpoint
 
 
+# One intra-op thread, as in the other CLI tests: two OpenMP threads on a 2-core machine shared with other work
+# stall at every parallel region (the same training took 76-112 s instead of 22-28 s).
 def run_cli(*args: str, cwd: Path, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
     """``python -m detcli ARGS`` in a fresh interpreter."""
-    return cli_subprocess.run_cli(*args, cwd=cwd, timeout=timeout, threads=2, **env_vars)
+    return cli_subprocess.run_cli(*args, cwd=cwd, timeout=timeout, threads=1, **env_vars)
 
 
 def run_cli_forked(*args: str, cwd: Path, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
     """The same, in a process forked from one that has imported detcli already (see cli_subprocess)."""
-    return cli_subprocess.run_cli_forked(*args, cwd=cwd, timeout=timeout, threads=2, **env_vars)
+    return cli_subprocess.run_cli_forked(*args, cwd=cwd, timeout=timeout, threads=1, **env_vars)
 
 
 @pytest.fixture(scope="module")
