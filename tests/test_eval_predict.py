@@ -252,8 +252,10 @@ def test_gather_across_two_processes():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    queue = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(_gather_worker, args=(port, queue), nprocs=2)
+    # forked, not spawned: the gather is under test, not the start method (detcli's own spawn is covered by the
+    # DDP tests in test_engine and test_cli), and two fresh interpreters would re-import torch for a few tensors
+    queue = mp.get_context("fork").SimpleQueue()
+    mp.start_processes(_gather_worker, args=(port, queue), nprocs=2, start_method="fork")
     got = dict(queue.get() for _ in range(2))
     expected = [
         {"image_id": 1, "category_id": 3, "bbox": [10.0, 10.0, 60.0, 60.0], "score": 0.9},
