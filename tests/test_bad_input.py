@@ -1,8 +1,9 @@
 """Bad input is a message, never a traceback; user text prints literally; images stay inside their folder.
 
-CLI cases run ``python -m detcli`` in a subprocess and check the exit code (2), that the message names the
-file or field, and that no "Traceback" appears. One tiny model is trained once (module fixture) on a demo
-copy whose category names are rich markup; every eval case reuses it on a variant of that dataset.
+CLI cases run ``python -m detcli`` in a subprocess (forked from a helper that has imported detcli already, see
+cli_subprocess) and check the exit code (2), that the message names the file or field, and that no "Traceback"
+appears. One tiny model is trained once (module fixture) on a demo copy whose category names are rich markup;
+every eval case reuses it on a variant of that dataset.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from detcli.data.coco import CocoDetection
 from detcli.data.coco_json import escapes_image_dir
 from detcli.data.demo import ensure_demo_dataset
 from detcli.errors import DatasetError, PresetError
-from cli_subprocess import run_cli
+from cli_subprocess import run_cli_forked as run_cli
 
 MARKUP_NAMES = ("[/bold]", "[red]x")  # a MarkupError and a silent colour change, if rich read them
 

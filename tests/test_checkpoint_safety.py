@@ -3,8 +3,10 @@
 Three kinds of crafted file (a protocol-4 dotted-name escape, a ``__reduce__`` payload, a TorchScript archive
 whose ``__setstate__`` acts) each try to create a marker file. They go through every command that reads
 weights, in a subprocess as a user runs them: ``eval/predict/train --weights`` and plain ``eval``/``predict``
-(the file as the latest run's ``best.pt``). Official-like files are built with stand-in classes pickled under
-the official module names (nothing from NanoDet, MMEngine or Lightning is imported).
+(the file as the latest run's ``best.pt``); each kind once in a fresh interpreter (``python -m detcli``), the
+other commands in processes forked from a helper that has imported detcli already (cli_subprocess). Official-like
+files are built with stand-in classes pickled under the official module names (nothing from NanoDet, MMEngine or
+Lightning is imported).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from detcli.data.demo import ensure_demo_dataset
 from detcli.engine import checkpoint as ckpt_mod
 from detcli.errors import DetcliError
 from detcli.models import build_model
-from cli_subprocess import run_cli
+from cli_subprocess import run_cli, run_cli_forked
 
 REFUSED = "refused because it contains code"
 NOT_RUN = "nothing in it was run"
@@ -144,6 +146,8 @@ def test_crafted_files_are_refused_in_process(tmp_path: Path, kind: str):
 
 
 ENTRY_POINTS = ["eval --weights", "predict --weights", "train --weights", "eval (latest run)", "predict (latest run)"]
+# the pairs run in a fresh interpreter: each kind once, each through another command
+FRESH = {("dotted-name", "eval --weights"), ("reduce", "predict (latest run)"), ("torchscript", "train --weights")}
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -163,7 +167,7 @@ def test_crafted_files_are_refused_by_every_command(tmp_path: Path, tiny_data: P
             "train --weights": ["train", "--preset", "nanodet-plus-m", "--data", str(tiny_data), "--epochs", "1",
                                 "--weights", "evil.pt", "--device", "cpu", "--workers", "0"],
         }[entry]
-    out = run_cli(*args, cwd=tmp_path)
+    out = (run_cli if (kind, entry) in FRESH else run_cli_forked)(*args, cwd=tmp_path)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert REFUSED in out.stderr and NOT_RUN in out.stderr, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
@@ -195,7 +199,7 @@ def test_malformed_checkpoints_give_a_clear_error(tmp_path: Path, tiny_data: Pat
         "train": ["train", *preset, "--data", str(tiny_data), "--epochs", "1", "--weights", "bad.pt",
                   "--device", "cpu", "--workers", "0"],
     }[command]
-    out = run_cli(*args, cwd=tmp_path)
+    out = run_cli_forked(*args, cwd=tmp_path)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert expected in out.stderr and "bad.pt" in out.stderr, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
@@ -338,13 +342,14 @@ def test_class_count_mismatch_names_both_counts_and_the_fix(tmp_path: Path, imag
     ckpt.pop("hyper_parameters", None)
     ckpt.pop("message_hub", None)
     torch.save(ckpt, tmp_path / "three.pth")
-    out = run_cli("predict", str(image), "--preset", preset, "--weights", "three.pth", "--imgsz", "160", cwd=tmp_path)
+    out = run_cli_forked("predict", str(image), "--preset", preset, "--weights", "three.pth", "--imgsz", "160",
+                         cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     message = out.stderr
     assert "the weights are for 3 classes, this model for 80" in message, message
     assert "--set model.num_classes=3" in message and "train --weights" in message  # whole, not cut at 300
-    ok = run_cli("predict", str(image), "--preset", preset, "--weights", "three.pth", "--set", "model.num_classes=3",
-                 "--imgsz", "160", "--conf", "0.0", "--name", "ok", cwd=tmp_path)
+    ok = run_cli_forked("predict", str(image), "--preset", preset, "--weights", "three.pth", "--set",
+                        "model.num_classes=3", "--imgsz", "160", "--conf", "0.0", "--name", "ok", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.count("weights three.pth") == 1  # one line names the weights
     records = json.loads((tmp_path / "runs" / "predict" / "ok" / "predictions.json").read_text())

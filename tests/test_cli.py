@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,8 +12,16 @@ from detcli.data.demo import ensure_demo_dataset
 from detcli.engine.checkpoint import load_checkpoint
 
 
+# One intra-op thread, as in the other CLI tests: two OpenMP threads on a 2-core machine shared with other work
+# stall at every parallel region (the same training took 76-112 s instead of 22-28 s).
 def run_cli(*args: str, cwd: Path, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
-    return cli_subprocess.run_cli(*args, cwd=cwd, timeout=timeout, threads=2, **env_vars)
+    """``python -m detcli ARGS`` in a fresh interpreter."""
+    return cli_subprocess.run_cli(*args, cwd=cwd, timeout=timeout, threads=1, **env_vars)
+
+
+def run_cli_forked(*args: str, cwd: Path, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
+    """The same, in a process forked from one that has imported detcli already (see cli_subprocess)."""
+    return cli_subprocess.run_cli_forked(*args, cwd=cwd, timeout=timeout, threads=1, **env_vars)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +109,7 @@ def test_model_summary_labels_each_family_own_parameter_count():
     ],
 )
 def test_bad_input_is_a_message_not_a_traceback(tmp_path: Path, args, expected):
-    out = run_cli(*args, cwd=tmp_path)
+    out = run_cli_forked(*args, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert expected in out.stderr, out.stderr
     assert "Traceback" not in out.stderr + out.stdout
@@ -110,7 +117,7 @@ def test_bad_input_is_a_message_not_a_traceback(tmp_path: Path, args, expected):
 
 def test_corrupt_checkpoint_is_reported(tmp_path: Path):
     (tmp_path / "bad.pt").write_bytes(b"\x00not a checkpoint")
-    out = run_cli("eval", "--weights", "bad.pt", cwd=tmp_path)
+    out = run_cli_forked("eval", "--weights", "bad.pt", cwd=tmp_path)
     assert out.returncode == 2 and "bad.pt" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -131,7 +138,7 @@ def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
     assert load_checkpoint(run / "weights" / "best.pt")["input_size"] == [128, 128]  # the size it trained at
 
     # eval without --data or --imgsz: the dataset and the input size recorded in the checkpoint
-    ev = run_cli("eval", cwd=tmp_path)
+    ev = run_cli_forked("eval", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-3000:]
     metrics = json.loads((tmp_path / "runs" / "eval" / "eval" / "metrics.json").read_text())
     assert metrics["imgsz"] == [128, 128]
@@ -140,7 +147,7 @@ def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
 
     # predict on the val folder with the latest run's best.pt
     val_dir = tiny_data.parent / "val"
-    pr = run_cli("predict", str(val_dir), "--conf", "0.01", cwd=tmp_path)
+    pr = run_cli_forked("predict", str(val_dir), "--conf", "0.01", cwd=tmp_path)
     assert pr.returncode == 0, pr.stderr[-3000:]
     assert "input 128×128" in pr.stdout
     out = tmp_path / "runs" / "predict" / "predict"
@@ -150,14 +157,14 @@ def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
 
     # resuming a finished run says so, and leaves its files alone
     before = (run / "weights" / "best.pt").read_bytes()
-    again = run_cli("train", "--resume", cwd=tmp_path)
+    again = run_cli_forked("train", "--resume", cwd=tmp_path)
     assert again.returncode == 2 and "already finished its 2 epochs" in again.stderr, again.stderr
     assert (run / "weights" / "best.pt").read_bytes() == before
 
 
 def test_retinanet_train_eval_predict_small(tmp_path: Path, tiny_data: Path):
     """RetinaNet goes through the same CLI as NanoDet-Plus (R18 at a small input size)."""
-    train = run_cli(
+    train = run_cli_forked(
         "train", "--preset", "retinanet-r18-fpn", "--epochs", "1", "--batch", "2",
         "--train-ann", str(tiny_data.parent / "annotations" / "instances_train.json"),
         "--train-images", str(tiny_data.parent / "train"),
@@ -170,9 +177,9 @@ def test_retinanet_train_eval_predict_small(tmp_path: Path, tiny_data: Path):
     assert "backbone initialised randomly" in train.stdout  # no ImageNet file here: said plainly
     best = tmp_path / "runs" / "train" / "retina" / "weights" / "best.pt"
     assert best.is_file()
-    ev = run_cli("eval", "--weights", str(best), "--imgsz", "160", cwd=tmp_path)
+    ev = run_cli_forked("eval", "--weights", str(best), "--imgsz", "160", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-3000:]
-    pr = run_cli("predict", str(tiny_data.parent / "val"), "--weights", str(best), "--conf", "0.01",
+    pr = run_cli_forked("predict", str(tiny_data.parent / "val"), "--weights", str(best), "--conf", "0.01",
                  "--imgsz", "160", cwd=tmp_path)
     assert pr.returncode == 0, pr.stderr[-3000:]
     assert (tmp_path / "runs" / "predict" / "predict" / "predictions.json").is_file()
@@ -180,18 +187,11 @@ def test_retinanet_train_eval_predict_small(tmp_path: Path, tiny_data: Path):
 
 def test_nanodet_ddp_two_cpu_processes(tmp_path: Path, tiny_data: Path):
     """DDP on the gloo backend with 2 CPU workers (DETCLI_DDP_CPU_PROCS), through the CLI."""
-    env_backup = os.environ.get("DETCLI_DDP_CPU_PROCS")
-    os.environ["DETCLI_DDP_CPU_PROCS"] = "2"
-    try:
-        out = run_cli(
-            "train", "--preset", "nanodet-plus-m", "--data", str(tiny_data), "--epochs", "1", "--batch", "4",
-            "--imgsz", "128", "--workers", "0", "--device", "cpu", "--name", "ddp", cwd=tmp_path, timeout=600,
-        )
-    finally:
-        if env_backup is None:
-            os.environ.pop("DETCLI_DDP_CPU_PROCS")
-        else:
-            os.environ["DETCLI_DDP_CPU_PROCS"] = env_backup
+    out = run_cli_forked(
+        "train", "--preset", "nanodet-plus-m", "--data", str(tiny_data), "--epochs", "1", "--batch", "4",
+        "--imgsz", "128", "--workers", "0", "--device", "cpu", "--name", "ddp", cwd=tmp_path, timeout=600,
+        DETCLI_DDP_CPU_PROCS="2",
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run = tmp_path / "runs" / "train" / "ddp"
     assert json.loads((run / "run.json").read_text())["world_size"] == 2
@@ -216,11 +216,11 @@ def test_official_checkpoint_formats_load_through_the_cli(tmp_path: Path, tiny_d
     else:
         ckpt = {"state_dict": sd, "meta": {"mmdet_version": "3.3.0"}}
     torch.save(ckpt, tmp_path / "official.pth")
-    out = run_cli("predict", str(tiny_data.parent / "val"), "--preset", preset, "--weights", "official.pth",
+    out = run_cli_forked("predict", str(tiny_data.parent / "val"), "--preset", preset, "--weights", "official.pth",
                   "--imgsz", "160", "--conf", "0.5", "--name", family, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "runs" / "predict" / family / "predictions.json").is_file()
-    wrong = run_cli("predict", str(tiny_data.parent / "val"), "--preset",
+    wrong = run_cli_forked("predict", str(tiny_data.parent / "val"), "--preset",
                     "retinanet-r18-fpn" if family == "nanodet" else "nanodet-plus-m", "--weights", "official.pth",
                     cwd=tmp_path)
     assert wrong.returncode == 2 and "official.pth" in wrong.stderr and "Traceback" not in wrong.stderr
@@ -231,6 +231,6 @@ def test_unavailable_gpu_fails_before_a_run_folder_is_made(tmp_path: Path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    out = run_cli("train", "--preset", "nanodet-plus-m", "--device", "0,1", cwd=tmp_path)
+    out = run_cli_forked("train", "--preset", "nanodet-plus-m", "--device", "0,1", cwd=tmp_path)
     assert out.returncode == 2 and "CUDA is not available" in out.stderr and "use --device cpu" in out.stderr
     assert not (tmp_path / "runs").exists()

@@ -1,6 +1,7 @@
 """The detector contract (``detcli.models.base``), checked on every shipped preset without naming a family.
 
-Each preset (globbed from ``presets/``, so one added later is covered) is built with 3 classes and run at a
+Each preset (globbed from ``presets/``, so one added later is covered; one that differs from another only in its
+input size builds the same network here and runs with ``-m slow``) is built with 3 classes and run at a
 small non-square input (a multiple of 32, as the batch padding makes it): head output and priors agree,
 decode inverts encode, the assignment follows the one convention, ``forward`` + ``decode`` trace and export,
 ``predict`` is the shared postprocess. The weights are trained-like (``golden/weights.py::trained_like_``:
@@ -25,6 +26,7 @@ from detcli.models.base import Detector, HeadOutput, Priors
 from detcli.postprocess import clip_boxes, image_limits
 from detcli.structures import ImageMeta, Target
 from golden.weights import trained_like_
+from preset_cases import preset_params
 
 torch.set_num_threads(1)
 
@@ -41,7 +43,7 @@ def test_every_preset_is_covered():
     assert len(PRESETS) >= 6 and {p.stem for p in PRESETS} >= {"nanodet-plus-m", "retinanet-r50-fpn"}
 
 
-@pytest.fixture(scope="module", params=PRESETS, ids=lambda p: p.stem)
+@pytest.fixture(scope="module", params=preset_params())
 def case(request):
     preset, _ = load_preset(request.param, [f"model.num_classes={C}"])
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -26,6 +25,7 @@ from detcli.engine.evaluator import (
 )
 from detcli.errors import DetcliError
 from detcli.structures import Detections
+from cli_subprocess import run_cli_forked
 
 torch.set_num_threads(1)
 
@@ -252,8 +252,10 @@ def test_gather_across_two_processes():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    queue = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(_gather_worker, args=(port, queue), nprocs=2)
+    # forked, not spawned: the gather is under test, not the start method (detcli's own spawn is covered by the
+    # DDP tests in test_engine and test_cli), and two fresh interpreters would re-import torch for a few tensors
+    queue = mp.get_context("fork").SimpleQueue()
+    mp.start_processes(_gather_worker, args=(port, queue), nprocs=2, start_method="fork")
     got = dict(queue.get() for _ in range(2))
     expected = [
         {"image_id": 1, "category_id": 3, "bbox": [10.0, 10.0, 60.0, 60.0], "score": 0.9},
@@ -536,9 +538,8 @@ def test_writer_falls_back_to_frames_and_can_skip_images(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- output files of eval and predict
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DETCLI_HOME": str(cwd / "home")}
-    return subprocess.run([sys.executable, "-m", "detcli", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    """``python -m detcli ARGS``, forked from a helper that has imported detcli (it inherits the umask)."""
+    return run_cli_forked(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,12 +16,13 @@ from detcli.errors import DetcliError
 from detcli.export.parity import ParityReport, compare_detections, compare_raw
 from detcli.models import build_model
 from golden.weights import calibrate_batchnorms_
+from cli_subprocess import run_cli_forked
+from preset_cases import preset_params
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch.set_num_threads(1)
 
-PRESETS = sorted(presets_dir().glob("*.yaml"))  # R50 at 128 px: ~10 s per format on one CPU core
 
 
 def official_checkpoint(preset_path: Path, folder: Path) -> Path:
@@ -47,7 +46,7 @@ def official_checkpoint(preset_path: Path, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-@pytest.mark.parametrize("preset_path", PRESETS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("preset_path", preset_params())  # R50 at 128 px: ~10 s per format on one CPU core
 def test_every_preset_exports_and_passes_the_parity_check(tmp_path, preset_path, fmt):
     weights = official_checkpoint(preset_path, tmp_path)
     out = export_command(ExportRequest(weights=weights, format=fmt, preset=preset_path.stem, imgsz=128, device="cpu"))
@@ -142,10 +141,7 @@ def test_simplify_without_onnxsim_says_how_to_install(nanodet_weights, tmp_path,
 
 
 def test_cli_exit_code_and_message(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "detcli", "export", "--weights", str(tmp_path / "none.pt"), "--opset", "7"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
-    )
+    proc = run_cli_forked("export", "--weights", str(tmp_path / "none.pt"), "--opset", "7", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "--opset 7 is not supported" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
 
@@ -218,11 +214,9 @@ def test_detcli_checkpoint_is_checked_on_its_own_val_images(tmp_path):
 
 def test_cli_export_then_predict_and_eval_with_the_onnx_file(tmp_path):
     weights = detcli_checkpoint(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def cli(*args):
-        proc = subprocess.run([sys.executable, "-m", "detcli", *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=300)
+        proc = run_cli_forked(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         return proc.stdout
 

@@ -1,8 +1,10 @@
 """The inference-only model of ``predict`` / ``eval`` (``detcli.models.fuse``): BatchNorms folded, same results.
 
 Hand-made cases first (which BatchNorms fold, which must not), then every shipped preset (globbed from
-``presets/``, so one added later is covered) with random weights and random BN statistics (the golden
-fixtures' recipe, calibrated on the input) at a small non-square input: raw outputs within 1e-4, the same detections, no BatchNorm
+``presets/``, so one added later is covered; one that differs from another only in its input size builds the
+same network here and runs with ``-m slow``) with random weights and random BN statistics (the golden
+fixtures' recipe, calibrated on the input) at a small non-square input: raw outputs within 1e-4, the same
+detections, no BatchNorm
 left, the decoded graph traces.
 """
 from __future__ import annotations
@@ -15,17 +17,17 @@ import torch
 from torch import nn
 
 from detcli.app.common import NO_FUSE_ENV, inference_model
-from detcli.config.loader import load_preset, presets_dir
+from detcli.config.loader import load_preset
 from detcli.errors import DetcliError
 from detcli.export.graph import DecodedGraph
 from detcli.models import build_model
 from detcli.models.fuse import InferenceDetector, conv_bn_pairs, fold_batchnorms_, fuse_for_inference
 from detcli.structures import ImageMeta
 from golden.weights import golden_state_dict, trained_like_
+from preset_cases import preset_params
 
 torch.set_num_threads(1)
 
-PRESETS = sorted(presets_dir().glob("*.yaml"))
 C = 3
 SIZE = (96, 160)  # non-square, a multiple of 32 as the batch padding makes it
 RAW_TOL = 1e-4  # relative above 1 (RTMDet's raw distances are pixels, in the hundreds)
@@ -128,7 +130,7 @@ def test_batchnorms_that_do_not_fold_stay():
 
 
 # ----------------------------------------------------------------------------- every preset
-@pytest.fixture(scope="module", params=PRESETS, ids=lambda p: p.stem)
+@pytest.fixture(scope="module", params=preset_params())
 def case(request):
     preset, _ = load_preset(request.param, [f"model.num_classes={C}"])
     torch.manual_seed(0)

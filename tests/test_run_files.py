@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import run_cli
+from test_cli import run_cli_forked
 
 from detcli.config.loader import load_preset
 from detcli.console import Reporter
@@ -76,7 +76,7 @@ def test_unwritable_project_is_a_message_for_train_eval_predict(tmp_path: Path, 
         "predict": ["predict", val, "--weights", "model.pt", "--imgsz", "64"],
     }
     for command, args in commands.items():
-        out = run_cli(*args, "--project", "blocker/runs", cwd=tmp_path)
+        out = run_cli_forked(*args, "--project", "blocker/runs", cwd=tmp_path)
         assert out.returncode == 2, (command, out.stderr[-3000:])
         assert "cannot create the folder blocker/runs: blocker is a file, not a folder" in out.stderr, out.stderr
         assert "Traceback" not in out.stderr + out.stdout, command

@@ -1,0 +1,38 @@
+"""The shipped presets as pytest parameters, for the tests that run every preset at an input size of their own."""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from detcli.config.loader import load_preset, presets_dir
+
+
+def _network_key(path: Path) -> str:
+    """The preset without its names and with only the shape (w:h) of its input size."""
+    data = load_preset(path)[0].model_dump(mode="json")
+    for descriptive in ("name", "description", "reference"):
+        data.pop(descriptive)
+    w, h = data["input"].pop("size")
+    data["input"]["aspect"] = str(Fraction(w, h))
+    return json.dumps(data, sort_keys=True)
+
+
+def preset_params() -> list:
+    """Every shipped preset (globbed from ``presets/``, so one added later is covered), id'd by its name.
+
+    Presets that differ only in their input size (``nanodet-plus-m-416`` is ``nanodet-plus-m`` at 416) build
+    the same network and, at the fixed input size of the tests that use this, compute the same numbers: of such
+    a group the shortest name runs by default, the others are marked ``slow`` (``pytest -m slow``).
+    """
+    paths = sorted(presets_dir().glob("*.yaml"), key=lambda p: (len(p.stem), p.stem))
+    seen: set[str] = set()
+    params = []
+    for path in paths:
+        key = _network_key(path)
+        marks = [pytest.mark.slow] if key in seen else []
+        seen.add(key)
+        params.append(pytest.param(path, id=path.stem, marks=marks))
+    return sorted(params, key=lambda p: p.id)
