@@ -38,7 +38,7 @@ class HeadOutput(NamedTuple):
     Attributes:
         cls_logits: (B, N, C) class logits (sigmoid classes, no background channel).
         bbox_reg: (B, N, K) box regression in the family's own coding: NanoDet-Plus K = 4(R+1) GFL distance-bin
-            logits (sides l, t, r, b), RetinaNet K = 4 DeltaXYWH deltas.
+            logits (sides l, t, r, b), RetinaNet K = 4 DeltaXYWH deltas, RTMDet K = 4 side distances in pixels.
         score_factor: (B, N, 1) optional per-prior logit whose sigmoid multiplies every class score
             (DeFCN's 3D-Max-Filtering "filter"); None for the families that have none.
     """
