@@ -26,7 +26,6 @@ def _network_key(path: Path) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-<<<<<<< HEAD
 @functools.lru_cache(maxsize=None)
 def parameter_count(path: Path) -> int:
     """Parameters of the preset's model with 80 classes, built on the meta device (no memory, no init cost)."""
@@ -36,36 +35,23 @@ def parameter_count(path: Path) -> int:
         return sum(p.numel() for p in build_model(load_preset(path)[0], 80, pretrained=False).parameters())
 
 
-def preset_params() -> list:
-=======
 def preset_params(one_per_model_type: bool = False) -> list:
->>>>>>> wip-speed
     """Every shipped preset (globbed from ``presets/``, so one added later is covered), id'd by its name.
 
     Presets that differ only in their input size (``nanodet-plus-m-416`` is ``nanodet-plus-m`` at 416) build
     the same network and, at the fixed input size of the tests that use this, compute the same numbers: of such
-<<<<<<< HEAD
     a group the shortest name runs by default, the others are marked ``slow`` (``pytest -m slow``). Presets of
     more than :data:`HEAVY_PARAMS` parameters are marked ``slow`` too.
-=======
-    a group the shortest name runs by default, the others are marked ``slow`` (``pytest -m slow``).
     ``one_per_model_type``: only the first preset of each ``model.type`` (shortest name: the smallest network)
     runs by default, for the heavy tests whose per-preset part test_contract checks on every preset.
->>>>>>> wip-speed
     """
     paths = sorted(presets_dir().glob("*.yaml"), key=lambda p: (len(p.stem), p.stem))
     seen: set[str] = set()
     params = []
     for path in paths:
         key = _network_key(path)
-<<<<<<< HEAD
-        marks = [pytest.mark.slow] if key in seen or parameter_count(path) > HEAVY_PARAMS else []
-        seen.add(key)
-        params.append(pytest.param(path, id=path.stem, marks=marks))
-=======
         kind = load_preset(path)[0].model.type
-        repeat = key in seen or (one_per_model_type and kind in seen)
+        repeat = key in seen or (one_per_model_type and kind in seen) or parameter_count(path) > HEAVY_PARAMS
         seen.update((key, kind))
         params.append(pytest.param(path, id=path.stem, marks=[pytest.mark.slow] if repeat else []))
->>>>>>> wip-speed
     return sorted(params, key=lambda p: p.id)
