@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-from detcli.data.transforms.common import normalize, to_chw_tensor, warp_boxes
+from detcli.data.transforms.common import warp_boxes
+from detcli.data.transforms.pipeline import normalization_table, normalize_to_chw
 
 # ImageNet statistics, RGB order, 0..255 scale (MMDetection pytorch-style configs).
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
@@ -51,6 +52,7 @@ class KeepRatioResizeTransform:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.to_rgb = to_rgb
+        self.table = normalization_table(self.mean, self.std)
         self.flip = float(flip)
         self.train = train
 
@@ -83,10 +85,9 @@ class KeepRatioResizeTransform:
                 out = out[:, ::-1]
                 m = np.array([[-1.0, 0.0, new_w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
         out_boxes = warp_boxes(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), m, new_w, new_h)
-        if self.to_rgb:
-            out = out[..., ::-1]
         return {
-            "img": to_chw_tensor(normalize(out, self.mean, self.std)),
+            # one table lookup per pixel, the same float32 values as (img − mean) / std
+            "img": normalize_to_chw(np.ascontiguousarray(out), self.table, to_rgb=self.to_rgb),
             "boxes": torch.from_numpy(out_boxes),
             "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),
             "warp_matrix": m,
