@@ -16,7 +16,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -51,6 +51,16 @@ class PostprocessConfig:
     nms_pre: int | None = None
     min_bbox_size: float | None = None
     dense_topk_factor: float = 8.0
+
+    @classmethod
+    def from_test(cls, test: Any, nms_pre: int | None = None, min_bbox_size: float | None = None) -> PostprocessConfig:
+        """From a preset's ``test`` section; its unset ``nms_pre`` / ``min_bbox_size`` (None) take the family's
+        defaults given here."""
+        return cls(
+            score_thr=test.score_thr, iou_thr=test.iou_thr, max_det=test.max_det, nms=test.nms,
+            nms_pre=nms_pre if test.nms_pre is None else test.nms_pre,
+            min_bbox_size=min_bbox_size if test.min_bbox_size is None else test.min_bbox_size,
+        )
 
     def replace(self, **changes: object) -> PostprocessConfig:
         """A copy with the given fields changed; ``None`` values keep the current one."""

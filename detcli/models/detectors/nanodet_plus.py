@@ -312,8 +312,5 @@ def build_nanodet_plus(
         dfl_weight=cfg.loss.dfl_weight,
         giou_weight=cfg.loss.giou_weight,
         backbone_weights=backbone_weights,
-        postprocess=PostprocessConfig(
-            score_thr=test.score_thr, iou_thr=test.iou_thr, max_det=test.max_det, nms=test.nms,
-            nms_pre=test.nms_pre, min_bbox_size=test.min_bbox_size,
-        ),
+        postprocess=PostprocessConfig.from_test(test),
     )

@@ -229,9 +229,5 @@ def build_rtmdet(cfg: RTMDetConfig, test: TestConfig, num_classes: int, backbone
         giou_weight=cfg.loss.giou_weight,
         qfl_beta=cfg.loss.qfl_beta,
         backbone_weights=backbone_weights,
-        postprocess=PostprocessConfig(
-            score_thr=test.score_thr, iou_thr=test.iou_thr, max_det=test.max_det, nms=test.nms,
-            nms_pre=30000 if test.nms_pre is None else test.nms_pre,
-            min_bbox_size=0.0 if test.min_bbox_size is None else test.min_bbox_size,
-        ),
+        postprocess=PostprocessConfig.from_test(test, nms_pre=30000, min_bbox_size=0.0),
     )
