@@ -7,18 +7,20 @@ order, and a seed. :func:`golden_state_dict` rebuilds the same tensors from them
 - BN ``running_mean``: ``0.1 * randn``; ``running_var``: ``0.5 + rand`` (positive);
   ``num_batches_tracked``: ``randint(1, 100000)`` (int64); ``weight``: ``1 + 0.1 * randn``; ``bias``:
   ``0.1 * randn`` (a BN module is one whose key set has a ``.running_var``);
-- classifier conv (module ``*.gfl_cls.<i>``, ``*.retina_cls`` or ``*.rtm_cls.<i>``): weight
-  ``3 * randn / sqrt(fan_in)``, bias ``-4.595 + 0.5 * randn`` (the official prior-probability init, plus noise);
-- RTMDet's distance conv (module ``*.rtm_reg.<i>``): weight as any conv, bias ``distance_bias + 0.25 * randn``
-  (``distance_bias`` 1 unless the fixture records another), so that the distances of RTMDet-tiny/s
-  (``reg · stride``, not forced positive) are positive, about one stride, and those of m/l/x
-  (``exp(reg) · stride``) a few strides, as a trained head's (the full RTMDet-tiny fixture uses 3: boxes of
-  6 strides overlap their neighbours' beyond the NMS threshold, as a trained dense detector's do);
+- classifier conv (module ``*.gfl_cls.<i>``, ``*.retina_cls``, ``*.rtm_cls.<i>`` or DeFCN's ``*.cls_score``):
+  weight ``3 * randn / sqrt(fan_in)``, bias ``-4.595 + 0.5 * randn`` (the official prior-probability init, plus
+  noise);
+- distance conv (RTMDet's ``*.rtm_reg.<i>``, DeFCN's ``*.bbox_pred``): weight as any conv, bias
+  ``distance_bias + 0.25 * randn`` (``distance_bias`` 1 unless the fixture records another), so that the
+  distances of RTMDet-tiny/s (``reg · stride``, not forced positive) are positive, about one stride, and those of
+  m/l/x (``exp(reg) · stride``) a few strides, as a trained head's (the full RTMDet-tiny fixture uses 3: boxes of
+  6 strides overlap their neighbours' beyond the NMS threshold, as a trained dense detector's do; DeFCN's
+  ``ReLU(scale · reg) · stride`` uses 2: distances of 1.3 to 3.6 strides, none clipped to 0);
 - any other tensor of 2 or more dims (conv weights): ``randn / sqrt(fan_in)``, fan_in = prod(shape[1:]);
 - any other 1-D tensor (conv biases): ``0.5 * randn``;
 - ``*.distribution_project.project`` (NanoDet's constant Integral bins): ``arange(n)``, no draw.
 
-Two optional parts, recorded in a fixture when it uses them (RTMDet's):
+Optional parts, recorded in a fixture when it uses them (RTMDet's, DeFCN's):
 
 - ``aliases`` {key: earlier key}: the key is the *same tensor* as the earlier one (no draw), as a module shared
   by several parents is in the official state dict (RTMDet's head convs shared across levels);
@@ -29,7 +31,19 @@ Two optional parts, recorded in a fixture when it uses them (RTMDet's):
   (RTMDet) with uncalibrated statistics shrinks the input's trace to ~1e-5 of its outputs, where a raw-output
   comparison would no longer see the early layers; calibrated to 1, it is chaotic (float32 rounding grows to
   4e-3 in RTMDet-l's logits); at 0.3 SiLU works near its linear part and the rounding stays at the 1e-6 of a
-  trained model.
+  trained model;
+- ``norm_affine`` (DeFCN): the affine weights of a normalisation layer *without* running statistics (GroupNorm:
+  a module whose ``weight`` is 1-D and that has no ``running_var``) are drawn as a BN's, weight
+  ``1 + 0.1 · randn`` and bias ``0.1 · randn``, instead of ``0.5 · randn`` each. With the generic rule DeFCN's
+  GroupNorm towers (4 + 4 GN layers, then 3DMF's GN) are dominated by input-independent per-channel offsets: the
+  class logits vary by 0.1 over the image and by 4 % between two inputs (their scores a plateau of near-ties);
+  with it, by 0.6 to 0.9 and by 8 to 27 %. (NanoDet-Plus' AGM GroupNorms keep the generic rule.)
+- ``level_scale`` (DeFCN): the learnable per-level ``Scale`` of the regression (``*.scales.<i>.scale``) is
+  ``level_scale + 0.1 · randn`` instead of ``0.5 · randn``, which is negative half the time and would make
+  ``ReLU(scale · x)`` zero the distances of that level. (NanoDet-Plus' AGM scales keep the generic rule.)
+- ``filter_gain`` (DeFCN): the weight of DeFCN's 3D-max-filtering output conv (``*.filter``) is
+  ``filter_gain · randn / sqrt(fan_in)`` (bias generic), so that the filter logits spread around 0 (standard
+  deviation about 0.5 to 1) as a trained filter's do, instead of sigmoid(filter) ≈ 0.6 ± 0.03 everywhere.
 
 The classifier rule spreads the class scores the way a trained detector's are (most below the 0.05
 test threshold, a few hundred candidates over a wide range): with every score near 0.5, thousands of
@@ -50,8 +64,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
-CLASSIFIER_MODULE = re.compile(r"(^|\.)(gfl_cls\.\d+|retina_cls|rtm_cls\.\d+)$")
-DISTANCE_MODULE = re.compile(r"(^|\.)rtm_reg\.\d+$")
+CLASSIFIER_MODULE = re.compile(r"(^|\.)(gfl_cls\.\d+|retina_cls|rtm_cls\.\d+|cls_score)$")
+DISTANCE_MODULE = re.compile(r"(^|\.)(rtm_reg\.\d+|bbox_pred)$")
+LEVEL_SCALE_MODULE = re.compile(r"(^|\.)scales\.\d+$")  # leaf ``scale``: per-level Scale, only with level_scale
+FILTER_MODULE = re.compile(r"(^|\.)filter$")  # DeFCN's 3DMF output conv, only with filter_gain
 CLASSIFIER_GAIN = 3.0
 CLASSIFIER_BIAS = -4.595  # -log((1 - 0.01) / 0.01)
 DISTANCE_BIAS = 1.0
@@ -64,11 +80,19 @@ def golden_state_dict(
     aliases: Mapping[str, str] | None = None,
     bn_scales: Mapping[str, Sequence[float]] | None = None,
     distance_bias: float = DISTANCE_BIAS,
+    norm_affine: bool = False,
+    level_scale: float | None = None,
+    filter_gain: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{key: tensor}`` for ``spec`` = [(official key, shape), …] in the fixture's order (``aliases``,
-    ``bn_scales``, ``distance_bias``: see the module docstring)."""
+    ``bn_scales``, ``distance_bias``, ``norm_affine``, ``level_scale``, ``filter_gain``: see the module
+    docstring)."""
     spec = [(str(k), tuple(int(s) for s in shape)) for k, shape in spec]
     bn_modules = {k.rpartition(".")[0] for k, _ in spec if k.endswith(".running_var")}
+    norm_modules = set()
+    if norm_affine:  # GroupNorm-like: a 1-D weight, no running statistics
+        norm_modules = {k.rpartition(".")[0] for k, shape in spec
+                        if k.endswith(".weight") and len(shape) == 1} - bn_modules
     aliases, bn_scales = aliases or {}, bn_scales or {}
     g = torch.Generator().manual_seed(int(seed))
     out: dict[str, torch.Tensor] = {}
@@ -89,6 +113,12 @@ def golden_state_dict(
                 value = 0.1 * torch.randn(shape, generator=g)
             if module in bn_scales and leaf in ("running_mean", "running_var"):
                 value = calibrated(leaf, value, *bn_scales[module])
+        elif module in norm_modules and leaf in ("weight", "bias"):
+            value = (1.0 if leaf == "weight" else 0.0) + 0.1 * torch.randn(shape, generator=g)
+        elif level_scale is not None and leaf == "scale" and LEVEL_SCALE_MODULE.search(module):
+            value = level_scale + 0.1 * torch.randn(shape, generator=g)
+        elif filter_gain is not None and leaf == "weight" and FILTER_MODULE.search(module):
+            value = torch.randn(shape, generator=g) * (filter_gain / math.sqrt(math.prod(shape[1:])))
         elif CLASSIFIER_MODULE.search(module):
             if len(shape) >= 2:
                 value = torch.randn(shape, generator=g) * (CLASSIFIER_GAIN / math.sqrt(math.prod(shape[1:])))
@@ -107,7 +137,8 @@ def golden_state_dict(
 def fixture_state_dict(doc: Mapping) -> dict[str, torch.Tensor]:
     """:func:`golden_state_dict` of a fixture's ``.json`` (its spec, seed and whatever optional parts it records)."""
     return golden_state_dict(doc["spec"], doc["seed"], doc.get("aliases"), doc.get("bn_scales"),
-                             doc.get("distance_bias", DISTANCE_BIAS))
+                             doc.get("distance_bias", DISTANCE_BIAS), doc.get("norm_affine", False),
+                             doc.get("level_scale"), doc.get("filter_gain"))
 
 
 def golden_input(shape: Sequence[int], seed: int) -> torch.Tensor:
