@@ -121,6 +121,17 @@ def train(
     )
 
 
+NmsOpt = typer.Option(
+    None, "--nms/--no-nms",
+    help="Class-aware NMS on or off (default: the preset's test.nms; NMS-free DeFCN: --nms turns it on).",
+)
+
+
+def _nms_override(nms: Optional[bool]) -> list[str]:
+    """``--nms/--no-nms`` as the ``--set`` override it stands for."""
+    return [] if nms is None else [f"test.nms={'class_aware' if nms else 'none'}"]
+
+
 @app.command(
     name="eval",
     help=(
@@ -147,6 +158,7 @@ def eval_(
     conf: Optional[float] = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold (default: preset)."),
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
     max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
+    nms: Optional[bool] = NmsOpt,
     project: Path = typer.Option(Path("runs/eval"), "--project", help="Parent folder of result folders."),
     name: str = typer.Option("eval", "--name", help="Result folder name (auto-numbered)."),
     overrides: list[str] = InferSetOpt,
@@ -158,8 +170,8 @@ def eval_(
     eval_command(
         EvalRequest(
             weights=weights, data=data, preset=preset, batch=batch, imgsz=imgsz, device=device, workers=workers,
-            conf=conf, iou=iou, max_det=max_det, project=project, name=name, overrides=list(overrides),
-            files=_split_files(data, None, None, val_ann, val_images),
+            conf=conf, iou=iou, max_det=max_det, project=project, name=name,
+            overrides=list(overrides) + _nms_override(nms), files=_split_files(data, None, None, val_ann, val_images),
         )
     )
 
@@ -184,6 +196,7 @@ def predict(
     conf: float = typer.Option(0.35, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
     max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
+    nms: Optional[bool] = NmsOpt,
     imgsz: Optional[int] = InferImgszOpt,
     batch: int = typer.Option(8, "--batch", min=1, help="Images per forward pass."),
     device: Optional[str] = InferDeviceOpt,
@@ -197,7 +210,8 @@ def predict(
     predict_command(
         PredictRequest(
             source=source, weights=weights, preset=preset, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
-            batch=batch, device=device, project=project, name=name, save=save, overrides=list(overrides),
+            batch=batch, device=device, project=project, name=name, save=save,
+            overrides=list(overrides) + _nms_override(nms),
         )
     )
 

@@ -124,8 +124,13 @@ def test_assignment_follows_the_one_convention(case):
     targets = [Target(gt, torch.tensor([2, 0])), Target(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))]
     res = model.assign(outputs, priors, targets)
     assert isinstance(res, Assignment)
-    assert all(t.shape == (2, priors.num) for t in res)
-    assert res.gt_inds.dtype == res.labels.dtype == torch.int64 and res.quality.dtype == torch.float32
+    assigned = [res] if res.auxiliary is None else [res, res.auxiliary]  # DeFCN: + the one-to-many result
+    for a in assigned:
+        assert isinstance(a, Assignment)
+        assert all(t.shape == (2, priors.num) for t in (a.gt_inds, a.labels, a.quality))
+        assert a.gt_inds.dtype == a.labels.dtype == torch.int64 and a.quality.dtype == torch.float32
+        assert torch.all(a.labels[~a.pos_mask] == -1) and torch.all(a.neg_mask[1])
+    assert res.auxiliary is None or res.auxiliary.auxiliary is None
     assert int(res.gt_inds.min()) >= -1 and int(res.gt_inds[0].max()) <= 2
     # every GT gets a positive; a positive carries its GT's class, everything else -1
     assert set(res.gt_inds[0][res.pos_mask[0]].tolist()) == {1, 2}

@@ -36,7 +36,10 @@ DET_TOL = 1e-4  # scores; boxes relative to their size (a regression error scale
 
 
 def batchnorms(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """BatchNorms, frozen ones (DeFCN's backbone) included."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    return [m for m in model.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d))]
 
 
 def randomize_(model: nn.Module, seed: int = 0, images: torch.Tensor | None = None) -> nn.Module:
@@ -155,7 +158,7 @@ def test_the_original_model_is_left_alone(case):
 
 def test_every_batchnorm_is_folded(case):
     model, fused, _, _ = case
-    inference_bns = [m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
+    inference_bns = [m for n, m in model.named_modules() if m in batchnorms(model)
                      and any(k.startswith(f"{n}.") for k in model.inference_state_dict())]
     assert inference_bns, "every shipped preset has BatchNorms in its inference graph"
     assert batchnorms(fused) == []

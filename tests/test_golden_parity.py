@@ -40,20 +40,23 @@ PRESETS = [
     "rtmdet-m",
     "rtmdet-l",
     "rtmdet-x",
+    "defcn-r50-fpn",
 ]
 FULL = ["nanodet-plus-m", "retinanet-r18-fpn", "rtmdet-tiny"]  # with official detections and assignment
+DETECTIONS = [*FULL, "defcn-r50-fpn"]  # with official detections (DeFCN's assignment: its own tests below)
 RAW_TOL = 1e-4  # max abs diff of the raw outputs
 DET_TOL = 1e-4  # scores; boxes (relative to box size end to end, absolute on the official raw outputs)
 
 
 # ----------------------------------------------------------------------------- the layout adapter
-def raw_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class logits (B, N, C), box regression (B, N, K)) in the official prior order: the detector
-    contract's ``forward`` (RetinaNet's rows are (level, y, x, anchor), RTMDet's (level, y, x), as MMDetection
-    flattens them; RTMDet's K = 4 distances in pixels)."""
+def raw_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(class logits (B, N, C), box regression (B, N, K), score factor (B, N, 1) or None) in the official prior
+    order: the detector contract's ``forward`` (RetinaNet's rows are (level, y, x, anchor), RTMDet's and DeFCN's
+    (level, y, x), as MMDetection and cvpods flatten them; RTMDet's and DeFCN's K = 4 distances in pixels, DeFCN's
+    score factor the 3DMF filter logit)."""
     with torch.no_grad():
         out = model(images)
-    return out.cls_logits, out.bbox_reg
+    return out.cls_logits, out.bbox_reg, out.score_factor
 
 
 def aux_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,13 +69,14 @@ def aux_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Ten
     return out[..., :c], out[..., c:]
 
 
-def forward_output(model: torch.nn.Module, cls: torch.Tensor, reg: torch.Tensor, image_hw: tuple[int, int]):
+def forward_output(model: torch.nn.Module, cls: torch.Tensor, reg: torch.Tensor, image_hw: tuple[int, int],
+                   factor: torch.Tensor | None = None):
     """The inverse of :func:`raw_outputs`: official flat outputs as the model's ``forward`` returns them (to
     run detcli's post-processing on exactly the official raw outputs)."""
     from detcli.models.base import HeadOutput
 
     assert model.priors(image_hw).num == cls.shape[1], "the priors do not cover the official outputs"
-    return HeadOutput(cls, reg)
+    return HeadOutput(cls, reg, factor)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -89,18 +93,21 @@ def fixture(name: str) -> tuple[dict, dict[str, np.ndarray]]:
     return doc, arrays
 
 
-def write_official_checkpoint(doc: dict, state: dict[str, torch.Tensor], directory: Path) -> Path:
-    """``state`` in the official checkpoint format of the preset's family."""
+def write_official_checkpoint(doc: dict, state: dict[str, torch.Tensor], directory: Path) -> tuple[Path, dict]:
+    """``state`` in the official checkpoint format of the preset's family (the file and what it holds)."""
     if doc["family"] == "nanodet":  # Lightning checkpoint of the official trainer
         path = directory / f"{doc['preset']}.ckpt"
         ckpt = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.9.5",
                 "state_dict": {f"model.{k}": v for k, v in state.items()}}
+    elif doc["family"] == "defcn":  # cvpods DefaultCheckpointer
+        path = directory / f"{doc['preset']}.pth"
+        ckpt = {"model": state, "iteration": 270000}
     else:  # MMEngine checkpoint
         path = directory / f"{doc['preset']}.pth"
         ckpt = {"meta": {"mmdet_version": doc["source"].get("mmdet", "3.3.0"), "epoch": 12, "iter": 0},
                 "state_dict": state}
     torch.save(ckpt, path)
-    return path
+    return path, ckpt
 
 
 @dataclass
@@ -130,14 +137,16 @@ def case(tmp_path_factory):
                         if not math.isclose(v, doc["checksums"][k], rel_tol=1e-6, abs_tol=1e-4)]
             if list(sums) != [k for k, _ in doc["spec"]]:
                 bad_sums.append("<key order>")
-            path = write_official_checkpoint(doc, state, tmp_path_factory.mktemp("golden"))
+            path, ckpt = write_official_checkpoint(doc, state, tmp_path_factory.mktemp("golden"))
             loaded = load_for_inference(path, name, [], torch.device("cpu"))
             path.unlink()  # R50: ~150 MB
             own = loaded.model.state_dict()
-            bad_values = [k for k in own if k in state and not k.endswith("num_batches_tracked")
-                          and not torch.equal(own[k], state[k])]
+            renamed = loaded.model.official_state_dict(ckpt)  # under detcli's names (DeFCN renames cvpods' keys)
+            assert len(renamed) == len(state), "two official keys map onto one detcli key"
+            bad_values = [k for k in own if k in renamed and not k.endswith("num_batches_tracked")
+                          and not torch.equal(own[k], renamed[k])]
             bad_values += [f"{k} (not in the checkpoint)"
-                           for k in loaded.model.inference_state_dict() if k not in state]
+                           for k in loaded.model.inference_state_dict() if k not in renamed]
             _CASES[name] = Case(doc, arrays, loaded, bad_sums, bad_values)
         return _CASES[name]
 
@@ -205,11 +214,16 @@ def test_official_checkpoint_loads_under_official_key_names(name, case):
 @pytest.mark.parametrize("name", PRESETS)
 def test_raw_outputs_match_official(name, case):
     c = case(name)
-    cls, reg = raw_outputs(c.loaded.model, torch.from_numpy(c.arrays["input"]))
+    cls, reg, factor = raw_outputs(c.loaded.model, torch.from_numpy(c.arrays["input"]))
     d_cls, d_reg = max_abs(cls, c.arrays["cls"]), max_abs(reg, c.arrays["reg"])
     print(f"{name}: max |dcls| {d_cls:.2e}, max |dreg| {d_reg:.2e} "
           f"(scale {np.abs(c.arrays['cls']).max():.2f} / {np.abs(c.arrays['reg']).max():.2f})")
     assert d_cls <= RAW_TOL and d_reg <= RAW_TOL, f"cls {d_cls:.3e}, reg {d_reg:.3e} > {RAW_TOL}"
+    assert (factor is None) == ("filter" not in c.arrays)
+    if factor is not None:  # DeFCN's 3D-Max-Filtering filter logits
+        d_filter = max_abs(factor, c.arrays["filter"])
+        print(f"{name}: max |dfilter| {d_filter:.2e}")
+        assert d_filter <= RAW_TOL
 
 
 def test_agm_outputs_match_official(case):
@@ -233,6 +247,9 @@ def run_predict(c: Case, official_raw: bool):
 
     score_thr, iou_thr, max_det = official_test_cfg(c.doc)
     test = c.loaded.preset.test
+    if iou_thr >= 1.0:  # DeFCN's "normal" NMS at IoU 1.0 suppresses nothing: detcli runs none
+        assert test.nms == "none" and c.loaded.model.postprocess_cfg.nms == "none"
+        iou_thr = test.iou_thr
     assert (test.score_thr, test.iou_thr, test.max_det) == (score_thr, iou_thr, max_det)
     if "nms_pre" in c.doc["test_cfg"]:
         assert c.loaded.model.postprocess_cfg.nms_pre == c.doc["test_cfg"]["nms_pre"]
@@ -242,12 +259,13 @@ def run_predict(c: Case, official_raw: bool):
     metas = [ImageMeta(i, f"golden{i}.jpg", (h, w), (h, w), np.eye(3).tolist()) for i in range(len(images))]
     if not official_raw:
         return model.predict(images, metas, score_thr, iou_thr, max_det)
-    out = forward_output(model, torch.from_numpy(c.arrays["cls"]), torch.from_numpy(c.arrays["reg"]), (h, w))
+    factor = torch.from_numpy(c.arrays["filter"]) if "filter" in c.arrays else None
+    out = forward_output(model, torch.from_numpy(c.arrays["cls"]), torch.from_numpy(c.arrays["reg"]), (h, w), factor)
     with patch.object(model, "forward", lambda x: out):
         return model.predict(images, metas, score_thr, iou_thr, max_det)
 
 
-@pytest.mark.parametrize("name", FULL)
+@pytest.mark.parametrize("name", DETECTIONS)
 def test_postprocessing_of_official_raw_outputs_matches_official(name, case):
     """detcli's decoding + NMS on the official raw outputs: the official detections, to float rounding."""
     c = case(name)
@@ -261,7 +279,7 @@ def test_postprocessing_of_official_raw_outputs_matches_official(name, case):
         assert max_abs(det.boxes, boxes) <= DET_TOL and max_abs(det.scores, scores) <= DET_TOL
 
 
-@pytest.mark.parametrize("name", FULL)
+@pytest.mark.parametrize("name", DETECTIONS)
 def test_detections_match_official(name, case):
     """End to end (weights file → predict): same detections; boxes within the raw tolerance carried
     through the decoding (|dbox| ≤ 1e-4 · box size: a delta error scales with the anchor/box size)."""
@@ -397,3 +415,58 @@ def test_rtmdet_loss_matches_official(case):
     print("rtmdet-tiny loss: " + ", ".join(f"{k} {float(v):.6f} (official {official[k]:.6f})" for k, v in losses.items()))
     for key in ("loss_cls", "loss_bbox"):
         assert math.isclose(float(losses[key]), official[key], rel_tol=1e-5), (key, float(losses[key]), official[key])
+
+
+# ----------------------------------------------------------------------------- DeFCN
+def defcn_targets(c: Case) -> list:
+    from detcli.structures import Target
+
+    return [Target(torch.tensor(b), torch.tensor(l)) for b, l in c.doc["gts"]]
+
+
+def test_defcn_poto_and_aux_assignment_match_official(case):
+    """``DeFCN.assign`` on the official raw outputs and the fixture's GT sets: POTO's one-to-one match (the
+    Hungarian algorithm on the same quality matrices, the GTs without a candidate included) and the auxiliary
+    one-to-many assignment, prior for prior."""
+    from detcli.assigners.poto import matching_quality, pairwise_iou
+
+    c = case("defcn-r50-fpn")
+    a, model = c.arrays, c.loaded.model
+    h, w = a["input"].shape[-2:]
+    priors = model.priors((h, w))
+    assert max_abs(priors.points[:, :2], a["points"]) == 0.0  # half-stride points
+    outputs = HeadOutput(torch.from_numpy(a["cls"]), torch.from_numpy(a["reg"]), torch.from_numpy(a["filter"]))
+    targets = defcn_targets(c)
+    res = model.assign(outputs, priors, targets)
+    # the matrices handed to the solver
+    boxes = model.decode_boxes(outputs, priors)
+    probs = model.decode_scores(outputs)
+    for i, t in enumerate(targets):
+        q = matching_quality(probs[i][:, t.labels].t(), pairwise_iou(t.boxes, boxes[i]), model.assigner.alpha)
+        q = q.masked_fill(~model.assigner.candidates(priors.points, t.boxes), -1.0)
+        assert max_abs(q, a[f"poto_quality{i}"]) <= 1e-5
+    for key, got in (("poto_gt_inds", res.gt_inds), ("poto_labels", res.labels),
+                     ("aux_gt_inds", res.auxiliary.gt_inds), ("aux_labels", res.auxiliary.labels)):
+        want = torch.from_numpy(a[key]).long()
+        assert torch.equal(got, want), f"{key} differ at {differing(got.flatten(), want.flatten())[:10]}"
+    assert [int((res.gt_inds[i] > 0).sum()) for i in range(2)] == [len(t.labels) for t in targets]  # one per GT
+    # the regression targets of the positives: distances from the matched point to its GT
+    pos = res.gt_inds > 0
+    img, prior = pos.nonzero(as_tuple=True)
+    gt_boxes = torch.stack([targets[int(i)].boxes[int(res.gt_inds[i, p]) - 1] for i, p in zip(img, prior)])
+    own = model.encode_boxes(gt_boxes[:, None], priors)[torch.arange(len(prior)), prior]
+    assert max_abs(own, a["poto_reg_targets"][img.numpy(), prior.numpy()]) <= 1e-4
+
+
+def test_defcn_loss_matches_official(case):
+    """``DeFCN.loss`` on the fixture's input and GT sets against the official ``losses`` + ``aux_losses``."""
+    c = case("defcn-r50-fpn")
+    model, images = c.loaded.model, torch.from_numpy(c.arrays["input"])
+    with torch.no_grad():
+        losses = model.loss(images, defcn_targets(c), [], epoch=0)
+    official = c.doc["loss"]
+    print("defcn-r50-fpn loss: " + ", ".join(f"{k} {float(v):.6f} (official {official[k]:.6f})"
+                                            for k, v in losses.items()))
+    assert set(losses) == set(official)
+    for key, value in official.items():
+        assert math.isclose(float(losses[key]), value, rel_tol=1e-5), (key, float(losses[key]), value)

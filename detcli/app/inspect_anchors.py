@@ -312,6 +312,7 @@ def _image_assignment(s: Subject, sample: dict, priors, assignment, fit):
         anchors=None if anchors is None else anchors.cpu().numpy(),
         levels=priors.levels.cpu().numpy(),
         notes=notes,
+        aux_gt_inds=None if assignment.auxiliary is None else assignment.auxiliary.gt_inds[0].cpu().numpy(),
     )
 
 
@@ -331,6 +332,7 @@ def _print(reporter: Reporter, subjects: list[Subject]) -> None:
         return
     r = subjects[0].report
     p, z, iou = r["positives_per_gt"], r["gts_without_positive"], r["positive_iou"]
+    aux = r.get("auxiliary_positives_per_gt")
     reporter.key_values(f"assignment of {r['preset']} ({r['assigner']})", {
         "assigned on": r["assignment_on"],
         "images": f"{r['images']} ({r['data']['split']}, {r['data']['pipeline']})"
@@ -338,6 +340,8 @@ def _print(reporter: Reporter, subjects: list[Subject]) -> None:
         "GT boxes": r["gts"],
         "positives per GT": f"min {p['min']} · mean {p['mean']:.2f} · max {p['max']}",
         "histogram": "  ".join(f"{k}: {v}" for k, v in p["histogram"].items()),
+        **({"auxiliary positives per GT": f"min {aux['min']} · mean {aux['mean']:.2f} · max {aux['max']} "
+                                           "(auxiliary loss only)"} if aux else {}),
         "GTs without a positive": str(z["count"]) + "".join(f" · {n} {why}" for why, n in z["by_reason"].items()),
         f"IoU of {iou['of']}": "n/a" if iou["mean"] is None else
         f"mean {iou['mean']:.3f} · min {iou['min']:.3f} · max {iou['max']:.3f}",

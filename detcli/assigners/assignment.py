@@ -1,5 +1,5 @@
-"""The one result type of every label assigner (MaxIoU, dynamic soft label, later POTO), used by the losses
-and by inspection alike."""
+"""The one result type of every label assigner (MaxIoU, dynamic soft label, POTO), used by the losses and by
+inspection alike."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -21,13 +21,16 @@ class Assignment(NamedTuple):
         labels: int64 class of the matched GT for positives, ``-1`` everywhere else.
         quality: float32, the assigner's own measure of the prior: MaxIoU the prior's best IoU with any GT
             (whatever its assignment; 0 without GTs and for priors outside the image); dynamic soft label
-            assignment the IoU of the prior's *predicted* box with its matched GT (the QFL soft target),
-            0 unless positive.
+            assignment and POTO the IoU of the prior's *predicted* box with its matched GT (the QFL soft
+            target), 0 unless positive.
+        auxiliary: a second assignment of the same priors that trains an auxiliary loss only (DeFCN's
+            one-to-many assignment beside POTO's one-to-one), or None. Inspection shows it beside the main one.
     """
 
     gt_inds: Tensor
     labels: Tensor
     quality: Tensor
+    auxiliary: Assignment | None = None
 
     @property
     def pos_mask(self) -> Tensor:

@@ -131,3 +131,24 @@ def _empty_or_unfit(g: int, device: torch.device, reason: int, measure: float) -
         torch.full((g,), measure, dtype=torch.float32, device=device),
         torch.full((g,), reason, dtype=torch.long, device=device),
     )
+
+
+def candidate_fit(candidates: Tensor, gt_boxes: Tensor, smallest_stride: float) -> PriorFit:
+    """An assigner's own candidate rule (e.g. POTO's centre-sampling region): GT ``g`` fits when some prior is a
+    candidate for it.
+
+    Args:
+        candidates: (G, N) bool.
+        gt_boxes: (G, 4) ``xyxy`` (for the "smaller than the stride" reason).
+        smallest_stride: the finest level's stride.
+    """
+    g = gt_boxes.shape[0]
+    if g == 0 or candidates.shape[1] == 0:
+        return _empty_or_unfit(g, candidates.device, NO_PRIOR_INSIDE, measure=0.0)
+    count = candidates.sum(dim=1)
+    fits = count > 0
+    small = torch.maximum(gt_boxes[:, 2] - gt_boxes[:, 0], gt_boxes[:, 3] - gt_boxes[:, 1]) < smallest_stride
+    reason = torch.full((g,), FITS, dtype=torch.long, device=candidates.device)
+    reason[~fits] = NO_PRIOR_INSIDE
+    reason[~fits & small] = SMALLER_THAN_STRIDE
+    return PriorFit(fits, count, count.float(), reason)

@@ -135,7 +135,49 @@ class RTMDetConfig(Strict):
     loss: RTMDetLossConfig = Field(default_factory=RTMDetLossConfig)
 
 
-ModelConfig = Annotated[Union[NanoDetPlusConfig, RetinaNetConfig, RTMDetConfig], Field(discriminator="type")]
+class MaxFilteringConfig(Strict):
+    """DeFCN's 3D Max Filtering."""
+
+    kernel_size: int = Field(3, ge=1, description="spatial window")
+    tau: int = Field(2, ge=0, description="level window: tau + 1 neighbouring levels")
+    norm: bool = Field(True, description="GroupNorm(32) after the residual (DeFCN's 'wo_gn' variant: false)")
+
+
+class POTOAssignerConfig(Strict):
+    """POTO one-to-one assignment and DeFCN's auxiliary one-to-many assignment."""
+
+    alpha: Probability = Field(0.8, description="quality = p^(1-alpha) * IoU^alpha")
+    centre_radius: float = Field(1.5, ge=0, description="centre-sampling radius in strides (0: the whole box)")
+    aux_topk: int = Field(9, ge=1, description="auxiliary candidates per GT and level")
+
+
+class DeFCNLossConfig(Strict):
+    focal_alpha: Probability = 0.25
+    focal_gamma: float = Field(2.0, ge=0)
+    reg_weight: float = Field(2.0, ge=0, description="GIoU loss weight")
+    aux_weight: float = Field(1.0, ge=0, description="auxiliary one-to-many focal loss weight (0: off)")
+
+
+class DeFCNConfig(Strict):
+    """DeFCN (POTO + 3DMF + aux) on ResNet-50-FPN as Megvii's DeFCN on cvpods."""
+
+    type: Literal["defcn"]
+    num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
+    frozen_stages: int = Field(1, ge=-1, le=4, description="1: stem + res2 frozen (cvpods FREEZE_AT=2)")
+    fpn_channels: int = Field(256, ge=32)
+    num_convs: int = Field(4, ge=1, description="head tower depth")
+    strides: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128], min_length=5, max_length=5)
+    prior_prob: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    filter: MaxFilteringConfig = Field(default_factory=MaxFilteringConfig)
+    backbone_weights: str | None = Field(
+        "imagenet", description="'imagenet' (the MSRA caffe-style R-50.pkl in the torch hub cache), a path to "
+        "it, or null for random init"
+    )
+    assigner: POTOAssignerConfig = Field(default_factory=POTOAssignerConfig)
+    loss: DeFCNLossConfig = Field(default_factory=DeFCNLossConfig)
+
+
+ModelConfig = Annotated[Union[NanoDetPlusConfig, RetinaNetConfig, RTMDetConfig, DeFCNConfig], Field(discriminator="type")]
 
 
 # --------------------------------------------------------------------------- input and augmentation
@@ -225,10 +267,15 @@ class NanoDetAugmentConfig(AugmentBase):
 
 
 class ResizeFlipAugmentConfig(AugmentBase):
-    """MMDetection's Resize(keep_ratio) + RandomFlip."""
+    """MMDetection's Resize(keep_ratio) + RandomFlip; with ``short_sides``, detectron2's multi-scale
+    ``ResizeShortestEdge(short_sides, max_size, "choice")`` in training."""
 
     type: Literal["resize_flip"]
     flip: Probability = 0.5
+    short_sides: list[int] | None = Field(
+        None, min_length=1, description="training only: each image's short side drawn from these (the long side "
+        "capped at input.size's larger value); scaled with --imgsz like input.size"
+    )
 
 
 def _ordered(pair: tuple[float, float], name: str) -> None:
@@ -414,7 +461,7 @@ class Preset(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Preset":
-        pairs = {"nanodet_plus": "nanodet", "retinanet": "resize_flip", "rtmdet": "rtmdet"}
+        pairs = {"nanodet_plus": "nanodet", "retinanet": "resize_flip", "rtmdet": "rtmdet", "defcn": "resize_flip"}
         if pairs[self.model.type] != self.augment.type:
             raise ValueError(f"augment.type {self.augment.type!r} does not fit model.type {self.model.type!r}")
         if self.model.type == "nanodet_plus" and self.input.keep_ratio:

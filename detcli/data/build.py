@@ -58,9 +58,13 @@ def _family_transform(preset: Preset, augment: AugmentBase, train: bool, imgsz: 
         case ResizeFlipAugmentConfig() as aug:
             from detcli.data.transforms.resize import KeepRatioResizeTransform
 
+            short_sides = None
+            if aug.short_sides and train:  # scaled with --imgsz as the input size is
+                f = max(size) / max(inp.size)
+                short_sides = [max(32, round(s * f)) for s in aug.short_sides]
             return KeepRatioResizeTransform(
                 scale=size, mean=inp.mean, std=inp.std, to_rgb=inp.channel_order == "rgb",
-                flip=aug.flip, train=train,
+                flip=aug.flip, train=train, short_sides=short_sides,
             )
         case RTMDetAugmentConfig() as aug:
             from detcli.data.transforms.rtmdet import rtmdet_test_pipeline, rtmdet_train_pipeline

@@ -31,6 +31,7 @@ class ImageAssignment:
         gt_inds: (N,) the assignment (``i + 1`` positive for GT i, 0 background, -1 ignored).
         points: (N, 2) prior points; anchors: (N, 4) anchor boxes or None; levels: (N,) level of each prior.
         notes: (G,) text after a GT's positive count in the legend (e.g. why it has none).
+        aux_gt_inds: (N,) an auxiliary assignment in the same coding (DeFCN's one-to-many), or None.
     """
 
     image_bgr: np.ndarray
@@ -41,6 +42,7 @@ class ImageAssignment:
     anchors: np.ndarray | None
     levels: np.ndarray
     notes: list[str]
+    aux_gt_inds: np.ndarray | None = None
 
 
 def ascii_text(text: str) -> str:
@@ -75,11 +77,17 @@ def level_panels(a: ImageAssignment, level_names: list[str], strides: tuple[int,
             for i in idx:
                 x1, y1, x2, y2 = np.round(a.anchors[i] * scale).astype(int)
                 cv2.rectangle(img, (x1, y1), (x2, y2), gt_color(int(a.gt_inds[i]) - 1), 1, cv2.LINE_AA)
+        aux_idx = np.flatnonzero(on_level & (a.aux_gt_inds > 0)) if a.aux_gt_inds is not None else []
+        for i in aux_idx:  # rings, under the main positives' dots
+            x, y = np.round(a.points[i] * scale).astype(int)
+            cv2.circle(img, (int(x), int(y)), 6, gt_color(int(a.aux_gt_inds[i]) - 1), 1, cv2.LINE_AA)
         for i in idx:
             x, y = np.round(a.points[i] * scale).astype(int)
             cv2.circle(img, (int(x), int(y)), 4, (0, 0, 0), -1, cv2.LINE_AA)
             cv2.circle(img, (int(x), int(y)), 3, gt_color(int(a.gt_inds[i]) - 1), -1, cv2.LINE_AA)
-        header = f"{name} stride {stride}: {len(idx)} pos, {int(ign.sum())} ignored"
+        header = f"{name} stride {stride}: {len(idx)} pos"
+        header += f" (+{len(aux_idx)} aux)" if a.aux_gt_inds is not None else ""
+        header += f", {int(ign.sum())} ignored"
         panels.append(np.vstack([text_bar([header], img.shape[1]), img]))
     return panels
 
@@ -87,6 +95,7 @@ def level_panels(a: ImageAssignment, level_names: list[str], strides: tuple[int,
 def legend(a: ImageAssignment, class_names: list[str], level_names: list[str], width: int) -> np.ndarray:
     """The key to the marks, then one line per GT in its colour: class, size, positives per level, notes."""
     key = ("o positive prior (its GT's colour)" + ("  [] positive anchor box" if a.anchors is not None else "")
+           + ("  ring: auxiliary positive" if a.aux_gt_inds is not None else "")
            + "  x ignored prior  thick box: GT")
     lines, colors = [key], [TEXT]
     for k, (box, label) in enumerate(zip(a.gt_boxes, a.gt_labels)):
@@ -97,6 +106,8 @@ def legend(a: ImageAssignment, class_names: list[str], level_names: list[str], w
         name = class_names[int(label)] if 0 <= int(label) < len(class_names) else f"class{int(label)}"
         text = f"GT {k} {name} {bw:.0f}x{bh:.0f}: {int(owned.sum())} pos"
         text += f" ({', '.join(per_level)})" if per_level else ""
+        if a.aux_gt_inds is not None:
+            text += f", {int((a.aux_gt_inds == k + 1).sum())} aux"
         text += f" {a.notes[k]}" if a.notes[k] else ""
         lines.append(text)
         colors.append(gt_color(k))

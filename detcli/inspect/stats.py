@@ -57,12 +57,14 @@ class AssignmentStats:
     zero_reasons: list[Tensor] = field(default_factory=list)
     zero_listed: list[dict[str, Any]] = field(default_factory=list)
     positive_iou: list[Tensor] = field(default_factory=list)
+    aux_positives_per_gt: list[Tensor] = field(default_factory=list)  # of an auxiliary assignment (DeFCN)
 
     def __post_init__(self) -> None:
         levels = len(self.strides)
         self.positives_per_level = torch.zeros(levels, dtype=torch.long)
         self.ignored_per_level = torch.zeros(levels, dtype=torch.long)
         self.size_level = torch.zeros(len(SIZE_BINS), levels + 1, dtype=torch.long)  # last column: no positive
+        self.aux_positives_per_level = torch.zeros(levels, dtype=torch.long)
 
     def add(self, priors: Priors, assignment: Assignment, targets: list[Target], metas: list[ImageMeta],
             fits: list[PriorFit]) -> None:
@@ -71,6 +73,7 @@ class AssignmentStats:
         prior_levels = priors.levels.cpu()
         points = priors.points.cpu()
         gt_inds_all = assignment.gt_inds.cpu()
+        aux_all = None if assignment.auxiliary is None else assignment.auxiliary.gt_inds.cpu()
         d = max(1, self.size_divisor)
         for i, (target, meta, fit) in enumerate(zip(targets, metas, fits)):
             self.images += 1
@@ -89,6 +92,10 @@ class AssignmentStats:
             count = per_gt_level.sum(dim=1)
             self.positives_per_gt.append(count)
             self.positives_per_level += per_gt_level.sum(dim=0)
+            if aux_all is not None:
+                aux_pos = aux_all[i] > 0
+                self.aux_positives_per_gt.append(torch.bincount(aux_all[i][aux_pos] - 1, minlength=g))
+                self.aux_positives_per_level += torch.bincount(prior_levels[aux_pos], minlength=levels)
 
             wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
             size_bin = torch.bucketize(wh.prod(dim=1).sqrt(), torch.tensor(SIZE_EDGES, dtype=torch.float32),
@@ -132,6 +139,16 @@ class AssignmentStats:
             "histogram": _histogram(counts.float(), POSITIVE_EDGES, POSITIVE_BINS),
         }
         out["positives_per_level"] = dict(zip(level_names, self.positives_per_level.tolist()))
+        if self.aux_positives_per_gt:
+            aux = _cat(self.aux_positives_per_gt, torch.long)
+            out["auxiliary_positives_per_gt"] = {
+                "of": "the auxiliary assignment (trains an auxiliary loss only)",
+                "min": int(aux.min()) if aux.numel() else 0,
+                "mean": round(float(aux.float().mean()), 3) if aux.numel() else 0.0,
+                "max": int(aux.max()) if aux.numel() else 0,
+                "histogram": _histogram(aux.float(), POSITIVE_EDGES, POSITIVE_BINS),
+                "per_level": dict(zip(level_names, self.aux_positives_per_level.tolist())),
+            }
         out["ignored_per_level"] = dict(zip(level_names, self.ignored_per_level.tolist()))
         out["gts_without_positive"] = {
             "count": int(zero_reasons.numel()),

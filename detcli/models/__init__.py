@@ -1,7 +1,7 @@
 """Preset → detector. An explicit ``match`` on ``model.type``, so "go to definition" works."""
 from __future__ import annotations
 
-from detcli.config.schema import NanoDetPlusConfig, Preset, RetinaNetConfig, RTMDetConfig
+from detcli.config.schema import DeFCNConfig, NanoDetPlusConfig, Preset, RetinaNetConfig, RTMDetConfig
 from detcli.errors import PresetError
 from detcli.models.base import Detector
 
@@ -30,6 +30,10 @@ def build_model(preset: Preset, num_classes: int | None = None, pretrained: bool
             from detcli.models.detectors.rtmdet import build_rtmdet
 
             return build_rtmdet(cfg, preset.test, classes, backbone_weights)
+        case DeFCNConfig():
+            from detcli.models.detectors.defcn import build_defcn
+
+            return build_defcn(cfg, preset.test, classes, backbone_weights)
     raise PresetError(f"model.type {cfg.type!r} has no builder")  # pragma: no cover - the union is exhaustive
 
 
@@ -57,6 +61,9 @@ def assigner_name(preset: Preset) -> str:
         case RTMDetConfig(assigner=a):
             return (f"DynamicSoftLabelAssigner(topk={a.topk}, iou_factor={a.iou_factor}, "
                     f"soft_center_radius={a.soft_center_radius}) on the head's own predictions")
+        case DeFCNConfig(assigner=a):
+            return (f"POTO(alpha={a.alpha}, centre_radius={a.centre_radius}, Hungarian) + auxiliary one-to-many "
+                    f"(top-{a.aux_topk} per level, mean+std) on the head's own predictions")
     return "?"
 
 
@@ -70,4 +77,6 @@ def strides_of(preset: Preset) -> list[int]:
             from detcli.models.detectors.rtmdet import STRIDES
 
             return list(STRIDES)
+        case DeFCNConfig(strides=s):
+            return list(s)
     return []

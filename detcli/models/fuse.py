@@ -10,7 +10,8 @@
    (``w' = w·γ/√(σ²+ε)``, ``b' = (b − μ)·γ/√(σ²+ε) + β``, per output channel, so depthwise and grouped convs
    fold alike; a conv without bias gets one) and replaced by ``nn.Identity``. The pairs are found by running
    the model once (see :func:`conv_bn_pairs`), not from module names, so any detector folds without code of
-   its own. GroupNorm (statistics of each input) and BatchNorm without running statistics cannot fold;
+   its own. FrozenBatchNorm2d (DeFCN's backbone) folds the same way. GroupNorm (statistics of each input) and
+   BatchNorm without running statistics cannot fold;
 4. on CPU the weights and the input are channels_last (NHWC): PyTorch's oneDNN kernels are faster in that
    layout for the depthwise convs and max-pooling these detectors are made of (measured in
    ``benchmarks/inference_latency.py``);
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torchvision.ops import FrozenBatchNorm2d
 
 from detcli.assigners.assignment import Assignment
 from detcli.errors import DetcliError
@@ -39,6 +41,7 @@ from detcli.models.base import Detector, HeadOutput, Priors
 from detcli.structures import Detections, ImageMeta, Target
 
 PRIORS_KEPT = 8  # input sizes whose priors an InferenceDetector keeps
+NORMS = (_BatchNorm, FrozenBatchNorm2d)  # what folds into a conv
 
 
 def fuse_for_inference(model: Detector, channels_last: bool | None = None) -> InferenceDetector:
@@ -113,13 +116,13 @@ def conv_bn_pairs(model: nn.Module, images: Tensor) -> list[tuple[_ConvNd, _Batc
 
     def record(module: nn.Module, args: tuple, output: Tensor) -> None:
         calls[module] += 1
-        if isinstance(module, _BatchNorm):
+        if isinstance(module, NORMS):
             bn_inputs.setdefault(module, []).append(args[0].grad_fn if args else None)
         else:
             produced_by.setdefault(output.grad_fn, []).append(module)
 
     hooks = [m.register_forward_hook(record) for m in model.modules()
-             if isinstance(m, _BatchNorm) or (isinstance(m, _ConvNd) and not m.transposed)]
+             if isinstance(m, NORMS) or (isinstance(m, _ConvNd) and not m.transposed)]
     try:
         with torch.inference_mode(False), torch.enable_grad():  # the autograd graph is the data flow
             outputs = model(images.detach().clone().requires_grad_())
@@ -130,7 +133,8 @@ def conv_bn_pairs(model: nn.Module, images: Tensor) -> list[tuple[_ConvNd, _Batc
     pairs = []
     for bn, inputs in bn_inputs.items():
         convs = produced_by.get(inputs[0], []) if inputs[0] is not None else []
-        if (len(inputs) == 1 and bn.track_running_stats and bn.running_mean is not None and not bn.training
+        frozen = isinstance(bn, FrozenBatchNorm2d)  # always its stored statistics
+        if (len(inputs) == 1 and (frozen or (bn.track_running_stats and bn.running_mean is not None and not bn.training))
                 and len(convs) == 1 and calls[convs[0]] == 1 and users[inputs[0]] == 1):
             pairs.append((convs[0], bn))
     return pairs

@@ -182,11 +182,11 @@ class DepthwiseSeparableConvModule(nn.Module):
 
 
 class Scale(nn.Module):
-    """A learnable scalar multiplier (``scale`` parameter, shape ())."""
+    """A learnable scalar multiplier (``scale`` parameter of ``shape``: () as mmcv's, (1,) as cvpods')."""
 
-    def __init__(self, init: float = 1.0) -> None:
+    def __init__(self, init: float = 1.0, shape: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.scale = nn.Parameter(torch.tensor(init, dtype=torch.float32))
+        self.scale = nn.Parameter(torch.full(shape, init, dtype=torch.float32))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.scale

@@ -5,6 +5,10 @@ bgr_to_rgb=True)``. The scale factor is min(long / max(h, w), short / min(h, w))
 ``int(w·s + 0.5) × int(h·s + 0.5)`` (mmcv ``rescale_size``); the image is resized bilinearly with cv2, the
 boxes by the *realised* factors new_w / w and new_h / h, then clipped to the resized image. Flip maps
 x → W − x (no −1). Batch padding (to 32, value 0 after normalisation) happens in ``collate``.
+
+Multi-scale training (DeFCN, detectron2's ``ResizeShortestEdge(short_edge_length=(640, …, 800), max_size=1333,
+sample_style="choice")``): ``short_sides`` draws each image's short side from the list; the long side is capped
+at the larger value of ``scale`` — the same size rule with ``scale = (long, drawn short)``.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class KeepRatioResizeTransform:
         to_rgb: convert the BGR input to RGB before normalising (``bgr_to_rgb=True``).
         flip: horizontal-flip probability when ``train``.
         train: augment (flip) or not.
+        short_sides: when ``train``, each image's short-side bound drawn uniformly from these (multi-scale).
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class KeepRatioResizeTransform:
         to_rgb: bool = True,
         flip: float = 0.5,
         train: bool = True,
+        short_sides: list[int] | None = None,
     ) -> None:
         self.scale = (int(scale[0]), int(scale[1]))
         self.mean = tuple(float(m) for m in mean)
@@ -55,6 +61,7 @@ class KeepRatioResizeTransform:
         self.table = normalization_table(self.mean, self.std)
         self.flip = float(flip)
         self.train = train
+        self.short_sides = [int(v) for v in short_sides] if short_sides and train else None
 
     def __call__(
         self,
@@ -75,7 +82,12 @@ class KeepRatioResizeTransform:
             ``labels`` (G,) int64 tensor, ``warp_matrix`` (3, 3) float64 original → input, ``img_shape`` (h, w).
         """
         height, width = img.shape[:2]
-        new_w, new_h = keep_ratio_size(width, height, self.scale)
+        scale = self.scale
+        if self.short_sides is not None:
+            if rng is None:
+                raise ValueError("KeepRatioResizeTransform(short_sides=…) needs an rng")
+            scale = (max(self.scale), self.short_sides[int(rng.integers(len(self.short_sides)))])
+        new_w, new_h = keep_ratio_size(width, height, scale)
         out = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         m = np.diag([new_w / width, new_h / height, 1.0])
         if self.train and self.flip > 0:

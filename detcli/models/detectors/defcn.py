@@ -1,0 +1,234 @@
+"""DeFCN (Wang et al., "End-to-End Object Detection with Fully Convolutional Network", CVPR 2021): POTO +
+3D Max Filtering + auxiliary loss, as Megvii's DeFCN on cvpods (``poto.res50.fpn.coco.800size.3x_ms.3dmf.aux``).
+
+ResNet-50 (caffe style, FrozenBN, stem + res2 frozen) → FPN P3–P7 (P6 from P5, P7 = conv(ReLU(P6))) → FCOS-style
+GN head with per-level Scale and ReLU(·)·stride distances, plus 3D Max Filtering and a filter logit; score =
+σ(cls)·σ(filter). Training: POTO one-to-one on the detached predictions (focal loss on the probability
+product + 2 × GIoU) and the auxiliary one-to-many focal loss on the class logits. Test: per level the best 1000
+(point, class) pairs with score > 0.05, the best 100 overall, **no NMS** (``test.nms``; ``--nms`` turns it on).
+
+Parameter names: ``backbone.*`` torchvision ResNet, ``neck.*`` the shared FPN, ``head.*`` DeFCN's own names;
+a cvpods checkpoint is renamed on load (:func:`~detcli.models.cvpods_keys.cvpods_to_detcli`).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from detcli.assigners.assignment import Assignment
+from detcli.assigners.poto import POTOAssigner
+from detcli.assigners.prior_fit import PriorFit, candidate_fit, larger_input_advice
+from detcli.errors import DetcliError
+from detcli.geometry.distance import bbox2distance, distance2bbox
+from detcli.geometry.priors import point_priors
+from detcli.losses.defcn_loss import defcn_loss
+from detcli.models.backbones.resnet import ResNet
+from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
+from detcli.models.convert import tensor_state_dict
+from detcli.models.cvpods_keys import cvpods_to_detcli
+from detcli.models.heads.defcn_head import DeFCNHead
+from detcli.models.necks.fpn import FPN
+from detcli.postprocess import PostprocessConfig
+from detcli.structures import ImageMeta, Target
+
+if TYPE_CHECKING:
+    from detcli.config.schema import DeFCNConfig, TestConfig
+
+
+class DeFCN(Detector):
+    """DeFCN with a ResNet-50 FPN.
+
+    Args:
+        num_classes: C.
+        frozen_stages: ResNet stages frozen after the stem (1 = stem + res2, cvpods ``FREEZE_AT=2``).
+        fpn_channels: FPN and head width.
+        num_convs: head tower depth.
+        strides: P3–P7 strides.
+        prior_prob: initial foreground probability.
+        filter_kernel, filter_tau, filter_norm: 3D Max Filtering (3, 2, GroupNorm).
+        poto_alpha, centre_radius, aux_topk: :class:`~detcli.assigners.poto.POTOAssigner` (0.8, 1.5, 9).
+        focal_alpha, focal_gamma, reg_weight, aux_weight: losses (0.25, 2, 2, 1).
+        postprocess: test settings (default DeFCN's: top 1000 per level, > 0.05, 100, no NMS).
+        backbone_weights: None, ``"imagenet"`` (the MSRA ``R-50.pkl`` in the torch hub cache) or a path.
+    """
+
+    ddp_find_unused_parameters = False  # every trainable parameter reaches a loss
+    param_count_convention = "all"  # FrozenBN statistics and affine are buffers, as in cvpods
+    param_count_source = "DeFCN (cvpods; FrozenBN affine excluded)"
+    select_on_logits = False  # the score is a product of two sigmoids
+    assignment_predictions = ("the head's own predictions: σ(cls)·σ(filter) for POTO, σ(cls) for the auxiliary "
+                              "one-to-many assignment")
+    box_coding = ("distance: K = 4 side distances l, t, r, b in input pixels (ReLU(scale·x)·stride already applied); "
+                  "box = (x - l, y - t, x + r, y + b) at the prior point; score = sigmoid(cls) · sigmoid(score_factor)")
+
+    def __init__(
+        self,
+        num_classes: int,
+        frozen_stages: int = 1,
+        fpn_channels: int = 256,
+        num_convs: int = 4,
+        strides: Sequence[int] = (8, 16, 32, 64, 128),
+        prior_prob: float = 0.01,
+        filter_kernel: int = 3,
+        filter_tau: int = 2,
+        filter_norm: bool = True,
+        poto_alpha: float = 0.8,
+        centre_radius: float = 1.5,
+        aux_topk: int = 9,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        reg_weight: float = 2.0,
+        aux_weight: float = 1.0,
+        postprocess: PostprocessConfig | None = None,
+        backbone_weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        if len(strides) != 5:
+            raise ValueError(f"DeFCN uses 5 levels (P3–P7); got {len(strides)} strides")
+        self.num_classes = num_classes
+        self.strides = tuple(int(s) for s in strides)
+        self.assigner = POTOAssigner(poto_alpha, centre_radius, aux_topk)
+        self.loss_settings = {"focal_alpha": focal_alpha, "focal_gamma": focal_gamma, "reg_weight": reg_weight,
+                              "aux_weight": aux_weight}
+        self.postprocess_cfg = postprocess or PostprocessConfig(
+            score_thr=0.05, iou_thr=0.6, max_det=100, nms="none", nms_pre=1000, min_bbox_size=0.0)
+
+        self.backbone = ResNet(50, frozen_stages, norm_eval=True, style="caffe", norm="frozen_bn")
+        self.neck = FPN(self.backbone.out_channels, fpn_channels, num_extra=2, extra_source="output",
+                        relu_before_extra=True, init="c2_xavier")
+        self.head = DeFCNHead(num_classes, fpn_channels, self.strides, num_convs, prior_prob, filter_kernel,
+                              filter_tau, filter_norm)
+        self.backbone_init_message: str | None = self.backbone.load_imagenet(backbone_weights)
+
+    # ------------------------------------------------------------------ inference graph
+    def forward(self, images: Tensor) -> HeadOutput:
+        """(B, 3, H, W) → class logits (B, N, C), distances in pixels (B, N, 4), filter logits (B, N, 1); N in
+        level, y, x order."""
+        cls_maps, reg_maps, filter_maps = self.forward_maps(images)
+        return HeadOutput(_flatten_levels(cls_maps), _flatten_levels(reg_maps), _flatten_levels(filter_maps))
+
+    def forward_maps(self, images: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Per-level maps as DeFCN's ``FCOSHead.forward``: (B, C, H_l, W_l), (B, 4, H_l, W_l), (B, 1, H_l, W_l)."""
+        return self.head(self.neck(self.backbone(images)))
+
+    def priors(self, image_size: tuple[int, int], device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> Priors:
+        """One point per cell of the ⌈H/s⌉ × ⌈W/s⌉ maps at the cell centre, ((x + 0.5)·s, (y + 0.5)·s)
+        (cvpods ``ShiftGenerator(offset=0.5)``; not RetinaNet's or RTMDet's offset 0)."""
+        sizes = level_grid_sizes(image_size, self.strides)
+        points = point_priors(list(sizes), self.strides, offset=0.5, device=device, dtype=dtype)
+        return Priors.on_grid(points, None, sizes, 1)
+
+    def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
+        """(B, N, 4) pixel distances → (B, N, 4) ``xyxy`` at the prior points (cvpods ``Shift2BoxTransform``)."""
+        return distance2bbox(priors.points[:, :2], outputs.bbox_reg)
+
+    def encode_boxes(self, boxes: Tensor, priors: Priors) -> Tensor:
+        """(B, N, 4) ``xyxy`` → (B, N, 4) side distances from the prior points (the regression targets)."""
+        return bbox2distance(priors.points[:, :2], boxes)
+
+    def decode_scores(self, outputs: HeadOutput) -> Tensor:
+        """σ(cls) · σ(filter), (B, N, C)."""
+        return outputs.cls_logits.float().sigmoid() * outputs.score_factor.float().sigmoid()
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def prior_fit_rule(self) -> str:
+        r = self.assigner.centre_radius
+        region = f"its centre-sampling box (centre ± {r:g}·stride, clipped to the box)" if r > 0 else "the box"
+        return (f"a prior point strictly inside {region}, POTO's candidates; a GT without one is still matched to "
+                "its best-scoring point")
+
+    def prior_fit(self, priors: Priors, gt_boxes: Tensor, meta: ImageMeta | None = None) -> PriorFit:
+        """:func:`candidate_fit` on POTO's candidate rule."""
+        boxes = gt_boxes.to(priors.points.device).float()
+        return candidate_fit(self.assigner.candidates(priors.points, boxes), boxes, float(priors.points[:, 2].min()))
+
+    def fit_advice(self, missed_wh: Tensor, reasons: Tensor) -> str:
+        """GTs without a candidate point (under the stride-8 grid) → a larger input."""
+        if missed_wh.numel() == 0:
+            return "nothing to change"
+        return larger_input_advice(missed_wh, self.strides[0])
+
+    # ------------------------------------------------------------------ training graph
+    def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
+               metas: list[ImageMeta] | None = None) -> Assignment:
+        """POTO on σ(cls)·σ(filter) and the decoded boxes, with the auxiliary one-to-many assignment on σ(cls) in
+        ``.auxiliary`` (DeFCN ``get_ground_truth`` / ``get_aux_ground_truth``; every prior takes part)."""
+        cls = outputs.cls_logits.detach().float().sigmoid()
+        probs = cls * outputs.score_factor.detach().float().sigmoid()
+        boxes = self.decode_boxes(outputs, priors).detach().float()
+        return self.assigner.assign(probs, cls, boxes, priors.points, priors.level_counts,
+                                    [t.boxes for t in targets], [t.labels for t in targets])
+
+    def loss(self, images: Tensor, targets: list[Target], metas: list[ImageMeta], epoch: int = 0) -> dict[str, Tensor]:
+        """``loss_cls``, ``loss_box_reg`` (×2) and ``loss_cls_aux`` (:func:`~detcli.losses.defcn_loss.defcn_loss`)."""
+        outputs = self(images)
+        priors = self.priors(tuple(images.shape[-2:]), images.device)
+        assignment = self.assign(outputs, priors, targets)
+        matched = _matched_boxes(assignment, targets, priors.num)
+        target_distances = self.encode_boxes(matched, priors)
+        return defcn_loss(outputs.cls_logits, outputs.score_factor, outputs.bbox_reg, target_distances, assignment,
+                          **self.loss_settings)
+
+    # ------------------------------------------------------------------ weights
+    def official_state_dict(self, checkpoint: Any) -> dict[str, Tensor]:
+        """Weights of a DeFCN (cvpods) checkpoint (``{"model": state_dict, …}``, ``{"state_dict": …}`` or a bare
+        state dict; cvpods' key names, renamed), or of a detcli-named state dict (returned as is)."""
+        if not isinstance(checkpoint, Mapping):
+            raise DetcliError(f"not a DeFCN (cvpods) checkpoint: expected a dict, found {type(checkpoint).__name__}")
+        key = next((k for k in ("model", "state_dict") if isinstance(checkpoint.get(k), Mapping)), None)
+        raw = checkpoint if key is None else checkpoint[key]
+        return cvpods_to_detcli(tensor_state_dict(raw, "DeFCN (cvpods) checkpoint" + (f" '{key}'" if key else "")))
+
+    def classes_in(self, state: Mapping[str, Tensor]) -> int | None:
+        """C from ``head.cls_score``."""
+        cls_conv = state.get("head.cls_score.weight")
+        return None if cls_conv is None else int(cls_conv.shape[0])
+
+
+def _flatten_levels(maps: list[Tensor]) -> Tensor:
+    """Per-level (B, k, H, W) → (B, Σ H·W, k), index (level, y, x) (cvpods ``permute_to_N_HWA_K`` + concat)."""
+    return torch.cat([m.permute(0, 2, 3, 1).flatten(1, 2) for m in maps], dim=1)
+
+
+def _matched_boxes(assignment: Assignment, targets: list[Target], n: int) -> Tensor:
+    """(B, N, 4) the box of each prior's matched GT (zeros where not positive)."""
+    b = len(targets)
+    device = assignment.gt_inds.device
+    out = torch.zeros((b, n, 4), dtype=torch.float32, device=device)
+    pos = assignment.gt_inds > 0
+    if bool(pos.any()):
+        img, prior = pos.nonzero(as_tuple=True)
+        offsets = torch.tensor([0] + [len(t.labels) for t in targets[:-1]], device=device).cumsum(0)
+        gt_boxes = torch.cat([t.boxes.to(device).float() for t in targets])
+        out[img, prior] = gt_boxes[offsets[img] + assignment.gt_inds[img, prior] - 1]
+    return out
+
+
+def build_defcn(cfg: DeFCNConfig, test: TestConfig, num_classes: int, backbone_weights: str | None) -> DeFCN:
+    """DeFCN from a validated preset's ``model`` (``DeFCNConfig``) and ``test`` sections (``test.nms_pre=None``
+    keeps DeFCN's 1000 per level, ``test.min_bbox_size=None`` its 0: cvpods drops empty boxes)."""
+    return DeFCN(
+        num_classes=num_classes,
+        frozen_stages=cfg.frozen_stages,
+        fpn_channels=cfg.fpn_channels,
+        num_convs=cfg.num_convs,
+        strides=tuple(cfg.strides),
+        prior_prob=cfg.prior_prob,
+        filter_kernel=cfg.filter.kernel_size,
+        filter_tau=cfg.filter.tau,
+        filter_norm=cfg.filter.norm,
+        poto_alpha=cfg.assigner.alpha,
+        centre_radius=cfg.assigner.centre_radius,
+        aux_topk=cfg.assigner.aux_topk,
+        focal_alpha=cfg.loss.focal_alpha,
+        focal_gamma=cfg.loss.focal_gamma,
+        reg_weight=cfg.loss.reg_weight,
+        aux_weight=cfg.loss.aux_weight,
+        postprocess=PostprocessConfig.from_test(test, nms_pre=1000, min_bbox_size=0.0),
+        backbone_weights=backbone_weights,
+    )
