@@ -6,11 +6,12 @@ epoch. ``--per-step`` also prints the share of each step. Data: the built-in dem
 ``--synthetic`` COCO-sized 640×480 JPEGs.
 
 The train-step figure needs a model: :func:`train_step_seconds` takes any detcli :class:`Detector`
-(``--model-preset rtmdet-tiny`` once that preset exists; any preset works). With both figures the script
-prints how many workers per process keep one process fed: ``batch / (step_s · images_per_s_per_worker)``.
+(``--model-preset rtmdet-tiny``; any preset works). It runs with all of the process's threads, as the trainer
+does (the pipelines run single-threaded, as a DataLoader worker). With both figures the script prints how many
+workers per process keep one process fed: ``batch / (step_s · images_per_s_per_worker)``.
 
     OMP_NUM_THREADS=1 python benchmarks/rtmdet_pipeline_speed.py [--images 200] [--synthetic] [--per-step]
-        [--model-preset NAME --batch 32 --device cuda]
+        [--model-preset NAME --batch 32 --iters 10 --device cuda]
 """
 from __future__ import annotations
 
@@ -184,7 +185,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32, help="train-step batch (per process)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--iters", type=int, default=10, help="timed train steps (after 3 warm-up steps)")
     args = ap.parse_args()
+    train_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     import cv2
 
@@ -218,8 +221,10 @@ def main() -> int:
 
     preset, _ = load_preset(args.model_preset)
     model = build_model(preset, 80, pretrained=False)
-    step = train_step_seconds(model, args.batch, 640, args.device, args.amp)
-    print(f"train step: {preset.name} at 640, batch {args.batch} on {args.device}{' AMP' if args.amp else ''}: "
+    torch.set_num_threads(train_threads)
+    step = train_step_seconds(model, args.batch, 640, args.device, args.amp, iters=args.iters)
+    where = args.device if torch.device(args.device).type != "cpu" else f"cpu, {train_threads} threads"
+    print(f"train step: {preset.name} at 640, batch {args.batch} on {where}{' AMP' if args.amp else ''}: "
           f"{step * 1000:.0f} ms/iteration ({args.batch / step:.1f} images/s)")
     for name, rate in rates.items():
         print(f"  workers per process to keep up with '{name}': {args.batch / (step * rate):.2f}")
