@@ -142,7 +142,6 @@ def case(tmp_path_factory):
             path.unlink()  # R50: ~150 MB
             own = loaded.model.state_dict()
             renamed = loaded.model.official_state_dict(ckpt)  # under detcli's names (DeFCN renames cvpods' keys)
-            assert len(renamed) == len(state), "two official keys map onto one detcli key"
             bad_values = [k for k in own if k in renamed and not k.endswith("num_batches_tracked")
                           and not torch.equal(own[k], renamed[k])]
             bad_values += [f"{k} (not in the checkpoint)"

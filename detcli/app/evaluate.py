@@ -81,7 +81,7 @@ def eval_command(req: EvalRequest) -> dict:
         "preset": preset.name,
         "annotations": str(data_cfg.val.ann_file),
         "score_thr": test.score_thr, "iou_thr": test.iou_thr, "max_det": test.max_det,
-        "nms": model.postprocess_cfg.nms,
+        "nms": test.nms,
         "imgsz": list(size),
         **result.to_dict(),
     }

@@ -191,8 +191,17 @@ def calibrate_batchnorms_(model: torch.nn.Module, images: torch.Tensor) -> dict[
 def trained_like_(model: torch.nn.Module, images: torch.Tensor, seed: int = 0) -> torch.nn.Module:
     """Weights of this recipe for ``model``'s own state dict, BatchNorms calibrated on ``images``, eval mode: O(1)
     activations that depend on the image, class scores spread and boxes of the sizes a trained detector gives
-    (a freshly initialised RTMDet-tiny head predicts one score everywhere and boxes of 1e-9 px)."""
-    model.load_state_dict(golden_state_dict([(k, v.shape) for k, v in model.state_dict().items()], seed))
+    (a freshly initialised RTMDet-tiny head predicts one score everywhere and boxes of 1e-9 px). A DeFCN head (a
+    ``filter`` conv) gets the options its fixture records (GN affine drawn, Scale 1, filter gain 3, distances 2) and
+    its class bias raised by 3: its score is a product of two sigmoids, and the tests' small inputs (a few hundred
+    priors) need a few hundred pairs above their thresholds."""
+    spec = [(k, v.shape) for k, v in model.state_dict().items()]
+    defcn = any(k.endswith("head.filter.weight") for k, _ in spec)
+    options = dict(distance_bias=2.0, norm_affine=True, level_scale=1.0, filter_gain=3.0) if defcn else {}
+    state = golden_state_dict(spec, seed, **options)
+    for key in [k for k in state if defcn and k.endswith("head.cls_score.bias")]:
+        state[key] = state[key] + 3.0
+    model.load_state_dict(state)
     calibrate_batchnorms_(model, images)
     return model.eval()
 

@@ -138,7 +138,8 @@ class ResNet(nn.Module):
             where = path
             path = path if path.is_file() else None
         if path is None:
-            return f"ImageNet weights for {name} ({self.style} style) not found at {where}; backbone initialised randomly"
+            style = " (caffe style, MSRA)" if self.style == "caffe" else ""
+            return f"ImageNet weights for {name}{style} not found at {where}; backbone initialised randomly"
         if path.suffix == ".pkl":
             from detcli.models.cvpods_keys import msra_resnet_state_dict, read_msra_pickle
 
