@@ -107,6 +107,12 @@ def level_grid_sizes(image_size: tuple[int, int], strides: tuple[int, ...]) -> t
     return tuple((-(-h // s), -(-w // s)) for s in strides)
 
 
+def flatten_levels(maps: list[Tensor]) -> Tensor:
+    """Per-level (B, k, H, W) maps → (B, Σ H·W, k), index (level, y, x): the prior order of one-prior-per-cell
+    heads (MMDetection's and cvpods' flattening)."""
+    return torch.cat([m.permute(0, 2, 3, 1).flatten(1, 2) for m in maps], dim=1)
+
+
 class Detector(nn.Module, ABC):
     """A one-stage detector (see the module docstring for the shared pass).
 

@@ -26,7 +26,7 @@ from detcli.geometry.distance import bbox2distance, distance2bbox
 from detcli.geometry.priors import point_priors
 from detcli.losses.defcn_loss import defcn_loss
 from detcli.models.backbones.resnet import ResNet
-from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
+from detcli.models.base import Detector, HeadOutput, Priors, flatten_levels, level_grid_sizes
 from detcli.models.convert import tensor_state_dict
 from detcli.models.cvpods_keys import cvpods_to_detcli
 from detcli.models.heads.defcn_head import DeFCNHead
@@ -108,7 +108,7 @@ class DeFCN(Detector):
         """(B, 3, H, W) → class logits (B, N, C), distances in pixels (B, N, 4), filter logits (B, N, 1); N in
         level, y, x order."""
         cls_maps, reg_maps, filter_maps = self.forward_maps(images)
-        return HeadOutput(_flatten_levels(cls_maps), _flatten_levels(reg_maps), _flatten_levels(filter_maps))
+        return HeadOutput(flatten_levels(cls_maps), flatten_levels(reg_maps), flatten_levels(filter_maps))
 
     def forward_maps(self, images: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Per-level maps as DeFCN's ``FCOSHead.forward``: (B, C, H_l, W_l), (B, 4, H_l, W_l), (B, 1, H_l, W_l)."""
@@ -188,11 +188,6 @@ class DeFCN(Detector):
         """C from ``head.cls_score``."""
         cls_conv = state.get("head.cls_score.weight")
         return None if cls_conv is None else int(cls_conv.shape[0])
-
-
-def _flatten_levels(maps: list[Tensor]) -> Tensor:
-    """Per-level (B, k, H, W) → (B, Σ H·W, k), index (level, y, x) (cvpods ``permute_to_N_HWA_K`` + concat)."""
-    return torch.cat([m.permute(0, 2, 3, 1).flatten(1, 2) for m in maps], dim=1)
 
 
 def _matched_boxes(assignment: Assignment, targets: list[Target], n: int) -> Tensor:

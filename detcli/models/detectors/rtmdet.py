@@ -26,7 +26,7 @@ from detcli.geometry.distance import bbox2distance, distance2bbox
 from detcli.geometry.priors import point_priors
 from detcli.losses.rtmdet_loss import rtmdet_loss
 from detcli.models.backbones.cspnext import CSPNeXt, load_imagenet_weights
-from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
+from detcli.models.base import Detector, HeadOutput, Priors, flatten_levels, level_grid_sizes
 from detcli.models.convert import mmdet_class_names, official_mmdet_state_dict
 from detcli.models.heads.rtmdet_head import RTMDetSepBNHead
 from detcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN
@@ -110,7 +110,7 @@ class RTMDet(Detector):
         """(B, 3, H, W) → class logits (B, N, C) and side distances in pixels (B, N, 4), N = Σ H_l·W_l in
         level, y, x order (MMDetection's flattening)."""
         cls_maps, reg_maps = self.forward_maps(images)
-        return HeadOutput(_flatten_levels(cls_maps), _flatten_levels(reg_maps))
+        return HeadOutput(flatten_levels(cls_maps), flatten_levels(reg_maps))
 
     def forward_maps(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Per-level maps as MMDetection's ``RTMDetSepBNHead.forward``: (B, C, H_l, W_l) and (B, 4, H_l, W_l)."""
@@ -193,11 +193,6 @@ class RTMDet(Detector):
         """C from the first level's ``rtm_cls`` conv."""
         cls_conv = state.get("bbox_head.rtm_cls.0.weight")
         return None if cls_conv is None else int(cls_conv.shape[0])
-
-
-def _flatten_levels(maps: list[Tensor]) -> Tensor:
-    """Per-level (B, k, H, W) → (B, Σ H·W, k), index (level, y, x) as MMDetection flattens them."""
-    return torch.cat([m.permute(0, 2, 3, 1).flatten(1, 2) for m in maps], dim=1)
 
 
 def _level0_key(key: str) -> str:
