@@ -13,19 +13,7 @@ import pytest
 
 from cli_subprocess import run_cli, run_cli_forked
 from detcli.data.demo import ensure_demo_dataset
-
-
-def overlapping_pairs(records: list[dict], iou_thr: float) -> int:
-    """Same-image, same-class pairs of COCO result records with IoU > ``iou_thr``."""
-    import torch
-    from torchvision.ops import box_convert, box_iou
-
-    count = 0
-    for key in {(r["image_id"], r["category_id"]) for r in records}:
-        boxes = torch.tensor([r["bbox"] for r in records if (r["image_id"], r["category_id"]) == key])
-        iou = box_iou(*[box_convert(boxes, "xywh", "xyxy")] * 2)
-        count += int(torch.triu(iou > iou_thr, diagonal=1).sum())
-    return count
+from detcli.engine.duplicates import duplicate_stats
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +42,10 @@ def test_defcn_end_to_end(tmp_path: Path, tiny_data: Path):
         metrics = json.loads((tmp_path / "runs" / "eval" / name / "metrics.json").read_text())
         assert "AP50" in metrics["stats"] and metrics["nms"] == ("class_aware" if flag == "--nms" else "none")
         found[name] = json.loads((tmp_path / "runs" / "eval" / name / "predictions.json").read_text())
+        assert metrics["duplicates"] == duplicate_stats(found[name]).to_dict()  # eval reports them (0.3, 0.7)
     # a barely trained dense head: its 100 best boxes overlap; with --nms (IoU 0.3) no same-class pair above 0.3 is left
-    assert overlapping_pairs(found["plain"], 0.3) > 0 and overlapping_pairs(found["nms"], 0.3) == 0
+    assert duplicate_stats(found["plain"], -1.0, 0.3).pairs > 0
+    assert duplicate_stats(found["nms"], -1.0, 0.3).pairs == 0
 
     pr = run_cli_forked("predict", str(tiny_data.parent / "val"), "--weights", str(best), "--conf", "0.0",
                         cwd=tmp_path)

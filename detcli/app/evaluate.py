@@ -34,6 +34,7 @@ def eval_command(req: EvalRequest) -> dict:
     from detcli.data.collate import collate
     from detcli.data.dataset_config import DatasetConfig, resolve_dataset
     from detcli.data.loader import build_dataloader, cap_workers
+    from detcli.engine.duplicates import duplicate_stats
     from detcli.engine.evaluate import evaluate
     from detcli.engine.evaluator import per_class_table, stats_table
     from detcli.engine.run_dir import new_run_dir
@@ -76,6 +77,8 @@ def eval_command(req: EvalRequest) -> dict:
     result = evaluate(model, loader, dataset, device, test, reporter, keep_detections=True)
     reporter.print(stats_table(result))
     reporter.print(per_class_table(result))
+    duplicates = duplicate_stats(result.detections)  # what NMS would still remove (DeFCN's no-NMS claim)
+    reporter.info(duplicates.describe())
     payload = {
         "weights": str(loaded.weights),
         "preset": preset.name,
@@ -84,6 +87,7 @@ def eval_command(req: EvalRequest) -> dict:
         "nms": test.nms,
         "imgsz": list(size),
         **result.to_dict(),
+        "duplicates": duplicates.to_dict(),
     }
     atomic_write_json(out / "metrics.json", payload)
     atomic_write_json(out / "predictions.json", result.detections, indent=None)  # COCO results, dataset ids
