@@ -20,16 +20,15 @@ from torch import Tensor
 
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.poto import POTOAssigner
-from detcli.assigners.prior_fit import PriorFit, candidate_fit, larger_input_advice
+from detcli.assigners.prior_fit import PriorFit, candidate_fit
 from detcli.errors import DetcliError
-from detcli.geometry.distance import bbox2distance, distance2bbox
-from detcli.geometry.priors import point_priors
 from detcli.losses.defcn_loss import defcn_loss
 from detcli.models.backbones.resnet import ResNet
-from detcli.models.base import Detector, HeadOutput, Priors, flatten_levels, level_grid_sizes
+from detcli.models.base import HeadOutput, Priors, flatten_levels
 from detcli.models.convert import tensor_state_dict
 from detcli.models.cvpods_keys import cvpods_to_detcli
 from detcli.models.heads.defcn_head import DeFCNHead
+from detcli.models.point_detector import PointDetector
 from detcli.models.necks.fpn import FPN
 from detcli.postprocess import PostprocessConfig
 from detcli.structures import ImageMeta, Target
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from detcli.config.schema import DeFCNConfig, TestConfig
 
 
-class DeFCN(Detector):
+class DeFCN(PointDetector):
     """DeFCN with a ResNet-50 FPN.
 
     Args:
@@ -63,6 +62,8 @@ class DeFCN(Detector):
                               "one-to-many assignment")
     box_coding = ("distance: K = 4 side distances l, t, r, b in input pixels (ReLU(scale·x)·stride already applied); "
                   "box = (x - l, y - t, x + r, y + b) at the prior point; score = sigmoid(cls) · sigmoid(score_factor)")
+
+    prior_offset = 0.5  # cvpods ``ShiftGenerator(offset=0.5)``: cell centres, not RetinaNet's or RTMDet's corners
 
     def __init__(
         self,
@@ -114,22 +115,6 @@ class DeFCN(Detector):
         """Per-level maps as DeFCN's ``FCOSHead.forward``: (B, C, H_l, W_l), (B, 4, H_l, W_l), (B, 1, H_l, W_l)."""
         return self.head(self.neck(self.backbone(images)))
 
-    def priors(self, image_size: tuple[int, int], device: torch.device | str | None = None,
-               dtype: torch.dtype = torch.float32) -> Priors:
-        """One point per cell of the ⌈H/s⌉ × ⌈W/s⌉ maps at the cell centre, ((x + 0.5)·s, (y + 0.5)·s)
-        (cvpods ``ShiftGenerator(offset=0.5)``; not RetinaNet's or RTMDet's offset 0)."""
-        sizes = level_grid_sizes(image_size, self.strides)
-        points = point_priors(list(sizes), self.strides, offset=0.5, device=device, dtype=dtype)
-        return Priors.on_grid(points, None, sizes, 1)
-
-    def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
-        """(B, N, 4) pixel distances → (B, N, 4) ``xyxy`` at the prior points (cvpods ``Shift2BoxTransform``)."""
-        return distance2bbox(priors.points[:, :2], outputs.bbox_reg)
-
-    def encode_boxes(self, boxes: Tensor, priors: Priors) -> Tensor:
-        """(B, N, 4) ``xyxy`` → (B, N, 4) side distances from the prior points (the regression targets)."""
-        return bbox2distance(priors.points[:, :2], boxes)
-
     def decode_scores(self, outputs: HeadOutput) -> Tensor:
         """σ(cls) · σ(filter), (B, N, C)."""
         return outputs.cls_logits.float().sigmoid() * outputs.score_factor.float().sigmoid()
@@ -146,12 +131,6 @@ class DeFCN(Detector):
         """:func:`candidate_fit` on POTO's candidate rule."""
         boxes = gt_boxes.to(priors.points.device).float()
         return candidate_fit(self.assigner.candidates(priors.points, boxes), boxes, float(priors.points[:, 2].min()))
-
-    def fit_advice(self, missed_wh: Tensor, reasons: Tensor) -> str:
-        """GTs without a candidate point (under the stride-8 grid) → a larger input."""
-        if missed_wh.numel() == 0:
-            return "nothing to change"
-        return larger_input_advice(missed_wh, self.strides[0])
 
     # ------------------------------------------------------------------ training graph
     def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],

@@ -20,15 +20,14 @@ from torch import Tensor
 
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.dsl import DynamicSoftLabelAssigner
-from detcli.assigners.prior_fit import PriorFit, larger_input_advice, point_fit
+from detcli.assigners.prior_fit import PriorFit, point_fit
 from detcli.errors import DetcliError
-from detcli.geometry.distance import bbox2distance, distance2bbox
-from detcli.geometry.priors import point_priors
 from detcli.losses.rtmdet_loss import rtmdet_loss
 from detcli.models.backbones.cspnext import CSPNeXt, load_imagenet_weights
-from detcli.models.base import Detector, HeadOutput, Priors, flatten_levels, level_grid_sizes
+from detcli.models.base import HeadOutput, Priors, flatten_levels
 from detcli.models.convert import mmdet_class_names, official_mmdet_state_dict
 from detcli.models.heads.rtmdet_head import RTMDetSepBNHead
+from detcli.models.point_detector import PointDetector
 from detcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN
 from detcli.postprocess import PostprocessConfig
 from detcli.structures import ImageMeta, Target
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 STRIDES = (8, 16, 32)
 
 
-class RTMDet(Detector):
+class RTMDet(PointDetector):
     """RTMDet-tiny/s/m/l/x.
 
     Args:
@@ -69,6 +68,8 @@ class RTMDet(Detector):
                   "·stride already applied); box = (x - l, y - t, x + r, y + b) at the prior point")
     prior_fit_rule = ("a prior point strictly inside the box (the assigner's candidates); the distance coding has "
                       "no range limit")
+
+    prior_offset = 0.0  # MMDetection's ``MlvlPointGenerator(offset=0)``: cell top-left corners
 
     def __init__(
         self,
@@ -116,22 +117,6 @@ class RTMDet(Detector):
         """Per-level maps as MMDetection's ``RTMDetSepBNHead.forward``: (B, C, H_l, W_l) and (B, 4, H_l, W_l)."""
         return self.bbox_head(self.neck(self.backbone(images)))
 
-    def priors(self, image_size: tuple[int, int], device: torch.device | str | None = None,
-               dtype: torch.dtype = torch.float32) -> Priors:
-        """Point priors of an (H, W) input: one per cell of the ⌈H/s⌉ × ⌈W/s⌉ maps at the cell's top-left
-        corner (``MlvlPointGenerator(offset=0)``)."""
-        sizes = level_grid_sizes(image_size, self.strides)
-        points = point_priors(list(sizes), self.strides, offset=0.0, device=device, dtype=dtype)
-        return Priors.on_grid(points, None, sizes, 1)
-
-    def decode_boxes(self, outputs: HeadOutput, priors: Priors) -> Tensor:
-        """(B, N, 4) pixel distances → (B, N, 4) ``xyxy`` at the prior points, not clipped."""
-        return distance2bbox(priors.points[:, :2], outputs.bbox_reg)
-
-    def encode_boxes(self, boxes: Tensor, priors: Priors) -> Tensor:
-        """(B, N, 4) ``xyxy`` → (B, N, 4) side distances from the prior points in pixels (unbounded)."""
-        return bbox2distance(priors.points[:, :2], boxes)
-
     def decode_scores(self, outputs: HeadOutput) -> Tensor:
         """Sigmoid of every class logit, (B, N, C)."""
         return outputs.cls_logits.sigmoid()
@@ -140,12 +125,6 @@ class RTMDet(Detector):
     def prior_fit(self, priors: Priors, gt_boxes: Tensor, meta: ImageMeta | None = None) -> PriorFit:
         """:func:`point_fit` without a range limit (the distances are not bounded)."""
         return point_fit(priors.points, gt_boxes.to(priors.points.device), max_distance=None)
-
-    def fit_advice(self, missed_wh: Tensor, reasons: Tensor) -> str:
-        """GTs no prior point falls inside (boxes under the stride-8 grid) → a larger input."""
-        if missed_wh.numel() == 0:
-            return "nothing to change"
-        return larger_input_advice(missed_wh, self.strides[0])
 
     # ------------------------------------------------------------------ training graph
     def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
