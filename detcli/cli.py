@@ -135,8 +135,9 @@ def _nms_override(nms: Optional[bool]) -> list[str]:
 @app.command(
     name="eval",
     help=(
-        "COCO bbox evaluation (pycocotools): the 12 stats and a per-class AP table, saved as metrics.json "
-        "beside the scored detections (predictions.json, COCO results format).\n\n"
+        "COCO bbox evaluation (faster-coco-eval, or pycocotools when it is not installed or "
+        "DETCLI_COCO_EVAL=pycocotools: the same numbers): the 12 stats and a per-class AP table, saved as "
+        "metrics.json beside the scored detections (predictions.json, COCO results format).\n\n"
         "Examples:\n\n"
         + _examples(
             "detcli eval                 # latest run's best.pt, on its own data",
