@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from cli_subprocess import run_cli_forked
 from detcli.app.common import load_for_inference
 from detcli.data.demo import ensure_demo_dataset
@@ -38,7 +40,7 @@ def test_patience_stops_a_run_that_does_not_improve(tmp_path: Path):
     assert best["epoch"] == 1 and last["epoch"] == 2 and last["best_map"] == 0.0
     assert last["early_stopping"] == {"best_epoch": 1, "stale": 1, "stopped": True}
     assert last["preset"]["train"]["patience"] == 1
-    load_for_inference(run / "weights" / "best.pt", None, [], torch_cpu())  # a valid model to run
+    load_for_inference(run / "weights" / "best.pt", None, [], torch.device("cpu"))  # a valid model to run
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["row"]["epoch"] == 2 and metrics["row"]["stopped_early"] is True
     assert metrics["row"]["best/epoch"] == 1 and metrics["metrics"]["num_detections"] == 0
@@ -49,9 +51,3 @@ def test_patience_stops_a_run_that_does_not_improve(tmp_path: Path):
     assert "the run is finished: it stopped early at epoch 2/5" in " ".join(again.stderr.split())
     assert "Traceback" not in again.stderr
     assert ((run / "weights" / "best.pt").read_bytes(), (run / "weights" / "last.pt").read_bytes()) == before
-
-
-def torch_cpu():
-    import torch
-
-    return torch.device("cpu")
