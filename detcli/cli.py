@@ -19,9 +19,11 @@ def _examples(*lines: str) -> str:
 app = typer.Typer(
     name="detcli",
     help=(
-        "Object detection from the command line: faithful NanoDet-Plus and RetinaNet presets.\n\n"
+        "Object detection from the command line: faithful NanoDet-Plus, RTMDet, RetinaNet and DeFCN presets "
+        "(`detcli presets` lists them).\n\n"
         "Examples (without --data: the built-in demo data):\n\n"
         + _examples(
+            "detcli presets                   # params, GFLOPs, COCO AP of each",
             "detcli train --preset nanodet-plus-m",
             "detcli train -p nanodet-plus-m --data coco.yaml --batch 96",
             "detcli eval --weights runs/train/train/weights/best.pt",
@@ -36,7 +38,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name (see `detcli train --help`) or a YAML file.")
+PresetOpt = typer.Option(
+    None, "--preset", "-p", help="Preset name or YAML file (`detcli presets` lists them; `detcli presets NAME` "
+    "prints one to copy and edit)."
+)
+OfficialPresetOpt = typer.Option(
+    None, "--preset", "-p", help="Preset of an official (non-detcli) checkpoint: a name (`detcli presets` lists "
+    "them) or a YAML file."
+)
 DataOpt = typer.Option(
     None, "--data", help="Dataset YAML, COCO-style folder, or 'demo' (the built-in demo data, the default)."
 )
@@ -76,6 +85,7 @@ def _builtin_names() -> str:
             "detcli train --preset nanodet-plus-m",
             "detcli train -p nanodet-plus-m --data data.yaml --epochs 100 --device 0",
             "detcli train -p nanodet-plus-m --set train.optimizer.lr=0.002",
+            "detcli train -p rtmdet-s --data data.yaml --patience 20",
             "detcli train --resume              # continue the latest run",
             "detcli train --resume runs/train/train3",
             "torchrun --nproc_per_node 2 -m detcli train -p nanodet-plus-m",
@@ -101,6 +111,10 @@ def train(
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (default: preset)."),
+    patience: Optional[int] = typer.Option(
+        None, "--patience", min=1, help="Stop after N validations without a better AP50-95 (best.pt is kept). "
+        "Default: the preset's train.patience, off in the built-in presets as in MMDetection and NanoDet."
+    ),
     overrides: list[str] = SetOpt,
     train_ann: Optional[Path] = TrainAnnOpt,
     train_images: Optional[Path] = TrainImgOpt,
@@ -115,7 +129,7 @@ def train(
         TrainRequest(
             preset=preset, data=data, epochs=epochs, batch=batch, imgsz=imgsz, device=device, workers=workers,
             project=project, name=name, exist_ok=exist_ok, resume=resume, weights=weights, seed=seed, amp=amp,
-            overrides=list(overrides), argv=list(sys.argv),
+            patience=patience, overrides=list(overrides), argv=list(sys.argv),
             files=_split_files(data, train_ann, train_images, val_ann, val_images),
         )
     )
@@ -135,8 +149,9 @@ def _nms_override(nms: Optional[bool]) -> list[str]:
 @app.command(
     name="eval",
     help=(
-        "COCO bbox evaluation (pycocotools): the 12 stats and a per-class AP table, saved as metrics.json "
-        "beside the scored detections (predictions.json, COCO results format).\n\n"
+        "COCO bbox evaluation (faster-coco-eval, or pycocotools when it is not installed or "
+        "DETCLI_COCO_EVAL=pycocotools: the same numbers): the 12 stats and a per-class AP table, saved as "
+        "metrics.json beside the scored detections (predictions.json, COCO results format).\n\n"
         "Examples:\n\n"
         + _examples(
             "detcli eval                 # latest run's best.pt, on its own data",
@@ -148,9 +163,7 @@ def _nms_override(nms: Optional[bool]) -> list[str]:
 def eval_(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
     data: Optional[str] = EvalDataOpt,
-    preset: Optional[str] = typer.Option(
-        None, "--preset", "-p", help="Needed only for official (non-detcli) checkpoints."
-    ),
+    preset: Optional[str] = OfficialPresetOpt,
     batch: int = typer.Option(16, "--batch", min=1, help="Batch size."),
     imgsz: Optional[int] = InferImgszOpt,
     device: Optional[str] = InferDeviceOpt,
@@ -192,7 +205,7 @@ def eval_(
 def predict(
     source: str = typer.Argument(..., help="Image, folder, glob or video."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Needed only for official checkpoints."),
+    preset: Optional[str] = OfficialPresetOpt,
     conf: float = typer.Option(0.35, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
     max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
@@ -234,7 +247,7 @@ def predict(
 def export(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Needed only for official checkpoints."),
+    preset: Optional[str] = OfficialPresetOpt,
     imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (default: the checkpoint's)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (11–20)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch axis."),
@@ -303,6 +316,28 @@ def inspect_anchors(
             limit=limit, batch=batch, workers=workers, device=device, seed=seed, overrides=list(overrides),
         )
     )
+
+
+@app.command(
+    help=(
+        "The built-in presets: family, input size, parameters and GFLOPs (each family counted its own way, "
+        "said below the table) and the official COCO AP. With NAME (a preset or a YAML file): that preset "
+        "resolved (base merged, every default filled in) as YAML that `detcli train -p` accepts unchanged.\n\n"
+        "Examples:\n\n"
+        + _examples(
+            "detcli presets",
+            "detcli presets rtmdet-s > my.yaml   # edit, then: detcli train -p my.yaml",
+            "detcli presets my.yaml --set train.epochs=50",
+        )
+    )
+)
+def presets(
+    name: Optional[str] = typer.Argument(None, help="A preset name or YAML file to print resolved."),
+    overrides: list[str] = SetOpt,
+) -> None:
+    from detcli.app.presets import presets_command
+
+    presets_command(name, list(overrides))
 
 
 def _int_list(text: Optional[str], flag: str) -> list[int]:

@@ -19,7 +19,7 @@ HEAVY_PARAMS = 40_000_000
 def _network_key(path: Path) -> str:
     """The preset without its names and with only the shape (w:h) of its input size."""
     data = load_preset(path)[0].model_dump(mode="json")
-    for descriptive in ("name", "description", "reference"):
+    for descriptive in ("name", "description", "reference", "zoo"):
         data.pop(descriptive)
     w, h = data["input"].pop("size")
     data["input"]["aspect"] = str(Fraction(w, h))

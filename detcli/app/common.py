@@ -164,20 +164,16 @@ def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tup
     with who counts that way, and the GFLOPs are counted as that reference counts them
     (``Detector.flop_count_convention``), so both can be compared with the paper's or the README's figure.
     """
-    from detcli.models.complexity import reported_gflops, total_params
+    from detcli.models.complexity import inference_params, reported_gflops, total_params
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
-        flops, counted = reported_gflops(model, size)
+        flops, counted = reported_gflops(model, (size[1], size[0]))  # size is (w, h), the count takes (h, w)
         flops_text = f"{flops:.2f} G ({counted}) at {size[0]}×{size[1]}"
     except Exception as e:  # a summary must not stop a run
         flops_text = f"n/a ({e})"
-    infer_keys = set(model.inference_state_dict())
-    infer_params = sum(p.numel() for n, p in model.named_parameters() if n in infer_keys)
-    infer_conv = sum(
-        p.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
-        for n, p in m.named_parameters(prefix=name) if n in infer_keys
-    )
+    infer = inference_params(model)
+    infer_params, infer_conv = infer["all"], infer["conv"]
     counted_as = {"conv": "", "all": ""}
     if model.param_count_source:
         counted_as[model.param_count_convention] = f" (as {model.param_count_source} counts)"

@@ -30,6 +30,7 @@ class TrainRequest:
     weights: Path | None = None
     seed: int = 0
     amp: bool | None = None
+    patience: int | None = None
     overrides: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
     force_plain: bool | None = None
@@ -146,9 +147,10 @@ def train_command(req: TrainRequest) -> dict | None:
 
 def run_train_config(preset: Preset, req: TrainRequest, demo: bool) -> TrainConfig:
     """The ``train`` section a new run uses: the preset's, or its ``demo`` schedule on the demo data, with the
-    values the user gave explicitly on top (``--set train.…``, ``--epochs/--batch/--workers/--amp``)."""
+    values the user gave explicitly on top (``--set train.…``, ``--epochs/--batch/--workers/--amp/--patience``)."""
     explicit = train_overrides(req.overrides)
-    flags = {"epochs": req.epochs, "batch": req.batch, "workers": req.workers, "amp": req.amp}
+    flags = {"epochs": req.epochs, "batch": req.batch, "workers": req.workers, "amp": req.amp,
+             "patience": req.patience}
     explicit.update({k: v for k, v in flags.items() if v is not None})
     return preset.train_with(explicit, demo=demo)
 
@@ -181,11 +183,20 @@ def _resume_state(req: TrainRequest, reporter: Reporter):
     if ckpt.get("optimizer") is None:
         raise DetcliError(f"--resume {last}: not a resumable checkpoint (no optimizer state)")
     ignored = [f for f, v in (("--preset", req.preset), ("--data", req.data), ("--epochs", req.epochs),
-                              ("--batch", req.batch), ("--imgsz", req.imgsz), ("--set", req.overrides or None))
+                              ("--batch", req.batch), ("--imgsz", req.imgsz), ("--patience", req.patience),
+                              ("--set", req.overrides or None))
                if v is not None]
     if ignored:
         reporter.warn(f"--resume continues the run as it was: ignoring {', '.join(ignored)}")
     preset = validate_preset(ckpt["preset"], source=f"stored in {last}")
+    early = ckpt.get("early_stopping") or {}
+    if early.get("stopped"):
+        raise DetcliError(
+            f"--resume {run_dir}: the run is finished: it stopped early at epoch {ckpt['epoch']}/"
+            f"{preset.train.epochs}, AP50-95 not improving for {early.get('stale')} validation(s) (train.patience "
+            f"{preset.train.patience}; best at epoch {early.get('best_epoch')}, in best.pt). To train on, start a new "
+            f"run from its weights: detcli train --preset {preset.name} --weights {run_dir}/weights/best.pt"
+        )
     if int(ckpt["epoch"]) >= preset.train.epochs:
         raise DetcliError(
             f"--resume {run_dir}: the run already finished its {preset.train.epochs} epochs; to train on, start a "

@@ -71,7 +71,9 @@ def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, yaml.Node 
     if base is None:
         return data, node
     base_path = resolve_preset_path(base, relative_to=path.parent)
-    return _deep_merge(_load_raw(base_path, seen + (path.resolve(),))[0], data), node
+    inherited = _load_raw(base_path, seen + (path.resolve(),))[0]
+    inherited.pop("zoo", None)  # the base recipe's COCO figures describe its model, not this one's
+    return _deep_merge(inherited, data), node
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -431,6 +431,9 @@ class TrainConfig(Strict):
         "dynamic_intervals=[(280, 1)] of 300)")
     amp: bool = Field(False, description="mixed precision on CUDA")
     sync_bn: bool = False
+    patience: int | None = Field(
+        None, ge=1, description="stop when the val AP50-95 (what best.pt keeps) has not improved for this many "
+        "validations; null: off, as in MMDetection and NanoDet (Ultralytics stops after 100 epochs by default)")
 
 
 class TestConfig(Strict):
@@ -444,10 +447,22 @@ class TestConfig(Strict):
     min_bbox_size: float | None = Field(None, ge=0, description="drop boxes whose width or height is <= this")
 
 
+class ZooFigures(Strict):
+    """A built-in recipe's figures on COCO val2017 (80 classes), listed by ``detcli presets``; nothing else reads
+    them. ``params`` and ``gflops`` are counted as the family's reference counts them (the detector's
+    ``param_count_convention`` / ``flop_count_convention``); tests check them against a count of the model.
+    A preset built on another (``base:``) does not inherit them."""
+
+    coco_ap: float | None = Field(None, ge=0, le=100, description="box AP (0–100) the official recipe publishes")
+    params: int | None = Field(None, ge=1, description="inference-graph parameters, in the family's convention")
+    gflops: float | None = Field(None, gt=0, description="one image at input.size, in the family's convention")
+
+
 class Preset(Strict):
     name: str
     description: str = ""
     reference: str = Field("", description="where the recipe comes from, and its published figures")
+    zoo: ZooFigures | None = Field(None, description="the built-in recipe's COCO figures (detcli presets)")
     model: ModelConfig
     input: InputConfig
     augment: AugmentConfig

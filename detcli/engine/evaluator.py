@@ -1,7 +1,7 @@
-"""COCO bbox evaluation: collect detections, run pycocotools, label the numbers.
+"""COCO bbox evaluation: collect detections, run COCOeval, label the numbers.
 
-pycocotools (``cocodataset/cocoapi:PythonAPI/pycocotools/cocoeval.py``) does the maths; this module only
-feeds it, keeps its prints out of the terminal (they are kept in ``EvalResult.log``), and reads the
+COCOeval (faster-coco-eval, or pycocotools' ``cocodataset/cocoapi:PythonAPI/pycocotools/cocoeval.py``: see
+:mod:`detcli.engine.coco_backend`) does the maths; this module only feeds it, keeps its prints out of the terminal (they are kept in ``EvalResult.log``), and reads the
 per-class AP out of ``eval['precision']`` (shape [T, R, K, A, M]) the way every toolbox does.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from rich.table import Table
 
+from detcli.engine.coco_backend import bbox_cocoeval
 from detcli.structures import Detections
 
 # Order of ``COCOeval.stats`` for iouType="bbox".
@@ -181,8 +182,7 @@ class CocoEvaluator:
         _fill_missing_area(self.coco_gt)
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            coco_dt = self.coco_gt.loadRes(copy.deepcopy(results)) if results else _empty_results(self.coco_gt)
-            coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
+            coco_eval = bbox_cocoeval(self.coco_gt, copy.deepcopy(results))
             coco_eval.params.imgIds = img_ids
             coco_eval.params.catIds = self.cat_ids
             coco_eval.evaluate()
@@ -243,18 +243,6 @@ def merge_results(parts: list[dict[int, list[dict]] | None]) -> dict[int, list[d
 def _valid_mean(x: np.ndarray) -> float:
     valid = x[x > -1]
     return float(valid.mean()) if valid.size else math.nan
-
-
-def _empty_results(coco_gt: COCO) -> COCO:
-    """A results object with no detections (``COCO.loadRes`` fails on an empty list)."""
-    res = COCO()
-    res.dataset = {
-        "images": list(coco_gt.dataset["images"]),
-        "categories": copy.deepcopy(coco_gt.dataset["categories"]),
-        "annotations": [],
-    }
-    res.createIndex()
-    return res
 
 
 def _fill_missing_area(coco_gt: COCO) -> None:

@@ -108,6 +108,9 @@ class Trainer:
         self.world, self.rank = world_size(), dist_rank()
         self.start_epoch = 0
         self.best_map = -1.0
+        self.best_epoch = 0  # 1-based epoch of best_map (0: none yet)
+        self.stale_validations = 0  # validations since best_map last improved (train.patience)
+        self.stopped_early = False
         self.train_time = 0.0
         self.last_result: EvalResult | None = None
         self.last_row: dict[str, Any] = {}
@@ -163,6 +166,8 @@ class Trainer:
             f"{cfg.schedule.type}; EMA "
             f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {'on' if self.use_amp else 'off'}; "
             f"{self.world} process(es) on {self.device.type}"
+            + (f"; early stopping after {cfg.patience} validation(s) without a better AP50-95"
+               if cfg.patience is not None else "")
         )
         if ckpt is not None:
             self._restore_rng(ckpt)
@@ -183,6 +188,11 @@ class Trainer:
         self.start_epoch = int(ckpt["epoch"])
         self.best_map = float(ckpt.get("best_map", -1.0))
         self.train_time = float(ckpt.get("train_time", 0.0))
+        early = ckpt.get("early_stopping") or {}
+        self.best_epoch, self.stale_validations = int(early.get("best_epoch", 0)), int(early.get("stale", 0))
+        if early.get("stopped"):
+            raise DetcliError(f"{path}: training stopped early at epoch {self.start_epoch}/{self.cfg.epochs} "
+                              f"(train.patience {self.cfg.patience}); nothing to resume (start a new run)")
         if self.start_epoch >= self.cfg.epochs:
             raise DetcliError(
                 f"{path}: training already finished ({self.start_epoch}/{self.cfg.epochs} epochs); "
@@ -280,6 +290,8 @@ class Trainer:
             result = self.validate(epoch) if self._validation_due(epoch) else None
             self.train_time += time.monotonic() - started
             self._end_epoch(epoch, losses, lr, result)
+            if self.stopped_early:
+                break
         return self._finish()
 
     def _validation_due(self, epoch: int) -> bool:
@@ -399,9 +411,11 @@ class Trainer:
         ap = result.stats["AP50-95"] if result is not None else math.nan
         improved = result is not None and math.isfinite(ap) and ap > self.best_map
         if improved:
-            self.best_map = ap
+            self.best_map, self.best_epoch, self.stale_validations = ap, done, 0
         if result is not None:
             self.last_result = result
+            self.stale_validations += 0 if improved else 1
+            self.stopped_early = self.cfg.patience is not None and self.stale_validations >= self.cfg.patience
         rng = _gather(get_rng_state(_loader_generators(self.train_loader)))
         row: dict[str, Any] = {"epoch": done, "time": round(self.train_time, 3)}
         row.update({f"train/{k}": v for k, v in losses.items()})
@@ -436,6 +450,8 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.use_amp else None,
             "schedule_state": self.schedule.state_dict(),
             "best_map": float(self.best_map),
+            "early_stopping": {"best_epoch": self.best_epoch, "stale": self.stale_validations,
+                               "stopped": self.stopped_early},
             "metrics": result.to_dict() if result is not None else None,
             "train_time": float(self.train_time),
             "preset": resolved_preset(self.preset, self.cfg),
@@ -456,13 +472,21 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         rep = self.reporter
-        rep.info(f"{self.cfg.epochs - self.start_epoch} epochs completed in {self.train_time / 3600:.3f} hours.")
+        done = int(self.last_row.get("epoch", self.cfg.epochs))
+        rep.info(f"{done - self.start_epoch} epochs completed in {self.train_time / 3600:.3f} hours.")
+        if self.stopped_early:
+            best = (f"Best AP50-95 {self.best_map:.4f} at epoch {self.best_epoch}, kept in {self.best_path}."
+                    if self.best_epoch > 0 else "No validation gave a finite AP50-95 (no best.pt).")
+            rep.info(f"Stopped early at epoch {done}/{self.cfg.epochs}: AP50-95 has not improved for "
+                     f"{self.stale_validations} validation(s) (train.patience {self.cfg.patience}). {best}")
         out = dict(self.last_row)
         out["best/AP50-95"] = self.best_map if self.best_map >= 0 else math.nan
+        out["best/epoch"] = self.best_epoch if self.best_epoch > 0 else None
+        out["stopped_early"] = self.stopped_early
         out["run_dir"] = str(self.run_dir)
         if self.last_result is not None:
             rep.table(
-                f"per class, epoch {self.cfg.epochs} ({'EMA' if self.ema is not None else 'model'} weights)",
+                f"per class, epoch {done} ({'EMA' if self.ema is not None else 'model'} weights)",
                 ["class", "instances", "AP50-95", "AP50", "AR100"],
                 [[c.name, c.instances, c.ap, c.ap50, c.ar100] for c in self.last_result.per_class]
                 + [["all", sum(c.instances for c in self.last_result.per_class),

@@ -37,6 +37,28 @@ def build_model(preset: Preset, num_classes: int | None = None, pretrained: bool
     raise PresetError(f"model.type {cfg.type!r} has no builder")  # pragma: no cover - the union is exhaustive
 
 
+def detector_class(preset: Preset) -> type[Detector]:
+    """The detector class a preset builds (its class attributes, e.g. the counting conventions, without a build)."""
+    match preset.model:
+        case NanoDetPlusConfig():
+            from detcli.models.detectors.nanodet_plus import NanoDetPlus
+
+            return NanoDetPlus
+        case RetinaNetConfig():
+            from detcli.models.detectors.retinanet import RetinaNet
+
+            return RetinaNet
+        case RTMDetConfig():
+            from detcli.models.detectors.rtmdet import RTMDet
+
+            return RTMDet
+        case DeFCNConfig():
+            from detcli.models.detectors.defcn import DeFCN
+
+            return DeFCN
+    raise PresetError(f"model.type {preset.model.type!r} has no detector")  # pragma: no cover - exhaustive
+
+
 def resolve_num_classes(preset: Preset, dataset_classes: int | None) -> int:
     """The class count: the preset's when set (it must agree with the dataset), else the dataset's."""
     declared = preset.model.num_classes

@@ -27,6 +27,41 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"conv": conv_params(model), "total": total_params(model)}
 
 
+def inference_params(model: nn.Module) -> dict[str, int]:
+    """``{"conv": …, "all": …}`` parameters of the inference graph: the names of ``model.inference_state_dict()``
+    when the model has one (training-only modules such as NanoDet-Plus' AGM left out), else every parameter."""
+    keys = set(model.inference_state_dict()) if hasattr(model, "inference_state_dict") else None
+    named = [(n, p) for n, p in model.named_parameters() if keys is None or n in keys]
+    conv = {f"{name}.{n}" if name else n for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
+            for n, _ in m.named_parameters(recurse=False)}
+    return {"conv": sum(p.numel() for n, p in named if n in conv), "all": sum(p.numel() for _, p in named)}
+
+
+def reported_params(model: nn.Module) -> tuple[int, str]:
+    """Parameters of the inference graph the way the model's family reference counts them, and how, in words.
+
+    ``model.param_count_convention`` (:class:`~detcli.models.base.Detector`) ``"conv"``: Conv2d weights and
+    biases only; ``"all"`` (the default, also for any other module): every parameter.
+    """
+    return inference_params(model)[getattr(model, "param_count_convention", "all")], param_count_words(model)
+
+
+def param_count_words(model: nn.Module | type) -> str:
+    """How :func:`reported_params` counts for this model (or detector class), e.g. "every parameter, as
+    MMDetection counts"."""
+    conv = getattr(model, "param_count_convention", "all") == "conv"
+    source = getattr(model, "param_count_source", None)
+    return ("Conv2d weights and biases" if conv else "every parameter") + (f", as {source} counts" if source else "")
+
+
+def flop_count_words(model: nn.Module | type) -> str:
+    """How :func:`reported_gflops` counts for this model (or detector class): "MACs, as MMDetection counts",
+    "2×MACs"."""
+    source = getattr(model, "flop_count_source", None)
+    unit = "MACs" if getattr(model, "flop_count_convention", "2macs") == "macs" else "2×MACs"
+    return unit + (f", as {source} counts" if source else "")
+
+
 def _macs_hook(counter: list[int]):
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         if isinstance(module, nn.Conv2d):
@@ -74,6 +109,5 @@ def reported_gflops(model: nn.Module, input_size: int | tuple[int, int]) -> tupl
     said as "2×MACs".
     """
     if getattr(model, "flop_count_convention", "2macs") == "macs":
-        source = getattr(model, "flop_count_source", None)
-        return conv_macs(model, input_size) / 1e9, "MACs" + (f", as {source} counts" if source else "")
-    return gflops(model, input_size), "2×MACs"
+        return conv_macs(model, input_size) / 1e9, flop_count_words(model)
+    return gflops(model, input_size), flop_count_words(model)
