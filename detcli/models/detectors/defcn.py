@@ -57,6 +57,8 @@ class DeFCN(PointDetector):
     ddp_find_unused_parameters = False  # every trainable parameter reaches a loss
     param_count_convention = "all"  # FrozenBN statistics and affine are buffers, as in cvpods
     param_count_source = "DeFCN (cvpods; FrozenBN affine excluded)"
+    flop_count_convention = "macs"  # DeFCN publishes none; detectron2/cvpods' counter (fvcore) counts MACs
+    flop_count_source = "fvcore (detectron2, cvpods)"
     select_on_logits = False  # the score is a product of two sigmoids
     assignment_predictions = ("the head's own predictions: σ(cls)·σ(filter) for POTO, σ(cls) for the auxiliary "
                               "one-to-many assignment")

@@ -62,6 +62,8 @@ class RetinaNet(Detector):
     ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
     param_count_convention = "all"  # mmdet tools/analysis_tools/get_flops.py: every parameter of the model
     param_count_source = "MMDetection"
+    flop_count_convention = "macs"  # mmdet get_flops counts one multiply-accumulate as one FLOP
+    flop_count_source = "MMDetection"
     select_on_logits = True  # sigmoid scores: filter on the logits, sigmoid of the survivors only
     box_coding = ("DeltaXYWH (means 0, stds 1): K = 4 deltas dx, dy, dw, dh from the anchor box (x1, y1, x2, y2): "
                   "centre += size · (dx, dy), size ·= exp(dw, dh) with dw, dh clamped to ±4.135")
