@@ -228,7 +228,8 @@ def _splits(root: Path, given: dict[str, list[Any]], names: list[str] | None,
                 files.append(check_image_set(image_set_file(root, e), f"{where}: {key}"))
             else:
                 raise DatasetError(f"{where}: {key}: {e!r} names an image set, but {root} is not a VOC root "
-                                   f"(Annotations/, JPEGImages/, ImageSets/Main/); give <root>/ImageSets/Main/<set>.txt")
+                                   f"(Annotations/, JPEGImages/, ImageSets/Main/); "
+                                   f"give <root>/ImageSets/Main/<set>.txt")
         if files:
             sets[key] = files
     if "val" not in sets:

@@ -10,9 +10,10 @@ Layout (https://docs.ultralytics.com/datasets/detect/)::
 
 A label file has one object per line, ``class cx cy w h`` as fractions of the image width/height, class
 indices from 0. Conversion: YOLO class ``k`` → COCO category id ``k + 1``; the box → pixel ``[x, y, w, h]``
-with the image size read from the file header (EXIF orientation applied, as the images are decoded);
-``area`` = w·h. A polygon line ``class x1 y1 x2 y2 x3 y3 …`` (a segmentation label) gives its bounding box,
-as Ultralytics does. An image without a label file, or with an empty one, is a background image.
+with the image size read from the file header (EXIF orientation applied, as the images are decoded),
+rounded to 1e-4 px (:data:`PIXEL_DECIMALS`); ``area`` = w·h. A polygon line ``class x1 y1 x2 y2 x3 y3 …``
+(a segmentation label) gives its bounding box, as Ultralytics does. An image without a label file, or
+with an empty one, is a background image.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from detcli.errors import DatasetError
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # what OpenCV decodes
 COORD_SLACK = 0.01  # coordinates may overshoot 0..1 by this much (converter rounding); more is an error
+# Pixel coordinates are rounded to 1e-4 px: a whole-pixel box written as fractions comes back whole, so its
+# area falls on the same side of COCO evaluation's small/medium/large bounds (32², 96²) as the original's.
+PIXEL_DECIMALS = 4
 _EXAMPLES = 5
 
 
@@ -193,10 +197,10 @@ def load_yolo_split(sources: list[Path], names: list[str], source: Path) -> tupl
         lbl = label_path(path)
         if not lbl.is_file():
             continue  # a background image
-        for cls, (x0, y0, x1, y1) in read_label_file(lbl, names, source):
-            bw, bh = (x1 - x0) * w, (y1 - y0) * h
+        for cls, box in read_label_file(lbl, names, source):
+            x0, y0, x1, y1 = (round(v * side, PIXEL_DECIMALS) for v, side in zip(box, (w, h, w, h)))
             anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cls + 1,
-                         "bbox": [x0 * w, y0 * h, bw, bh], "area": bw * bh, "iscrowd": 0})
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
     for what, paths in (("listed but missing", missing), ("unreadable (no image size)", unreadable)):
         if paths:
             warnings.warn(f"{source}: {len(paths)} image(s) {what}, left out: "
