@@ -2,8 +2,8 @@
 
 Formats whose header is read: JPEG (with the EXIF orientation applied, as ``cv2.imread`` applies it), PNG,
 BMP, WebP. Anything else (TIFF, …) is decoded with OpenCV, which costs a full read. Used by the YOLO
-reader, whose labels are fractions of the image size and carry no size of their own; reading headers of
-the demo's 512 train JPEGs takes ~0.05 s where decoding them takes ~1.2 s (see the report in the test).
+reader, whose labels are fractions of the image size and carry no size of their own: for the demo's 512
+train JPEGs the headers take 0.014 s where decoding takes 1.0 s (one shared CPU core).
 """
 from __future__ import annotations
 

@@ -70,23 +70,24 @@ def yolo_yaml_splits(data: dict[str, Any], path: Path) -> tuple[dict[str, list[P
     return splits, names
 
 
-def label_path(image: Path) -> Path:
+def label_path(image: str | Path) -> str:
     """Ultralytics' rule: the last ``/images/`` of the path becomes ``/labels/``, the suffix ``.txt``."""
     s = str(image)
     sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
     if sa in s:
         s = sb.join(s.rsplit(sa, 1))
-    return Path(s).with_suffix(".txt")
+    return os.path.splitext(s)[0] + ".txt"
 
 
-def image_files(sources: list[Path]) -> tuple[list[Path], list[Path]]:
-    """Images of a split, sorted and without repeats, and the paths a ``.txt`` list names that do not exist.
+def image_files(sources: list[Path]) -> tuple[list[str], list[str]]:
+    """Images of a split (normalised absolute paths, sorted, without repeats), and the paths a ``.txt`` list
+    names that do not exist.
 
     A folder is searched recursively (symlinked folders followed once); a ``.txt`` file lists one image per
     line, relative to the list's folder unless absolute; any other file is one image.
     """
-    found: list[Path] = []
-    missing: list[Path] = []
+    found: list[str] = []
+    missing: list[str] = []
     for src in sources:
         if src.is_dir():
             found += _walk_images(src)
@@ -94,23 +95,22 @@ def image_files(sources: list[Path]) -> tuple[list[Path], list[Path]]:
             for line in _read_text(src).splitlines():
                 line = line.strip()
                 if line:
-                    p = (src.parent / Path(line).expanduser()).absolute()
-                    (found if p.is_file() else missing).append(p)
+                    p = os.path.normpath(os.path.join(src.parent.absolute(), os.path.expanduser(line)))
+                    (found if os.path.isfile(p) else missing).append(p)
         else:
-            found.append(src)
-    unique = sorted({os.path.normpath(p): p for p in found}.values(), key=str)
-    return unique, missing
+            found.append(os.path.normpath(src.absolute()))
+    return sorted(set(found)), missing
 
 
-def _walk_images(folder: Path) -> list[Path]:
+def _walk_images(folder: Path) -> list[str]:
     out, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(os.path.normpath(folder.absolute()), followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:  # a symlink loop
             dirnames[:] = []
             continue
         seen.add(real)
-        out += [Path(dirpath) / n for n in filenames if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        out += [os.path.join(dirpath, n) for n in filenames if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
     return out
 
 
@@ -136,30 +136,26 @@ def read_label_file(path: Path, names: list[str], source: Path) -> list[tuple[in
         tokens = line.split()
         if not tokens:
             continue
-        where = f"label file {path}, line {n}"
-        values = []
-        for t in tokens:
-            try:
-                v = float(t)
-            except ValueError:
-                raise DatasetError(f"{where}: {t!r} is not a number (a line is: class cx cy w h)") from None
-            if not math.isfinite(v):
-                raise DatasetError(f"{where}: {t!r} is not a finite number")
-            values.append(v)
+        try:
+            values = [float(t) for t in tokens]
+        except ValueError:
+            values = []
+        if len(values) < len(tokens) or not math.isfinite(sum(values)):
+            _number_error(tokens, _at(path, n))
         cls, coords = values[0], values[1:]
         if len(coords) != 4 and (len(coords) < 6 or len(coords) % 2):
             hint = " (a 6th value: a prediction file with confidences?)" if len(coords) == 5 else ""
-            raise DatasetError(f"{where}: expected 5 values (class cx cy w h) or a class and 3 or more x y pairs "
-                               f"(a polygon), got {len(tokens)}{hint}")
+            raise DatasetError(f"{_at(path, n)}: expected 5 values (class cx cy w h) or a class and 3 or more "
+                               f"x y pairs (a polygon), got {len(tokens)}{hint}")
         if not cls.is_integer():
-            raise DatasetError(f"{where}: class index {tokens[0]!r} is not a whole number")
+            raise DatasetError(f"{_at(path, n)}: class index {tokens[0]!r} is not a whole number")
         if not 0 <= cls < len(names):
-            raise DatasetError(f"{where}: class index {int(cls)} is out of range: {source} has {len(names)} "
-                               f"names (indices 0..{len(names) - 1})")
-        bad = [v for v in coords if not -COORD_SLACK <= v <= 1 + COORD_SLACK]
-        if bad:
-            raise DatasetError(f"{where}: coordinate {bad[0]:g} is outside 0..1; YOLO labels are fractions of the "
-                               f"image width and height, not pixels")
+            raise DatasetError(f"{_at(path, n)}: class index {int(cls)} is out of range: {source} has "
+                               f"{len(names)} names (indices 0..{len(names) - 1})")
+        if not -COORD_SLACK <= min(coords) <= max(coords) <= 1 + COORD_SLACK:
+            bad = next(v for v in coords if not -COORD_SLACK <= v <= 1 + COORD_SLACK)
+            raise DatasetError(f"{_at(path, n)}: coordinate {bad:g} is outside 0..1; YOLO labels are fractions "
+                               f"of the image width and height, not pixels")
         if len(coords) == 4:
             cx, cy, w, h = coords
             box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
@@ -168,6 +164,22 @@ def read_label_file(path: Path, names: list[str], source: Path) -> list[tuple[in
             box = (min(xs), min(ys), max(xs), max(ys))
         out.append((int(cls), box))
     return out
+
+
+def _at(path: Path, line: int) -> str:
+    return f"label file {path}, line {line}"
+
+
+def _number_error(tokens: list[str], where: str) -> None:
+    """Raise for the first token of a line that is not a finite number (the line's numbers overflowed if none)."""
+    for t in tokens:
+        try:
+            v = float(t)
+        except ValueError:
+            raise DatasetError(f"{where}: {t!r} is not a number (a line is: class cx cy w h)") from None
+        if not math.isfinite(v):
+            raise DatasetError(f"{where}: {t!r} is not a finite number")
+    raise DatasetError(f"{where}: numbers too large")
 
 
 def load_yolo_split(sources: list[Path], names: list[str], source: Path) -> tuple[CocoAnnotations, Path]:
@@ -195,9 +207,9 @@ def load_yolo_split(sources: list[Path], names: list[str], source: Path) -> tupl
         image_id = len(images) + 1
         images.append({"id": image_id, "path": path, "width": w, "height": h})
         lbl = label_path(path)
-        if not lbl.is_file():
+        if not os.path.isfile(lbl):
             continue  # a background image
-        for cls, box in read_label_file(lbl, names, source):
+        for cls, box in read_label_file(Path(lbl), names, source):
             x0, y0, x1, y1 = (round(v * side, PIXEL_DECIMALS) for v, side in zip(box, (w, h, w, h)))
             anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cls + 1,
                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
@@ -209,12 +221,12 @@ def load_yolo_split(sources: list[Path], names: list[str], source: Path) -> tupl
         looked = ", ".join(str(s) for s in sources)
         raise DatasetError(f"dataset file {source}: no readable image in {looked} "
                            f"(image files end in {', '.join(IMAGE_SUFFIXES)})")
-    img_dir = Path(os.path.commonpath([str(m["path"].parent) for m in images]))
+    img_dir = os.path.commonpath([os.path.dirname(m["path"]) for m in images])
     for m in images:
-        m["file_name"] = m.pop("path").relative_to(img_dir).as_posix()
+        m["file_name"] = os.path.relpath(m.pop("path"), img_dir).replace(os.sep, "/")
     coco = {
         "images": images,
         "annotations": anns,
         "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)],
     }
-    return coco_annotations(coco, source), img_dir
+    return coco_annotations(coco, source), Path(img_dir)
