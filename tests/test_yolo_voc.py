@@ -280,6 +280,13 @@ def test_broken_yolo_labels_name_file_and_line(tmp_path, text, expected):
         datasets(yaml)
 
 
+def test_a_yolo_folder_without_its_yaml_says_what_to_write(tmp_path):
+    yaml = yolo_root(tmp_path / "ds", {"ok": "0 0.5 0.5 0.2 0.2\n"})
+    yaml.unlink()
+    with pytest.raises(DatasetError, match=r"images/ and labels/ look like a YOLO dataset, but there is no data\.yaml"):
+        resolve_dataset(tmp_path / "ds")
+
+
 @pytest.mark.parametrize("names, extra, expected", [
     (None, "", r"data\.yaml: no 'names': a YOLO data\.yaml lists the class names"),
     ("{0: a, 2: b}", "", r"names: class indices must run 0\.\.1 without gaps \(missing \[1\]\)"),

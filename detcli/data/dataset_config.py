@@ -301,6 +301,10 @@ def resolve_dataset(spec: str | Path) -> DatasetConfig:
                 f"{p}: holds the Pascal VOC roots {', '.join(roots)}; give one of them, or a dataset YAML with "
                 f"format: voc, path: {p}, train: [{roots[0]}/ImageSets/Main/trainval.txt, ...], val: ..."
             )
+        if (p / "images").is_dir() and (p / "labels").is_dir() and not (p / "annotations").is_dir():
+            raise DatasetError(f"{p}: images/ and labels/ look like a YOLO dataset, but there is no data.yaml; "
+                               f"write {p / 'data.yaml'} with train: images/<train folder>, val: images/<val folder> "
+                               f"and names: [...]")
         return DatasetConfig.from_coco_root(p)
     if p.suffix.lower() in (".yaml", ".yml") or p.exists():
         return load_dataset_config(p)
