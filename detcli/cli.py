@@ -47,10 +47,12 @@ OfficialPresetOpt = typer.Option(
     "them) or a YAML file."
 )
 DataOpt = typer.Option(
-    None, "--data", help="Dataset YAML, COCO-style folder, or 'demo' (the built-in demo data, the default)."
+    None, "--data",
+    help="Dataset: a YAML (COCO, YOLO data.yaml, VOC), a COCO/YOLO/VOC folder, or 'demo' (the default).",
 )
 EvalDataOpt = typer.Option(
-    None, "--data", help="Dataset YAML, COCO-style folder, or 'demo' (default: the checkpoint's dataset)."
+    None, "--data", help="Dataset: a YAML (COCO, YOLO data.yaml, VOC), a COCO/YOLO/VOC folder, or 'demo' "
+    "(default: the checkpoint's dataset)."
 )
 SetOpt = typer.Option(
     [], "--set", help="Override any preset field, e.g. train.optimizer.lr=0.002 (repeatable)."

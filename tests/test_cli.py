@@ -59,7 +59,8 @@ def test_help_at_80_columns_keeps_each_example_on_one_line(tmp_path: Path, cmd):
 
 @pytest.mark.parametrize(
     "cmd, own",
-    [("eval", "--data <str> Dataset YAML, COCO-style folder, or 'demo' (default: the checkpoint's dataset)"),
+    [("eval", "--data <str> Dataset: a YAML (COCO, YOLO data.yaml, VOC), a COCO/YOLO/VOC folder, or 'demo' "
+              "(default: the checkpoint's dataset)"),
      ("predict", "predictions.json (COCO results format, image ids numbered from 1 in reading order")],
 )
 def test_eval_and_predict_help_describe_their_own_options(tmp_path: Path, cmd, own):

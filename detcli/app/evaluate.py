@@ -50,9 +50,11 @@ def eval_command(req: EvalRequest) -> dict:
         data_cfg = resolve_dataset(req.data)
     elif loaded.dataset is not None:
         data_cfg = DatasetConfig.model_validate(loaded.dataset["config"])
-        reporter.info(f"evaluating on the dataset the checkpoint was trained on: {data_cfg.val.ann_file}")
+        reporter.info(f"evaluating on the dataset the checkpoint was trained on: {data_cfg.val.source}")
     else:
         raise DetcliError(f"{loaded.weights} records no dataset; give --data")
+    if data_cfg.val.note:
+        reporter.info(data_cfg.val.note)
     size = input_size(preset, imgsz)
     if isinstance(loaded.model, Detector):  # an ONNX graph has no PyTorch modules to count
         model_summary(reporter, preset, loaded.model, size)
@@ -61,7 +63,7 @@ def eval_command(req: EvalRequest) -> dict:
         reporter.warn(f"val: {line}")
     if dataset.class_names != loaded.class_names:
         raise DetcliError(
-            f"{data_cfg.val.ann_file}: classes {dataset.class_names} differ from the checkpoint's "
+            f"{data_cfg.val.source}: classes {dataset.class_names} differ from the checkpoint's "
             f"{loaded.class_names}"
         )
     out = new_run_dir(req.project, req.name)  # before the evaluation: an unwritable --project fails at once
@@ -82,7 +84,7 @@ def eval_command(req: EvalRequest) -> dict:
     payload = {
         "weights": str(loaded.weights),
         "preset": preset.name,
-        "annotations": str(data_cfg.val.ann_file),
+        "annotations": str(data_cfg.val.source),
         "score_thr": test.score_thr, "iou_thr": test.iou_thr, "max_det": test.max_det,
         "nms": test.nms,
         "imgsz": list(size),

@@ -160,14 +160,13 @@ def _with_priors(model, name: str):
 
 
 def _dataset(preset, data_cfg, req: InspectRequest):
-    from detcli.data.build import build_transform
-    from detcli.data.coco import CocoDetection
+    from detcli.data.build import build_transform, dataset_for_split
 
     split = getattr(data_cfg, req.split)
     if split is None:
         raise DetcliError(f"the dataset has no {req.split} split; use --split val")
-    return CocoDetection(split.ann_file, split.img_dir, build_transform(preset, train=req.train_aug, imgsz=req.imgsz),
-                         filter_empty=False, skip_corrupt=False)
+    return dataset_for_split(split, build_transform(preset, train=req.train_aug, imgsz=req.imgsz),
+                             filter_empty=False, skip_corrupt=False)
 
 
 def _selected(req: InspectRequest, dataset) -> list[int]:

@@ -63,9 +63,13 @@ def build_parts(spec: BuildSpec, info) -> Any:
     reporter = Reporter(silent=info.rank != 0, force_plain=spec.force_plain)
     preset, data = spec.preset, spec.data
     if data.train is None:
-        raise DetcliError("the dataset has no train split (dataset YAML: add train.ann_file and train.img_dir)")
+        how = {"coco": "add train.ann_file and train.img_dir", "yolo": "add train: <image folder>",
+               "voc": "add train: <image set>"}[data.val.format]
+        raise DetcliError(f"the dataset has no train split (dataset YAML: {how})")
     train_ds = build_dataset(preset, data.train, train=True, imgsz=spec.imgsz, epochs=spec.train_cfg.epochs)
     val_ds = build_dataset(preset, data.val, train=False, imgsz=spec.imgsz)
+    if data.val.note:
+        reporter.info(data.val.note)
     for kind, ds in (("train", train_ds), ("val", val_ds)):
         summary = ds.summary()
         reporter.print(summary.to_table(f"{kind}: {ds.ann_file}"))

@@ -6,7 +6,7 @@ from pathlib import Path
 from detcli.config.schema import (
     AugmentBase, NanoDetAugmentConfig, Preset, ResizeFlipAugmentConfig, RTMDetAugmentConfig,
 )
-from detcli.data.dataset_config import Split
+from detcli.data.dataset_config import AnySplit, Split, VocSplit, YoloSplit
 
 
 def input_size(preset: Preset, imgsz: int | None = None) -> tuple[int, int]:
@@ -73,18 +73,38 @@ def _family_transform(preset: Preset, augment: AugmentBase, train: bool, imgsz: 
     raise AssertionError(augment)  # pragma: no cover - the union is exhaustive
 
 
-def build_dataset(preset: Preset, split: Split, train: bool, imgsz: int | None = None, epochs: int | None = None):
+def build_dataset(preset: Preset, split: AnySplit, train: bool, imgsz: int | None = None, epochs: int | None = None):
     """A :class:`~detcli.data.coco.CocoDetection` for one split with the preset's pipeline.
 
     ``epochs``: the training run's length, for an ``augment.switch`` (see :func:`build_transform`).
     """
-    from detcli.data.coco import CocoDetection
-
-    return CocoDetection(
-        ann_file=Path(split.ann_file),
-        img_dir=Path(split.img_dir),
+    return dataset_for_split(
+        split,
         transform=build_transform(preset, train=train, imgsz=imgsz, epochs=epochs),
         filter_empty=preset.data.filter_empty if train else False,
         min_size=preset.data.min_size if train else 0,
         skip_corrupt=train,  # eval must score every image under its own id: a corrupt val image is an error
     )
+
+
+def dataset_for_split(split: AnySplit, transform, filter_empty: bool, min_size: int = 0, skip_corrupt: bool = True):
+    """The :class:`~detcli.data.coco.CocoDetection` of a COCO, YOLO or VOC split (the last two converted to
+    COCO annotations in memory: every family, the counts and COCO-style evaluation see one form)."""
+    from detcli.data.coco import CocoDetection
+
+    match split:
+        case Split():
+            return CocoDetection(Path(split.ann_file), Path(split.img_dir), transform, filter_empty=filter_empty,
+                                 min_size=min_size, skip_corrupt=skip_corrupt)
+        case YoloSplit():
+            from detcli.data.yolo import load_yolo_split
+
+            annotations, img_dir = load_yolo_split(split.images, split.names, split.data_file)
+        case VocSplit():
+            from detcli.data.voc import load_voc_split
+
+            annotations, img_dir = load_voc_split(split.image_sets, split.names)
+        case _:
+            raise AssertionError(split)  # pragma: no cover - the union is exhaustive
+    return CocoDetection(split.source, img_dir, transform, filter_empty=filter_empty, min_size=min_size,
+                         skip_corrupt=skip_corrupt, annotations=annotations)

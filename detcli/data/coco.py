@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset
 
 from detcli.data.coco_json import (
     DROP_REASONS,
+    CocoAnnotations,
     box_drop_reasons,
     escapes_image_dir,
     load_coco_json,
@@ -53,6 +55,8 @@ class CocoDetection(Dataset):
         min_size: drop images whose min(width, height) is below this (mmdet's ``filter_cfg.min_size``).
         skip_corrupt: replace an unreadable image by the next readable one (training); False raises
             :class:`DatasetError` instead (evaluation, where a substitute would be scored under the wrong id).
+        annotations: annotations already read (a YOLO or VOC split converted in memory, see
+            :func:`detcli.data.build.dataset_for_split`); ``ann_file`` then only names the split.
 
     ``__getitem__`` returns ``{"img": (3,h,w) float32, "boxes": (G,4) float32 xyxy in transformed pixels,
     "labels": (G,) int64, "meta": ImageMeta}``. The random generator of a sample is seeded from (a draw of
@@ -68,6 +72,7 @@ class CocoDetection(Dataset):
         filter_empty: bool,
         min_size: int = 0,
         skip_corrupt: bool = True,
+        annotations: CocoAnnotations | None = None,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.img_dir = Path(img_dir)
@@ -75,7 +80,8 @@ class CocoDetection(Dataset):
         self.skip_corrupt = skip_corrupt
         if not self.img_dir.is_dir():
             raise DatasetError(f"image folder {self.img_dir} (for {self.ann_file.name}) does not exist")
-        coco = load_coco_json(self.ann_file)
+        self._in_memory = annotations is not None
+        coco = annotations if annotations is not None else load_coco_json(self.ann_file)
         self._coco_json = coco
         self.cat_ids: list[int] = coco.cat_ids
         self.class_names: list[str] = coco.class_names
@@ -219,12 +225,17 @@ class CocoDetection(Dataset):
         )
 
     def fingerprint(self) -> str:
-        """Short hash of the annotation file bytes and the list of images served (for the run manifest)."""
+        """Short hash of the annotation file bytes (of the converted annotations for a YOLO/VOC split) and the
+        list of images served (for the run manifest)."""
         if self._fingerprint is None:
             h = hashlib.sha256()
-            with open(self.ann_file, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            if self._in_memory:
+                d = self._coco_json.coco_dict
+                h.update(json.dumps([d["images"], d["annotations"], d["categories"]], sort_keys=True).encode())
+            else:
+                with open(self.ann_file, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
             h.update("\n".join(m["file_name"] for m in self._images).encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint

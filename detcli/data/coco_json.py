@@ -140,7 +140,14 @@ def _parse_bbox(b: Any) -> tuple[float, float, float, float] | None:
 def load_coco_json(path: str | Path) -> CocoAnnotations:
     """Read and check a COCO detection file (see module docstring for what is an error)."""
     path = Path(path)
-    data = _read_json(path)
+    return coco_annotations(_read_json(path), path)
+
+
+def coco_annotations(data: Any, path: Path) -> CocoAnnotations:
+    """Check a COCO detection dict (as ``json.load`` gives it) and index it; ``path`` names it in messages.
+
+    The YOLO and Pascal VOC readers build such a dict in memory and come through here too.
+    """
     if not isinstance(data, dict):
         raise _fail(path, f"expected a JSON object at the top level, got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):
