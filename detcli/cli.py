@@ -90,6 +90,7 @@ def _builtin_names() -> str:
             "detcli train -p rtmdet-s --data data.yaml --patience 20",
             "detcli train --resume              # continue the latest run",
             "detcli train --resume runs/train/train3",
+            "detcli train -p nanodet-plus-m --data data.yaml --check   # report on the data only",
             "torchrun --nproc_per_node 2 -m detcli train -p nanodet-plus-m",
         )
     )
@@ -102,8 +103,12 @@ def train(
     imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (long side for keep-ratio presets)."),
     device: Optional[str] = DeviceOpt,
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loader workers per process."),
-    project: Path = typer.Option(Path("runs/train"), "--project", help="Parent folder of run folders."),
-    name: str = typer.Option("train", "--name", help="Run folder name (auto-numbered: train, train2, …)."),
+    project: Optional[Path] = typer.Option(
+        None, "--project", help="Parent folder of run folders (default runs/train; runs/check with --check)."
+    ),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Run folder name, auto-numbered: train, train2, … (check, check2, … with --check)."
+    ),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Reuse an existing run folder instead of numbering."),
     resume: Optional[str] = typer.Option(
         None, "--resume", help="Continue the latest run in --project, or the run folder / last.pt given."
@@ -122,19 +127,29 @@ def train(
     train_images: Optional[Path] = TrainImgOpt,
     val_ann: Optional[Path] = ValAnnOpt,
     val_images: Optional[Path] = ValImgOpt,
+    check: bool = typer.Option(
+        False, "--check",
+        help="Report on the data instead of training: the dataset tables, box size and aspect per class, images "
+        "without labels, duplicate images and boxes; labels.jpg and report.json in runs/check/checkN.",
+    ),
 ) -> None:
     from detcli.app.train import TrainRequest, train_command
 
     if preset is None and resume is None:
         raise DetcliError(f"give --preset (one of: {_builtin_names()}) or --resume")
-    train_command(
-        TrainRequest(
-            preset=preset, data=data, epochs=epochs, batch=batch, imgsz=imgsz, device=device, workers=workers,
-            project=project, name=name, exist_ok=exist_ok, resume=resume, weights=weights, seed=seed, amp=amp,
-            patience=patience, overrides=list(overrides), argv=list(sys.argv),
-            files=_split_files(data, train_ann, train_images, val_ann, val_images),
-        )
+    request = TrainRequest(
+        preset=preset, data=data, epochs=epochs, batch=batch, imgsz=imgsz, device=device, workers=workers,
+        project=project or Path("runs/check" if check else "runs/train"), name=name or ("check" if check else "train"),
+        exist_ok=exist_ok, resume=resume, weights=weights, seed=seed, amp=amp, patience=patience,
+        overrides=list(overrides), argv=list(sys.argv),
+        files=_split_files(data, train_ann, train_images, val_ann, val_images),
     )
+    if check:
+        from detcli.app.check import check_command
+
+        check_command(request)
+    else:
+        train_command(request)
 
 
 NmsOpt = typer.Option(
@@ -152,8 +167,11 @@ def _nms_override(nms: Optional[bool]) -> list[str]:
     name="eval",
     help=(
         "COCO bbox evaluation (faster-coco-eval, or pycocotools when it is not installed or "
-        "DETCLI_COCO_EVAL=pycocotools: the same numbers): the 12 stats and a per-class AP table, saved as "
-        "metrics.json beside the scored detections (predictions.json, COCO results format).\n\n"
+        "DETCLI_COCO_EVAL=pycocotools: the same numbers): the 12 stats and a per-class table (P and R at the "
+        "confidence of the highest mean F1, AP), saved as metrics.json beside the scored detections "
+        "(predictions.json, COCO results format), the PR, F1, P and R curves (PR_curve.png, F1_curve.png, "
+        "P_curve.png, R_curve.png) and a confusion matrix with a background row and column "
+        "(confusion_matrix.png, counts in confusion_matrix.json).\n\n"
         "Examples:\n\n"
         + _examples(
             "detcli eval                 # latest run's best.pt, on its own data",
@@ -174,6 +192,10 @@ def eval_(
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
     max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
     nms: Optional[bool] = NmsOpt,
+    confusion_conf: float = typer.Option(
+        0.25, "--confusion-conf", min=0.0, max=1.0,
+        help="Score a detection needs to enter the confusion matrix (matched to GT at IoU ≥ 0.45).",
+    ),
     project: Path = typer.Option(Path("runs/eval"), "--project", help="Parent folder of result folders."),
     name: str = typer.Option("eval", "--name", help="Result folder name (auto-numbered)."),
     overrides: list[str] = InferSetOpt,
@@ -187,6 +209,7 @@ def eval_(
             weights=weights, data=data, preset=preset, batch=batch, imgsz=imgsz, device=device, workers=workers,
             conf=conf, iou=iou, max_det=max_det, project=project, name=name,
             overrides=list(overrides) + _nms_override(nms), files=_split_files(data, None, None, val_ann, val_images),
+            confusion_conf=confusion_conf,
         )
     )
 

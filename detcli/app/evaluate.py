@@ -27,6 +27,7 @@ class EvalRequest:
     name: str = "eval"
     overrides: list[str] = field(default_factory=list)
     files: object | None = None  # a DatasetConfig from --val-ann/--val-images
+    confusion_conf: float = 0.25  # detcli.engine.confusion.CONFUSION_CONF
 
 
 def eval_command(req: EvalRequest) -> dict:
@@ -38,6 +39,7 @@ def eval_command(req: EvalRequest) -> dict:
     from detcli.engine.evaluate import evaluate
     from detcli.engine.evaluator import per_class_table, stats_table
     from detcli.engine.run_dir import new_run_dir
+    from detcli.plots.validation import save_validation_plots
 
     reporter = Reporter()
     device = select_device(req.device)
@@ -76,7 +78,8 @@ def eval_command(req: EvalRequest) -> dict:
                 if v is not None}
     )
     model = inference_model(loaded.model, reporter)  # after the summary: it counts the model as trained
-    result = evaluate(model, loader, dataset, device, test, reporter, keep_detections=True)
+    result = evaluate(model, loader, dataset, device, test, reporter, keep_detections=True,
+                      confusion_conf=req.confusion_conf)
     reporter.print(stats_table(result))
     reporter.print(per_class_table(result))
     duplicates = duplicate_stats(result.detections)  # what NMS would still remove (DeFCN's no-NMS claim)
@@ -87,12 +90,14 @@ def eval_command(req: EvalRequest) -> dict:
         "annotations": str(data_cfg.val.source),
         "score_thr": test.score_thr, "iou_thr": test.iou_thr, "max_det": test.max_det,
         "nms": test.nms,
+        "confusion_conf": req.confusion_conf,
         "imgsz": list(size),
         **result.to_dict(),
         "duplicates": duplicates.to_dict(),
     }
     atomic_write_json(out / "metrics.json", payload)
     atomic_write_json(out / "predictions.json", result.detections, indent=None)  # COCO results, dataset ids
-    reporter.info(f"Results saved to {out}")
+    plots = save_validation_plots(result.curves, result.confusion, out)
+    reporter.info(f"Results saved to {out}: metrics.json, predictions.json, " + ", ".join(p.name for p in plots))
     return payload
 

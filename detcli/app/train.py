@@ -71,10 +71,7 @@ def build_parts(spec: BuildSpec, info) -> Any:
     if data.val.note:
         reporter.info(data.val.note)
     for kind, ds in (("train", train_ds), ("val", val_ds)):
-        summary = ds.summary()
-        reporter.print(summary.to_table(f"{kind}: {ds.ann_file}"))
-        for line in summary.problems():
-            reporter.warn(f"{kind}: {line}")
+        print_dataset_summary(reporter, kind, ds)
     model = build_model(preset, train_ds.num_classes, pretrained=spec.weights is None and not spec.resume)
     if getattr(model, "backbone_init_message", None):
         reporter.warn(model.backbone_init_message)
@@ -103,6 +100,14 @@ def build_parts(spec: BuildSpec, info) -> Any:
     )
     dataset_info = {"config": data.model_dump(mode="json"), "imgsz": spec.imgsz}
     return TrainParts(model, train_loader, val_loader, val_ds, dataset_info)
+
+
+def print_dataset_summary(reporter: Reporter, kind: str, ds: Any) -> None:
+    """The counts table of a split and one warning per problem found (``train`` and ``train --check``)."""
+    summary = ds.summary()
+    reporter.print(summary.to_table(f"{kind}: {ds.ann_file}"))
+    for line in summary.problems():
+        reporter.warn(f"{kind}: {line}")
 
 
 def train_command(req: TrainRequest) -> dict | None:

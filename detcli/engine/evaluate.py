@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from detcli.config.schema import TestConfig
 from detcli.data.transforms.common import inverse_warp_boxes
 from detcli.distributed import broadcast_object, is_main
+from detcli.engine.confusion import CONFUSION_CONF
 from detcli.engine.evaluator import CocoEvaluator, EvalResult
 from detcli.models.base import Detector
 from detcli.structures import Detections
@@ -39,15 +40,16 @@ def predict_dataset(
 
 def evaluate(
     model: Detector, loader: DataLoader, dataset: Any, device: torch.device, test_cfg: TestConfig, reporter: Any,
-    description: str = "val", keep_detections: bool = False,
+    description: str = "val", keep_detections: bool = False, confusion_conf: float = CONFUSION_CONF,
 ) -> EvalResult:
     """COCO bbox evaluation of ``model`` on ``dataset`` (a CocoDetection: ``coco``, ``cat_ids``, ``class_names``).
 
     Under DDP every rank predicts its share of ``loader`` (a DistributedSampler), results are gathered,
     rank 0 runs COCOeval and every rank gets the same :class:`EvalResult`. ``keep_detections`` also puts
-    the scored COCO results (the dataset's image and category ids) into ``EvalResult.detections``.
+    the scored COCO results (the dataset's image and category ids) into ``EvalResult.detections``;
+    ``confusion_conf`` is the score a detection needs to enter ``EvalResult.confusion``.
     """
-    evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names)
+    evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names, confusion_conf)
     predict_dataset(model, loader, device, test_cfg, evaluator, reporter, description)
     evaluator.gather()
     result = evaluator.evaluate() if is_main() else None

@@ -20,6 +20,8 @@ from pycocotools.cocoeval import COCOeval
 from rich.table import Table
 
 from detcli.engine.coco_backend import bbox_cocoeval
+from detcli.engine.confusion import CONFUSION_CONF, ConfusionMatrix, confusion_from_coco
+from detcli.engine.curves import DetectionCurves, detection_curves
 from detcli.structures import Detections
 
 # Order of ``COCOeval.stats`` for iouType="bbox".
@@ -52,6 +54,8 @@ class ClassAP:
     ap: float  # AP@[.50:.95]
     ap50: float
     ar100: float
+    precision: float = math.nan  # at EvalResult.curves.best_confidence, IoU 0.50 (see detcli.engine.curves)
+    recall: float = math.nan
 
 
 @dataclass
@@ -68,6 +72,8 @@ class EvalResult:
         log: what pycocotools printed (captured, not shown).
         detections: the COCO results that were scored (:meth:`CocoEvaluator.results_json`), kept only when
             asked for (``evaluate(..., keep_detections=True)``); not part of :meth:`to_dict`.
+        curves: per-class PR / P / R / F1 curves (None when the evaluator keeps no per-image matches).
+        confusion: the confusion matrix at ``CocoEvaluator.confusion_conf``.
     """
 
     stats: dict[str, float]
@@ -77,6 +83,8 @@ class EvalResult:
     num_detections: int
     log: str = field(default="", repr=False)
     detections: list[dict] | None = field(default=None, repr=False)
+    curves: DetectionCurves | None = field(default=None, repr=False)
+    confusion: ConfusionMatrix | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """JSON-safe dict (NaN → ``None``); the pycocotools log and the detections are left out."""
@@ -90,9 +98,12 @@ class EvalResult:
                     "AP50-95": _json_float(c.ap),
                     "AP50": _json_float(c.ap50),
                     "AR100": _json_float(c.ar100),
+                    "P": _json_float(c.precision),
+                    "R": _json_float(c.recall),
                 }
                 for c in self.per_class
             ],
+            "PR_confidence": self.curves.best_confidence if self.curves is not None else None,
             "raw_stats": [float(s) for s in self.raw_stats],
             "num_images": self.num_images,
             "num_detections": self.num_detections,
@@ -120,9 +131,11 @@ class CocoEvaluator:
 
     Only the images passed to :meth:`add` are evaluated (all GT images if none was added), so a
     subset of a dataset is scored on that subset alone; only ``cat_ids`` categories are scored.
+    ``confusion_conf``: the score a detection needs to enter the confusion matrix.
     """
 
-    def __init__(self, coco_gt: COCO, cat_ids: list[int], class_names: list[str]) -> None:
+    def __init__(self, coco_gt: COCO, cat_ids: list[int], class_names: list[str],
+                 confusion_conf: float = CONFUSION_CONF) -> None:
         if len(cat_ids) != len(class_names):
             raise ValueError(f"{len(cat_ids)} category ids but {len(class_names)} class names")
         unknown = [c for c in cat_ids if c not in coco_gt.cats]
@@ -131,6 +144,7 @@ class CocoEvaluator:
         self.coco_gt = coco_gt
         self.cat_ids = [int(c) for c in cat_ids]
         self.class_names = list(class_names)
+        self.confusion_conf = float(confusion_conf)
         # image_id -> COCO result dicts of that image; a dict so DDP padding duplicates collapse.
         self._results: dict[int, list[dict]] = {}
 
@@ -190,7 +204,7 @@ class CocoEvaluator:
             coco_eval.summarize()
         raw = [float(s) for s in coco_eval.stats]
         stats = {name: (math.nan if s < 0 else s) for name, s in zip(STAT_NAMES, raw)}
-        return EvalResult(
+        result = EvalResult(
             stats=stats,
             per_class=self._per_class(coco_eval, img_ids),
             raw_stats=raw,
@@ -198,6 +212,18 @@ class CocoEvaluator:
             num_detections=len(results),
             log=log.getvalue(),
         )
+        self._add_analysis(result, coco_eval)
+        return result
+
+    def _add_analysis(self, result: EvalResult, coco_eval: COCOeval) -> None:
+        """Curves, per-class P/R at the best-F1 confidence, and the confusion matrix of the scored images."""
+        result.curves = detection_curves(coco_eval, self.cat_ids, self.class_names)
+        if result.curves is not None:
+            for c, p, r in zip(result.per_class, *result.curves.at_best()):
+                c.precision, c.recall = float(p), float(r)
+        results = self._results or {i: [] for i in self.coco_gt.getImgIds()}
+        result.confusion = confusion_from_coco(self.coco_gt, results, self.cat_ids, self.class_names,
+                                               self.confusion_conf)
 
     def _per_class(self, coco_eval: COCOeval, img_ids: list[int]) -> list[ClassAP]:
         precision = coco_eval.eval["precision"]  # [T, R, K, A, M], -1 where a class has no GT
@@ -264,24 +290,44 @@ def stats_table(result: EvalResult) -> Table:
 
 
 def per_class_table(result: EvalResult) -> Table:
-    """Per-class AP50-95 / AP50 / AR100 with an ``all`` row ('-' where a class has no ground truth)."""
-    table = Table(title="per class (area=all, maxDets=100)", title_justify="left")
+    """Per-class AP50-95 / AP50 / AR100, and P / R at the confidence of the highest mean F1, with an ``all``
+    row ('-' where a class has no ground truth, or no detection at that confidence for P)."""
+    title = "per class (area=all, maxDets=100"
+    if result.curves is not None:
+        title += f"; P, R at IoU 0.50 and conf {result.curves.best_confidence:.3f}, the max mean F1"
+    table = Table(title=title + ")", title_justify="left")
     table.add_column("class", style="bold")
     table.add_column("instances", justify="right")
-    table.add_column("AP50-95", justify="right")
-    table.add_column("AP50", justify="right")
-    table.add_column("AR100", justify="right")
+    for name in ("P", "R", "AP50-95", "AP50", "AR100"):
+        table.add_column(name, justify="right")
     for c in result.per_class:
-        table.add_row(c.name, str(c.instances), _fmt(c.ap), _fmt(c.ap50), _fmt(c.ar100))
+        table.add_row(c.name, str(c.instances), _fmt(c.precision), _fmt(c.recall), _fmt(c.ap), _fmt(c.ap50),
+                      _fmt(c.ar100))
     table.add_section()
+    mean_p, mean_r = mean_precision_recall(result)
     table.add_row(
         "all",
         str(sum(c.instances for c in result.per_class)),
+        _fmt(mean_p),
+        _fmt(mean_r),
         _fmt(result.stats["AP50-95"]),
         _fmt(result.stats["AP50"]),
         _fmt(result.stats["AR100"]),
     )
     return table
+
+
+def mean_precision_recall(result: EvalResult) -> tuple[float, float]:
+    """Mean P and mean R over the classes with ground truth, at the chosen confidence (NaN without curves).
+
+    P is averaged over the classes with a detection at that confidence (P of a class without one is undefined,
+    its R of 0 already counts in the mean R)."""
+    if result.curves is None or not result.curves.with_gt.any():
+        return math.nan, math.nan
+    p, r = result.curves.at_best()
+    keep = result.curves.with_gt
+    p = p[keep][np.isfinite(p[keep])]
+    return (float(p.mean()) if p.size else math.nan), float(r[keep].mean())
 
 
 __all__ = [
@@ -292,4 +338,5 @@ __all__ = [
     "merge_results",
     "stats_table",
     "per_class_table",
+    "mean_precision_recall",
 ]

@@ -47,6 +47,7 @@ from detcli.engine.schedule import LRSchedule, scaled_schedule
 from detcli.engine.seed import get_rng_state, seed_everything, set_rng_state
 from detcli.errors import DetcliError, NonFiniteLossError
 from detcli.models.base import Detector
+from detcli.plots.training import TRAIN_BATCHES, TrainingPlots
 
 FITNESS = "metrics/AP50-95"
 
@@ -113,12 +114,14 @@ class Trainer:
         self.stopped_early = False
         self.train_time = 0.0
         self.last_result: EvalResult | None = None
+        self.last_result_epoch = 0
         self.last_row: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
         cfg, rep = self.cfg, self.reporter
         self.class_names, self.cat_ids = _classes(self.train_loader.dataset, self.val_dataset)
+        self.plots = TrainingPlots(self.run_dir, self.preset.input, self.class_names, rep)
         self.iters_per_epoch = len(self.train_loader)
         if self.iters_per_epoch == 0:
             raise DetcliError(
@@ -160,6 +163,8 @@ class Trainer:
             described = _describe_datasets(self.train_loader.dataset, self.val_dataset)  # hashes the json files
             self.dataset_info = json.loads(json.dumps({**described, **self.dataset_info}, default=str))
             self._write_run_files(lr_note, device_names, resumed=ckpt is not None)
+            if ckpt is None:
+                self.plots.labels(self.train_loader.dataset)
         rep.info(f"optimizer: {lr_note}")
         rep.info(
             f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, {self.schedule.warmup_note()}, "
@@ -313,6 +318,8 @@ class Trainer:
             self.train_loader, total=self.iters_per_epoch, description=f"epoch {epoch + 1}/{cfg.epochs}"
         )
         for it, batch in enumerate(bar):
+            if epoch == 0 and it < TRAIN_BATCHES and self.rank == 0:
+                self.plots.train_batch(batch, it)
             lr = self.schedule.step(optimizer, epoch, it)
             batch = batch.to(self.device)
             images = batch.images.contiguous(memory_format=torch.channels_last)
@@ -413,7 +420,7 @@ class Trainer:
         if improved:
             self.best_map, self.best_epoch, self.stale_validations = ap, done, 0
         if result is not None:
-            self.last_result = result
+            self.last_result, self.last_result_epoch = result, done
             self.stale_validations += 0 if improved else 1
             self.stopped_early = self.cfg.patience is not None and self.stale_validations >= self.cfg.patience
         rng = _gather(get_rng_state(_loader_generators(self.train_loader)))
@@ -437,6 +444,7 @@ class Trainer:
                     f"{e}. Training stopped at epoch {done}/{self.cfg.epochs}: {self._kept(epoch, best_written)}"
                     + (resume if self.last_path.exists() else "")
                 ) from None
+            self.plots.results(self.results)
             self.reporter.epoch_row(_console_row(row, self.cfg.epochs, self.best_map))
         barrier()
 
@@ -485,19 +493,41 @@ class Trainer:
         out["stopped_early"] = self.stopped_early
         out["run_dir"] = str(self.run_dir)
         if self.last_result is not None:
-            rep.table(
-                f"per class, epoch {done} ({'EMA' if self.ema is not None else 'model'} weights)",
-                ["class", "instances", "AP50-95", "AP50", "AR100"],
-                [[c.name, c.instances, c.ap, c.ap50, c.ar100] for c in self.last_result.per_class]
-                + [["all", sum(c.instances for c in self.last_result.per_class),
-                    self.last_result.stats["AP50-95"], self.last_result.stats["AP50"], self.last_result.stats["AR100"]]],
-            )
+            self._final_validation_report(self.last_result)
         if self.rank == 0:
             final = {"row": out, "metrics": self.last_result.to_dict() if self.last_result is not None else None}
             atomic_write_json(self.run_dir / "metrics.json", _json_safe(final))
         weights = f"{self.best_path} (best), {self.last_path} (last)" if self.best_path.exists() else str(self.last_path)
         rep.info(f"Results saved to {self.run_dir} · weights {weights}")
         return out
+
+    def _final_validation_report(self, result: EvalResult) -> None:
+        """Per-class table with P and R, and (rank 0) the curves and confusion matrix of the last validation."""
+        from detcli.engine.evaluator import mean_precision_recall
+
+        r = result
+        epoch = self.last_result_epoch
+        weights = "EMA" if self.ema is not None else "model"
+        conf = f"; P, R at IoU 0.50, conf {r.curves.best_confidence:.3f} (max mean F1)" if r.curves is not None else ""
+        mean_p, mean_r = mean_precision_recall(r)
+        self.reporter.table(
+            f"per class, epoch {epoch} ({weights} weights{conf})",
+            ["class", "instances", "P", "R", "AP50-95", "AP50", "AR100"],
+            [[c.name, c.instances, c.precision, c.recall, c.ap, c.ap50, c.ar100] for c in r.per_class]
+            + [["all", sum(c.instances for c in r.per_class), mean_p, mean_r,
+                r.stats["AP50-95"], r.stats["AP50"], r.stats["AR100"]]],
+        )
+        if self.rank != 0:
+            return
+        written = self.plots.validation(r)
+        if written:
+            same = math.isclose(r.stats["AP50-95"], self.best_map) if math.isfinite(r.stats["AP50-95"]) else False
+            which = "the weights of best.pt" if same else "best.pt holds an earlier epoch"
+            self.reporter.info(
+                f"validation plots from the last validation, epoch {epoch} ({weights} weights; {which}): "
+                + ", ".join(p.name for p in written)
+            )
+        self.reporter.info(f"plots drawn in {self.plots.seconds:.1f} s in all")
 
 
 # ---------------------------------------------------------------------- helpers

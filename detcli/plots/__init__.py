@@ -1,0 +1,10 @@
+"""Pictures a run leaves behind (matplotlib, Agg canvas, imported only when a picture is drawn).
+
+* :mod:`.figure` — a figure on an Agg canvas, saved atomically as PNG or JPEG;
+* :mod:`.results` — ``results.png``: loss and metric curves per epoch from ``results.csv``;
+* :mod:`.validation` — ``PR_curve.png``, ``F1_curve.png``, ``P_curve.png``, ``R_curve.png`` and
+  ``confusion_matrix.png`` (+ ``.json``) of an evaluation;
+* :mod:`.labels` — ``labels.jpg``: label statistics of a dataset split;
+* :mod:`.batches` — ``train_batch0.jpg`` …: augmented training images with their boxes (OpenCV);
+* :mod:`.training` — what the trainer calls, where a failing plot warns once and never stops a run.
+"""

@@ -1,0 +1,69 @@
+"""``results.png``: one panel per training loss, the learning rate and the main COCO metrics, by epoch."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from detcli.plots.figure import new_figure, save_figure
+
+# metric panels in this order; a tuple shares one panel. Other metrics/… columns get a panel each, except the
+# COCO stats left out here on purpose (AR1, AR10 and the AR by size).
+METRIC_PANELS: tuple[tuple[str, ...], ...] = (
+    ("AP50-95",), ("AP50",), ("AP75",), ("AR100",), ("APs", "APm", "APl"),
+)
+LEFT_OUT = {"AR1", "AR10", "ARs", "ARm", "ARl"}
+
+
+def results_panels(columns: list[str]) -> list[tuple[str, list[str]]]:
+    """(title, [column, …]) of each panel for the columns of ``results.csv``."""
+    panels = [(c.removeprefix("train/"), [c]) for c in columns if c.startswith("train/")]
+    panels += [(c, [c]) for c in columns if c.startswith("lr/")]
+    metrics = {c.removeprefix("metrics/"): c for c in columns if c.startswith("metrics/")}
+    for group in METRIC_PANELS:
+        present = [metrics[m] for m in group if m in metrics]
+        if present:
+            panels.append((" ".join(group), present))
+    grouped = {m for g in METRIC_PANELS for m in g} | LEFT_OUT
+    panels += [(m, [c]) for m, c in metrics.items() if m not in grouped]
+    return panels
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def plot_results(columns: list[str], rows: list[dict[str, str]], path: str | Path) -> Path | None:
+    """Draw the rows of ``results.csv`` (as :meth:`~detcli.engine.run_dir.ResultsCSV.read` returns them) into
+    ``path``; None when there is no row to draw."""
+    if not rows or "epoch" not in columns:
+        return None
+    epochs = np.array([_number(r.get("epoch")) for r in rows])
+    panels = results_panels(columns)
+    ncols = max(1, math.ceil(len(panels) / 2))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = new_figure(2.6 * ncols, 5.2, nrows=2, ncols=ncols, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, cols) in zip(axes.flat, panels):
+        for col in cols:
+            y = np.array([_number(r.get(col)) for r in rows])
+            ok = np.isfinite(y) & np.isfinite(epochs)
+            label = col.removeprefix("metrics/") if len(cols) > 1 else None
+            ax.plot(epochs[ok], y[ok], marker="o", markersize=3, linewidth=1.5, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(cols) > 1:
+            ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+__all__ = ["plot_results", "results_panels"]
