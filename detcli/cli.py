@@ -90,7 +90,7 @@ def _builtin_names() -> str:
             "detcli train -p rtmdet-s --data data.yaml --patience 20",
             "detcli train --resume              # continue the latest run",
             "detcli train --resume runs/train/train3",
-            "detcli train -p nanodet-plus-m --data data.yaml --check   # report on the data only",
+            "detcli train -p nanodet-plus-m --data data.yaml --check  # data report",
             "torchrun --nproc_per_node 2 -m detcli train -p nanodet-plus-m",
         )
     )

@@ -185,10 +185,11 @@ def test_tables_and_json_report_values():
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in _render(per_class_table(r)).splitlines() if line.count("│") >= 6}
     ap_three = (4 + 6 * 51 / 101) / 10
-    assert rows["three"] == ["2", f"{ap_three:.3f}", "1.000", "0.700"]
-    assert rows["seven"] == ["1", "1.000", "1.000", "1.000"]
-    assert rows["nine"] == ["0", "-", "-", "-"]
-    assert rows["all"] == ["3", f"{(ap_three + 1) / 2:.3f}", "1.000", "0.850"]
+    # P, R (IoU 0.50, at the confidence of the best mean F1: every detection is a TP there), AP50-95, AP50, AR100
+    assert rows["three"] == ["2", "1.000", "1.000", f"{ap_three:.3f}", "1.000", "0.700"]
+    assert rows["seven"] == ["1", "1.000", "1.000", "1.000", "1.000", "1.000"]
+    assert rows["nine"] == ["0", "-", "-", "-", "-", "-"]
+    assert rows["all"] == ["3", "1.000", "1.000", f"{(ap_three + 1) / 2:.3f}", "1.000", "0.850"]
 
     text = _render(stats_table(r))
     for name in STAT_NAMES:
@@ -198,7 +199,7 @@ def test_tables_and_json_report_values():
     d = json.loads(r.to_json())
     assert d["stats"]["AP50"] == pytest.approx(1.0) and d["stats"]["APs"] is None
     assert d["per_class"][2] == {"class": "nine", "category_id": 9, "instances": 0,
-                                 "AP50-95": None, "AP50": None, "AR100": None}
+                                 "AP50-95": None, "AP50": None, "AR100": None, "P": None, "R": None}
     assert d["raw_stats"][3] == -1 and d["num_images"] == 2 and d["num_detections"] == 3
 
 

@@ -80,6 +80,67 @@ def test_precision_recall_f1_against_confidence_by_hand():
     assert curves.pr[0, [0, 33, 34, 100]] == pytest.approx([1.0, 1.0, 0.75, 0.75])
 
 
+def _pycocotools_matches(coco_eval, cat_ids):
+    """The reference: each class' (scores, TP) at IoU 0.50, area all, from pycocotools' ``evalImgs``."""
+    p = coco_eval.params
+    n_area, n_img = len(p.areaRng), len(p.imgIds)
+    out = []
+    for cat_id in cat_ids:
+        start = (list(p.catIds).index(cat_id) * n_area + p.areaRngLbl.index("all")) * n_img
+        entries = [e for e in coco_eval.evalImgs[start:start + n_img] if e is not None]
+        scores = np.concatenate([np.asarray(e["dtScores"], dtype=float) for e in entries] or [np.zeros(0)])
+        tp = np.concatenate([np.asarray(e["dtMatches"])[0].reshape(-1) > 0 for e in entries] or [np.zeros(0, bool)])
+        ign = np.concatenate([np.asarray(e["dtIgnore"])[0].reshape(-1) > 0 for e in entries] or [np.zeros(0, bool)])
+        n_gt = sum(int((np.asarray(e["gtIgnore"]) == 0).sum()) for e in entries)
+        out.append((scores[~ign], tp[~ign], n_gt))
+    return out
+
+
+def test_matches_equal_pycocotools_on_random_scenes_with_crowds():
+    """Our matcher (any COCOeval backend) against pycocotools' own per-image matches: 40 images, 3 classes,
+    overlapping boxes, crowd regions, tied scores, more than maxDets detections of one class in one image."""
+    from pycocotools.cocoeval import COCOeval
+
+    from detcli.engine.curves import coco_matches
+
+    rng = np.random.default_rng(3)
+    images, anns, results = [], [], {}
+    for i in range(1, 41):
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 200, "height": 200})
+        for _ in range(int(rng.integers(0, 7))):
+            x, y, w, h = rng.uniform(0, 150), rng.uniform(0, 150), rng.uniform(4, 60), rng.uniform(4, 60)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.integers(1, 4)),
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(rng.random() < 0.15)})
+        gt = [a for a in anns if a["image_id"] == i]
+        dets = []
+        for a in gt:  # jittered copies of the GT, some with the wrong class
+            for _ in range(int(rng.integers(0, 3))):
+                x, y, w, h = np.asarray(a["bbox"]) + rng.normal(0, 4, 4)
+                cat = a["category_id"] if rng.random() < 0.8 else int(rng.integers(1, 4))
+                dets.append({"image_id": i, "category_id": cat, "bbox": [x, y, abs(w) + 1, abs(h) + 1],
+                             "score": float(np.round(rng.uniform(0, 1), 2))})
+        n_random = 110 if i == 7 else int(rng.integers(0, 5))
+        for _ in range(n_random):
+            x, y, w, h = rng.uniform(0, 150), rng.uniform(0, 150), rng.uniform(4, 60), rng.uniform(4, 60)
+            dets.append({"image_id": i, "category_id": 2 if i == 7 else int(rng.integers(1, 4)),
+                         "bbox": [x, y, w, h], "score": float(np.round(rng.uniform(0, 1), 2))})
+        results[i] = dets
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": anns,
+                    "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        flat = [dict(r) for i in sorted(results) for r in results[i]]
+        e = COCOeval(coco, coco.loadRes(flat), iouType="bbox")
+        e.evaluate()
+    ours = coco_matches(coco, results, [3, 1, 2])
+    for m, (scores, tp, n_gt) in zip(ours, _pycocotools_matches(e, [3, 1, 2])):
+        assert m.num_gt == n_gt
+        # the same multiset of (score, TP): the order within an image may differ on tied scores
+        assert sorted(zip(m.scores.tolist(), m.true_positive.tolist())) == sorted(zip(scores.tolist(), tp.tolist()))
+    assert sum(len(m.scores) for m in ours) > 200 and sum(m.true_positive.sum() for m in ours) > 30
+
+
 def test_per_class_table_gains_precision_and_recall():
     result = _evaluate()
     a, b = result.per_class
@@ -93,7 +154,8 @@ def test_per_class_table_gains_precision_and_recall():
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in text.splitlines() if line.count("│") >= 8}
     header = next(line for line in text.splitlines() if "┃" in line)
-    assert [c.strip() for c in header.split("┃")[1:-1]] == ["class", "instances", "P", "R", "AP50-95", "AP50", "AR100"]
+    columns = [c.strip() for c in header.split("┃")[1:-1]]
+    assert columns == ["class", "instances", "P", "R", "AP50-95", "AP50", "AR100"]
     assert rows["a"][:3] == ["3", "0.667", "0.667"] and rows["b"][:3] == ["1", "1.000", "1.000"]
     assert rows["all"][:3] == ["4", "0.833", "0.833"]
     d = result.to_dict()
@@ -161,6 +223,23 @@ def test_results_png_from_results_csv(tmp_path):
     assert _is_image(plot_results(columns, rows, tmp_path / "results.png"))
 
 
+def test_a_failing_plot_warns_once_and_training_goes_on(tmp_path):
+    from detcli.plots.training import TrainingPlots
+
+    class Broken:
+        def read(self):
+            raise OSError("disk gone")
+
+    warnings: list[str] = []
+    reporter = type("R", (), {"warn": lambda self, msg: warnings.append(msg)})()
+    plots = TrainingPlots(tmp_path, None, ["a"], reporter)
+    assert plots.results(Broken()) is None and plots.results(Broken()) is None  # no exception reaches the loop
+    assert plots.labels(object()) is None  # a dataset without annotations to read: skipped, not a failure
+    assert warnings == ["could not draw results.png (OSError: disk gone); training goes on "
+                        "(further plot failures of this run are not reported)"]
+    assert plots.failed == 2 and not list(tmp_path.iterdir())
+
+
 # ----------------------------------------------------------------------------------- label statistics
 def _folder_with_duplicates(root: Path) -> Path:
     """A COCO folder: 4 train images (b.jpg a byte copy of a.jpg, c.jpg without labels, a.jpg with one box
@@ -188,7 +267,8 @@ def _folder_with_duplicates(root: Path) -> Path:
              "categories": cats,
              "annotations": [ann(1, 1, 1, [10, 10, 20, 20]), ann(2, 1, 1, [10, 10, 20, 20]),
                              ann(3, 1, 2, [10, 10, 20, 20]), ann(4, 2, 2, [5, 5, 40, 10]), ann(5, 4, 1, [1, 1, 8, 30])]}
-    val = {"images": [{"id": i + 1, "file_name": n, "width": w, "height": h} for i, n in enumerate(("v1.jpg", "v2.jpg"))],
+    val = {"images": [{"id": i + 1, "file_name": n, "width": w, "height": h}
+                      for i, n in enumerate(("v1.jpg", "v2.jpg"))],
            "categories": cats, "annotations": [ann(1, 1, 1, [0, 0, 30, 30]), ann(2, 2, 2, [3, 3, 12, 12])]}
     (out / "annotations" / "instances_train.json").write_text(json.dumps(train))
     (out / "annotations" / "instances_val.json").write_text(json.dumps(val))
@@ -240,7 +320,8 @@ def test_demo_run_and_eval_leave_their_plots(tmp_path: Path, tiny_data: Path):
     assert counts["labels"][-1] == "background" and len(counts["counts"]) == 6
     assert sum(map(sum, counts["counts"])) >= 4  # every val box is somewhere: matched or missed
     assert "could not draw" not in train.stdout
-    assert re.search(r"per class, epoch 1 \(EMA weights; P, R at IoU 0\.50, conf [\d.]+ \(max mean F1\)\)", train.stdout)
+    assert re.search(r"per class, epoch 1 \(EMA weights; P, R at IoU 0\.50, conf [\d.]+ \(max mean F1\)\)",
+                     train.stdout)
     assert "validation plots from the last validation, epoch 1" in train.stdout
 
     ev = run_cli_forked("eval", "--weights", str(run / "weights" / "last.pt"), "--workers", "0",
@@ -277,7 +358,8 @@ def test_check_reports_duplicates_and_images_without_labels(tmp_path: Path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = " ".join(out.stdout.split())  # plain output wraps long lines
     assert "train: 1 of 4 image(s) without labels (kept: they train as background): c.jpg" in text
-    assert "train: 1 duplicate box(es) (same image, class and coordinates): a.jpg circle [10.0, 10.0, 30.0, 30.0] x2" in text
+    assert ("train: 1 duplicate box(es) (same image, class and coordinates): "
+            "a.jpg circle [10.0, 10.0, 30.0, 30.0] x2") in text
     assert ("1 group(s) of identical image files (2 duplicate(s); 1 shared between splits): "
             "train: a.jpg = train: b.jpg = val: v2.jpg") in text
     report = json.loads((tmp_path / "runs" / "check" / "dup" / "report.json").read_text())

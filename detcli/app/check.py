@@ -8,7 +8,6 @@ into ``runs/check/checkN``. Exits 0 whatever it finds; only data that cannot be 
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from detcli.engine.curves import xyxy_of
+
 CONFUSION_CONF = 0.25  # Ultralytics' ConfusionMatrix default
 CONFUSION_IOU = 0.45
 
@@ -77,19 +79,21 @@ def add_image(counts: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray, d
         gt_boxes: (G, 4) xyxy; gt_labels: (G,) class indices.
         det_boxes: (D, 4) xyxy; det_labels: (D,) class indices; det_scores: (D,).
     """
-    background = counts.shape[0] - 1
+    size = counts.shape[0]
+    background = size - 1
     keep = det_scores >= conf
     det_boxes, det_labels = det_boxes[keep], det_labels[keep]
     if len(gt_boxes) and len(det_boxes):
-        iou = box_iou(torch.as_tensor(gt_boxes, dtype=torch.float64), torch.as_tensor(det_boxes, dtype=torch.float64))
-        gi, di = greedy_pairs(iou, iou_thr)
+        gi, di = greedy_pairs(box_iou(torch.as_tensor(gt_boxes), torch.as_tensor(det_boxes)), iou_thr)
     else:
         gi, di = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    np.add.at(counts, (det_labels[di], gt_labels[gi]), 1)
-    missed = np.setdiff1d(np.arange(len(gt_boxes)), gi)
-    np.add.at(counts, (np.full(len(missed), background), gt_labels[missed]), 1)
-    false = np.setdiff1d(np.arange(len(det_boxes)), di)
-    np.add.at(counts, (det_labels[false], np.full(len(false), background)), 1)
+    missed = np.ones(len(gt_boxes), dtype=bool)
+    missed[gi] = False
+    false = np.ones(len(det_boxes), dtype=bool)
+    false[di] = False
+    rows = np.concatenate([det_labels[di], np.full(int(missed.sum()), background), det_labels[false]])
+    cols = np.concatenate([gt_labels[gi], gt_labels[missed], np.full(int(false.sum()), background)])
+    counts += np.bincount(rows * size + cols, minlength=size * size).reshape(size, size)
 
 
 def confusion_from_coco(coco_gt, results: dict[int, list[dict]], cat_ids: list[int], class_names: list[str],
@@ -102,16 +106,11 @@ def confusion_from_coco(coco_gt, results: dict[int, list[dict]], cat_ids: list[i
         anns = [a for a in coco_gt.imgToAnns.get(image_id, [])
                 if not a.get("iscrowd", 0) and a["category_id"] in label_of]
         dets = [r for r in dets if r["category_id"] in label_of]
-        add_image(counts, _xyxy([a["bbox"] for a in anns]), np.array([label_of[a["category_id"]] for a in anns], np.int64),
-                  _xyxy([r["bbox"] for r in dets]), np.array([label_of[r["category_id"]] for r in dets], np.int64),
-                  np.array([r["score"] for r in dets], np.float64), conf, iou_thr)
+        gt_labels = np.array([label_of[a["category_id"]] for a in anns], np.int64)
+        det_labels = np.array([label_of[r["category_id"]] for r in dets], np.int64)
+        add_image(counts, xyxy_of([a["bbox"] for a in anns]), gt_labels, xyxy_of([r["bbox"] for r in dets]),
+                  det_labels, np.array([r["score"] for r in dets], np.float64), conf, iou_thr)
     return ConfusionMatrix(counts, list(class_names), float(conf), float(iou_thr))
-
-
-def _xyxy(xywh: list) -> np.ndarray:
-    """(N, 4) xyxy float64 from COCO's [x, y, w, h] lists."""
-    b = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
 
 
 __all__ = ["CONFUSION_CONF", "CONFUSION_IOU", "ConfusionMatrix", "add_image", "confusion_from_coco", "greedy_pairs"]

@@ -6,8 +6,8 @@ Two views of the same matches, as Ultralytics draws them (``PR_curve.png``, ``F1
 * precision against recall: COCO's interpolated curve, read from ``COCOeval.eval['precision']``
   (shape [T, R, K, A, M]) at IoU 0.50, so its area is exactly the AP50 of the tables;
 * precision, recall and F1 against a confidence threshold ``c``: the detections scoring ≥ ``c``, matched as
-  COCOeval matched them (``COCOeval.evalImgs``: ``dtScores``, ``dtMatches``, ``dtIgnore``, ``gtIgnore`` per
-  image and category). ``P(c) = TP/detections`` (NaN without detections), ``R(c) = TP/GT`` (NaN without
+  COCOeval matches them at IoU 0.50 (:func:`match_class`; computed here because faster-coco-eval keeps no
+  per-image results, and checked against pycocotools' ``evalImgs`` in the tests). ``P(c) = TP/detections`` (NaN without detections), ``R(c) = TP/GT`` (NaN without
   GT), ``F1(c) = 2·TP / (detections + GT)``. The curves are exact step functions sampled at
   c = 0, 0.001, …, 1 (Ultralytics interpolates linearly between detections instead).
 
@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torchvision.ops import box_convert, box_iou
 
 CONFIDENCE_GRID = np.arange(1001) / 1000  # exact decimals: a score of 0.3 counts at c = 0.3
 
@@ -101,49 +103,108 @@ def confidence_curves(matches: ClassMatches, grid: np.ndarray = CONFIDENCE_GRID)
     return precision, recall, f1
 
 
-def matches_from_cocoeval(coco_eval, cat_ids: list[int]) -> list[ClassMatches] | None:
-    """Each class' matches at IoU 0.50 (area all, the largest maxDets) from an evaluated pycocotools COCOeval.
+def match_class(iou: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray,
+                iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval's matching of one image and class at one IoU threshold (``COCOeval.evaluateImg``).
 
-    ``cat_ids``: category id of each class index. None when the object keeps no per-image results
-    (``evalImgs``), as evaluators implemented outside Python do.
+    Detections, taken by decreasing score, each take the still unmatched ground-truth box of highest IoU ≥
+    ``iou_thr`` (the last one on a tie, as pycocotools), a non-ignored box before an ignored one; a crowd box
+    can take any number of detections.
+
+    Args:
+        iou: (D, G) IoU of the detections, sorted by decreasing score, with the GT boxes (IoA for crowd boxes).
+        gt_ignore: (G,) bool, boxes that do not count (crowd, ``ignore``); gt_crowd: (G,) bool.
+
+    Returns:
+        (D,) bool true positives, (D,) bool ignored detections (matched to an ignored box).
     """
-    eval_imgs = getattr(coco_eval, "evalImgs", None)
-    if not eval_imgs:
-        return None
+    d_count, g_count = iou.shape
+    tp, ignored = np.zeros(d_count, bool), np.zeros(d_count, bool)
+    taken = np.zeros(g_count, bool)
+    thr = min(iou_thr, 1 - 1e-10)
+    for d in range(d_count):
+        ok = (~taken | gt_crowd) & (iou[d] >= thr)
+        for group in (ok & ~gt_ignore, ok & gt_ignore):
+            if group.any():
+                best_iou = iou[d][group].max()
+                g = int(np.flatnonzero(group & (iou[d] == best_iou))[-1])
+                ignored[d], tp[d] = gt_ignore[g], not gt_ignore[g]
+                taken[g] |= not gt_crowd[g]
+                break
+    return tp, ignored
+
+
+def coco_iou(det: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """(D, G) IoU of xyxy boxes (D, 4) and (G, 4); for crowd GT columns the intersection over the detection's
+    area, as COCO scores crowd regions."""
+    iou = box_iou(torch.as_tensor(det, dtype=torch.float64), torch.as_tensor(gt, dtype=torch.float64)).numpy()
+    if crowd.any():
+        lt = np.maximum(det[:, None, :2], gt[None, crowd, :2])
+        rb = np.minimum(det[:, None, 2:], gt[None, crowd, 2:])
+        inter = np.clip(rb - lt, 0, None).prod(axis=2)
+        area = ((det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1]))[:, None]
+        iou[:, crowd] = np.where(area > 0, inter / np.maximum(area, 1e-12), 0.0)
+    return iou
+
+
+def coco_matches(coco_gt, results: dict[int, list[dict]], cat_ids: list[int], iou_thr: float = 0.5,
+                 max_dets: int = 100) -> list[ClassMatches]:
+    """Each class' matches, COCOeval's at ``iou_thr`` (area all, ``max_dets`` per image and class), computed
+    here so that any COCOeval implementation (also one that keeps no per-image results) gets the same curves.
+
+    Args:
+        coco_gt: pycocotools ``COCO`` ground truth; its boxes in the ``results`` images count.
+        results: ``image_id -> [{category_id, bbox [x, y, w, h], score}]`` (the images evaluated).
+        cat_ids: category id of each class index.
+    """
+    label_of = {int(c): k for k, c in enumerate(cat_ids)}
+    scores: list[list[np.ndarray]] = [[] for _ in cat_ids]
+    hits: list[list[np.ndarray]] = [[] for _ in cat_ids]
+    num_gt = np.zeros(len(cat_ids), dtype=np.int64)
+    for image_id, dets in results.items():
+        anns = [a for a in coco_gt.imgToAnns.get(image_id, []) if a["category_id"] in label_of]
+        g_label = np.array([label_of[a["category_id"]] for a in anns], dtype=np.int64)
+        g_crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+        g_ignore = g_crowd | np.array([bool(a.get("ignore", 0)) for a in anns], dtype=bool)
+        np.add.at(num_gt, g_label[~g_ignore], 1)
+        dets = [r for r in dets if r["category_id"] in label_of]
+        if not dets:
+            continue
+        d_label = np.array([label_of[r["category_id"]] for r in dets], dtype=np.int64)
+        d_score = np.array([r["score"] for r in dets], dtype=np.float64)
+        d_box, g_box = xyxy_of([r["bbox"] for r in dets]), xyxy_of([a["bbox"] for a in anns])
+        iou = coco_iou(d_box, g_box, g_crowd) if len(anns) else np.zeros((len(dets), 0))
+        for k in np.unique(d_label):
+            sel = np.flatnonzero(d_label == k)
+            order = sel[np.argsort(-d_score[sel], kind="mergesort")][:max_dets]  # pycocotools' sort
+            cols = g_label == k
+            tp, ignored = match_class(iou[np.ix_(order, np.flatnonzero(cols))], g_ignore[cols], g_crowd[cols],
+                                      iou_thr)
+            scores[k].append(d_score[order][~ignored])
+            hits[k].append(tp[~ignored])
+    return [ClassMatches(np.concatenate(s) if s else np.zeros(0), np.concatenate(h) if h else np.zeros(0, bool),
+                         int(n)) for s, h, n in zip(scores, hits, num_gt)]
+
+
+def xyxy_of(xywh: list) -> np.ndarray:
+    """(N, 4) xyxy float64 from COCO's [x, y, w, h] lists."""
+    boxes = torch.as_tensor(np.asarray(xywh, dtype=np.float64).reshape(-1, 4))
+    return box_convert(boxes, "xywh", "xyxy").numpy()
+
+
+def detection_curves(coco_eval, coco_gt, results: dict[int, list[dict]], cat_ids: list[int],
+                     class_names: list[str]) -> DetectionCurves:
+    """:class:`DetectionCurves` of an evaluated and accumulated COCOeval (pycocotools or faster-coco-eval: only
+    ``params`` and ``eval['precision']`` are read) and the results and ground truth it scored."""
     p = coco_eval.params
-    n_area, n_img = len(p.areaRng), len(p.imgIds)
-    a_all = p.areaRngLbl.index("all")
     t50 = int(np.argmin(np.abs(np.asarray(p.iouThrs) - 0.5)))
     k_of_cat = {c: k for k, c in enumerate(p.catIds)}  # COCOeval sorts catIds
-    out = []
-    for cat_id in cat_ids:
-        start = (k_of_cat[cat_id] * n_area + a_all) * n_img
-        entries = [e for e in eval_imgs[start:start + n_img] if e is not None]
-        if entries:
-            scores = np.concatenate([np.asarray(e["dtScores"], dtype=np.float64) for e in entries])
-            matched = np.concatenate([np.asarray(e["dtMatches"])[t50].reshape(-1) for e in entries]) > 0
-            ignored = np.concatenate([np.asarray(e["dtIgnore"])[t50].reshape(-1) for e in entries]).astype(bool)
-            num_gt = int(sum(int((np.asarray(e["gtIgnore"]) == 0).sum()) for e in entries))
-        else:
-            scores, matched, ignored, num_gt = np.zeros(0), np.zeros(0, bool), np.zeros(0, bool), 0
-        out.append(ClassMatches(scores[~ignored], matched[~ignored], num_gt))
-    return out
-
-
-def detection_curves(coco_eval, cat_ids: list[int], class_names: list[str]) -> DetectionCurves | None:
-    """:class:`DetectionCurves` of an evaluated and accumulated COCOeval (None without ``evalImgs``)."""
-    matches = matches_from_cocoeval(coco_eval, cat_ids)
-    if matches is None:
-        return None
-    p = coco_eval.params
-    t50 = int(np.argmin(np.abs(np.asarray(p.iouThrs) - 0.5)))
-    k_of_cat = {c: k for k, c in enumerate(p.catIds)}
     precision_all = coco_eval.eval["precision"]  # [T, R, K, A, M], -1 where a class has no GT
-    a_all = p.areaRngLbl.index("all")
+    a_all = list(p.areaRngLbl).index("all")
     pr = np.stack([precision_all[t50, :, k_of_cat[c], a_all, -1] for c in cat_ids]).astype(np.float64)
     pr[pr < 0] = np.nan
-    with np.errstate(invalid="ignore"):
-        ap50 = np.array([row.mean() if np.isfinite(row).all() else np.nan for row in pr])
+    ap50 = np.array([row.mean() if np.isfinite(row).all() else np.nan for row in pr])
+    matches = coco_matches(coco_gt, results, cat_ids, float(p.iouThrs[t50]), int(p.maxDets[-1]))
     per_class = [confidence_curves(m) for m in matches]
     precision, recall, f1 = (np.stack([c[i] for c in per_class]) for i in range(3))
     curves = DetectionCurves(
@@ -155,5 +216,5 @@ def detection_curves(coco_eval, cat_ids: list[int], class_names: list[str]) -> D
     return curves
 
 
-__all__ = ["CONFIDENCE_GRID", "ClassMatches", "DetectionCurves", "confidence_curves", "detection_curves",
-           "matches_from_cocoeval"]
+__all__ = ["CONFIDENCE_GRID", "ClassMatches", "DetectionCurves", "coco_iou", "coco_matches", "confidence_curves",
+           "detection_curves", "match_class", "xyxy_of"]

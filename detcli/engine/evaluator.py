@@ -72,7 +72,7 @@ class EvalResult:
         log: what pycocotools printed (captured, not shown).
         detections: the COCO results that were scored (:meth:`CocoEvaluator.results_json`), kept only when
             asked for (``evaluate(..., keep_detections=True)``); not part of :meth:`to_dict`.
-        curves: per-class PR / P / R / F1 curves (None when the evaluator keeps no per-image matches).
+        curves: per-class PR / P / R / F1 curves at IoU 0.50.
         confusion: the confusion matrix at ``CocoEvaluator.confusion_conf``.
     """
 
@@ -217,11 +217,10 @@ class CocoEvaluator:
 
     def _add_analysis(self, result: EvalResult, coco_eval: COCOeval) -> None:
         """Curves, per-class P/R at the best-F1 confidence, and the confusion matrix of the scored images."""
-        result.curves = detection_curves(coco_eval, self.cat_ids, self.class_names)
-        if result.curves is not None:
-            for c, p, r in zip(result.per_class, *result.curves.at_best()):
-                c.precision, c.recall = float(p), float(r)
         results = self._results or {i: [] for i in self.coco_gt.getImgIds()}
+        result.curves = detection_curves(coco_eval, self.coco_gt, results, self.cat_ids, self.class_names)
+        for c, p, r in zip(result.per_class, *result.curves.at_best()):
+            c.precision, c.recall = float(p), float(r)
         result.confusion = confusion_from_coco(self.coco_gt, results, self.cat_ids, self.class_names,
                                                self.confusion_conf)
 
