@@ -521,8 +521,8 @@ class Trainer:
             return
         written = self.plots.validation(r)
         if written:
-            same = math.isclose(r.stats["AP50-95"], self.best_map) if math.isfinite(r.stats["AP50-95"]) else False
-            which = "the weights of best.pt" if same else "best.pt holds an earlier epoch"
+            which = ("the weights of best.pt" if self.best_epoch == epoch
+                     else f"best.pt holds epoch {self.best_epoch}" if self.best_epoch > 0 else "no best.pt")
             self.reporter.info(
                 f"validation plots from the last validation, epoch {epoch} ({weights} weights; {which}): "
                 + ", ".join(p.name for p in written)
