@@ -10,13 +10,14 @@ from detcli.fileio import atomic_write
 DPI = 100
 
 
-def new_figure(width: float, height: float, **subplots: Any) -> tuple[Any, Any]:
+def new_figure(width: float, height: float, layout: str | None = "constrained", **subplots: Any) -> tuple[Any, Any]:
     """A ``(figure, axes)`` pair of ``width`` × ``height`` inches on an Agg canvas (``subplots`` as
-    :meth:`matplotlib.figure.Figure.subplots` takes them: nrows, ncols, …)."""
+    :meth:`matplotlib.figure.Figure.subplots` takes them: nrows, ncols, …). ``layout=None`` leaves the spacing
+    to the caller (``subplots_adjust``): the constrained layout costs half the drawing time of a grid."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(**subplots)
 

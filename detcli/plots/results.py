@@ -47,7 +47,8 @@ def plot_results(columns: list[str], rows: list[dict[str, str]], path: str | Pat
     ncols = max(1, math.ceil(len(panels) / 2))
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = new_figure(2.6 * ncols, 5.2, nrows=2, ncols=ncols, squeeze=False)
+    fig, axes = new_figure(2.6 * ncols, 5.2, layout=None, nrows=2, ncols=ncols, squeeze=False)
+    fig.subplots_adjust(left=0.35 / ncols, right=0.99, bottom=0.09, top=0.93, wspace=0.45, hspace=0.4)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (title, cols) in zip(axes.flat, panels):
