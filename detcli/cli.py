@@ -6,9 +6,13 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import typer
+from detcli.openmp import prefer_passive_waiting
 
-from detcli.errors import DetcliError
+prefer_passive_waiting()  # before anything imports torch: sleeping, not spinning, OpenMP threads
+
+import typer  # noqa: E402
+
+from detcli.errors import DetcliError  # noqa: E402
 
 
 def _examples(*lines: str) -> str:

@@ -21,7 +21,9 @@ from detcli.data.dataset_config import DatasetConfig, load_dataset_config, resol
 from detcli.data.demo import CLASSES, ensure_demo_dataset
 from detcli.data.image_io import looks_truncated
 from detcli.data.loader import build_dataloader
-from detcli.data.transforms.common import inverse_warp_boxes, warp_boxes
+from detcli.data.transforms.common import (
+    inverse_warp_boxes, normalize, normalize_chw, to_chw_tensor, warp_boxes,
+)
 from detcli.data.transforms.nanodet import NanoDetTransform, color_jitter
 from detcli.errors import DatasetError
 
@@ -371,6 +373,27 @@ def test_train_is_reproducible_from_the_rng():
     c = t(img, boxes, labels, np.random.default_rng(12))
     assert torch.equal(a["img"], b["img"]) and torch.equal(a["boxes"], b["boxes"])
     assert not torch.equal(a["img"], c["img"])
+
+
+def test_normalize_chw_equals_the_shared_normalize_bit_for_bit():
+    img = np.random.default_rng(0).normal(0.5, 0.4, (37, 53, 3)).astype(np.float32)  # a jittered img / 255
+    mean, std = [v / 255 for v in MEAN], [v / 255 for v in STD]
+    out = normalize_chw(img, mean, std)
+    assert out.shape == (3, 37, 53) and out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(out, to_chw_tensor(normalize(img, mean, std)))
+    # hand-checked on one pixel of each channel: (x - mean) / std in float32
+    c0 = (np.float32(img[4, 7, 0]) - np.float32(mean[0])) / np.float32(std[0])
+    assert out[0, 4, 7].item() == c0
+
+
+def test_transform_output_is_float32_arithmetic_on_img_over_255():
+    """The (3, h, w) image is ``((img / 255 [jittered]) − mean / 255) / (std / 255)`` in float32, as color.py."""
+    img = np.random.default_rng(3).integers(0, 256, size=(64, 48, 3), dtype=np.uint8)
+    t = NanoDetTransform((48, 64), train=False)  # identity warp: the output samples the pixels exactly
+    out = t(img, np.zeros((0, 4), np.float32), np.zeros(0))
+    img01 = img.astype(np.float32) / 255
+    expected = (img01 - np.float32([v / 255 for v in MEAN])) / np.float32([v / 255 for v in STD])
+    assert torch.equal(out["img"], torch.from_numpy(np.ascontiguousarray(expected.transpose(2, 0, 1))))
 
 
 def test_color_jitter_brightness_is_a_uniform_shift_and_grey_ignores_saturation():

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from detcli.structures import Batch, Target
 
@@ -28,9 +27,10 @@ def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32, pad_value
     if size_divisor > 1:
         max_h = -(-max_h // size_divisor) * size_divisor
         max_w = -(-max_w // size_divisor) * size_divisor
-    images = torch.stack(
-        [F.pad(im, (0, max_w - im.shape[-1], 0, max_h - im.shape[-2]), value=pad_value) for im in imgs]
-    ).contiguous()
+    # one (B, 3, H, W) tensor filled with the pad value, each image copied into its top-left corner
+    images = imgs[0].new_full((len(imgs), int(imgs[0].shape[0]), max_h, max_w), pad_value)
+    for slot, im in zip(images, imgs):
+        slot[:, : im.shape[-2], : im.shape[-1]] = im
     targets = [
         Target(
             boxes=torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),

@@ -16,9 +16,8 @@ import torch
 from detcli.data.transforms.common import (
     IMAGENET_MEAN_BGR,
     IMAGENET_STD_BGR,
-    normalize,
+    normalize_chw,
     resize_matrix,
-    to_chw_tensor,
     warp_boxes,
 )
 
@@ -89,9 +88,9 @@ def color_jitter(
     3. saturation: HSV S channel ``*= U(s0, s1)`` (OpenCV float HSV).
 
     Args:
-        img01: (H, W, 3) float32 BGR.
+        img01: (H, W, 3) float32 BGR (not modified).
     Returns:
-        (H, W, 3) float32 BGR.
+        (H, W, 3) float32 BGR; ``img01`` itself when no op applies.
     """
     # Every draw is made whether or not the op applies, so the random stream does not depend on the gates.
     do_b, do_c, do_s = rng.random(3) < 0.5
@@ -104,10 +103,10 @@ def color_jitter(
     if do_c:
         img = img * np.float32(ac)
     if do_s:
-        hsv = cv2.cvtColor(img.astype(np.float32), cv2.COLOR_BGR2HSV)
+        hsv = cv2.cvtColor(img.astype(np.float32, copy=False), cv2.COLOR_BGR2HSV)
         hsv[..., 1] *= as_
         img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
-    return img.astype(np.float32)
+    return img.astype(np.float32, copy=False)
 
 
 class NanoDetTransform:
@@ -192,15 +191,15 @@ class NanoDetTransform:
         )
         out_boxes = warp_boxes(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), m, w_in, h_in)
 
-        img01 = warped.astype(np.float32) / 255  # colour ops and normalisation on img / 255, as color.py
+        # colour ops and normalisation on img / 255, as color.py (one pass: the cast and the float32 division)
+        img01 = np.divide(warped, np.float32(255), dtype=np.float32)
         if self.train:
             img01 = color_jitter(img01, rng, **self.color_kwargs)
         mean01 = [v / 255 for v in self.mean]
         std01 = [v / 255 for v in self.std]
-        img_n = normalize(img01, mean01, std01)
 
         return {
-            "img": to_chw_tensor(img_n),
+            "img": normalize_chw(img01, mean01, std01),
             "boxes": torch.from_numpy(out_boxes),
             "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),
             "warp_matrix": m,
