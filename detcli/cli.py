@@ -6,13 +6,9 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from detcli.openmp import prefer_passive_waiting
+import typer
 
-prefer_passive_waiting()  # before anything imports torch: sleeping, not spinning, OpenMP threads
-
-import typer  # noqa: E402
-
-from detcli.errors import DetcliError  # noqa: E402
+from detcli.errors import DetcliError
 
 
 def _examples(*lines: str) -> str:
