@@ -186,6 +186,7 @@ def test_retinanet_train_eval_predict_small(tmp_path: Path, tiny_data: Path):
     assert (tmp_path / "runs" / "predict" / "predict" / "predictions.json").is_file()
 
 
+@pytest.mark.slow  # through the CLI; test_engine's DDP test covers the trainer under gloo by default
 def test_nanodet_ddp_two_cpu_processes(tmp_path: Path, tiny_data: Path):
     """DDP on the gloo backend with 2 CPU workers (DETCLI_DDP_CPU_PROCS), through the CLI."""
     out = run_cli_forked(

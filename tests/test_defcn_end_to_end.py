@@ -23,6 +23,7 @@ def tiny_data(tmp_path_factory) -> Path:
     return root / "demo.yaml"
 
 
+@pytest.mark.slow  # R-50 through every command, ~2 min; DeFCN's export/contract/golden cases run by default
 def test_defcn_end_to_end(tmp_path: Path, tiny_data: Path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

@@ -24,7 +24,7 @@ from detcli.assigners.prior_fit import (
     anchor_fit,
     point_fit,
 )
-from detcli.config.loader import load_preset, presets_dir
+from detcli.config.loader import load_preset
 from detcli.errors import DetcliError
 from detcli.inspect.assign import assign_batch
 from detcli.inspect.draw import PANEL_SIDE
@@ -32,10 +32,10 @@ from detcli.inspect.stats import AssignmentStats, level_names
 from detcli.models import build_model
 from detcli.models.base import HeadOutput
 from detcli.structures import Batch, ImageMeta, Target
+from preset_cases import preset_params
 from tests.cli_subprocess import run_cli
 
 torch.set_num_threads(1)
-PRESETS = sorted(presets_dir().glob("*.yaml"))
 SIZE = 256  # the hand-made image: 256 × 256, shown at scale 1
 BOX_A = (16.0, 16.0, 48.0, 48.0)  # 32 × 32 = RetinaNet's smallest anchor (P3, ratio 1, scale 4·8) at cell (4, 4)
 BOX_B = (64.0, 128.0, 192.0, 256.0)  # 128 × 128 = the P5 anchor (ratio 1, scale 4·32) at cell (4, 6)
@@ -334,18 +334,25 @@ def test_verdict_names_the_field_to_change_when_boxes_are_too_small(tmp_path, ca
 
 
 @pytest.fixture(scope="module")
-def demo_runs(tmp_path_factory) -> dict[str, Path]:
-    """The command on the demo data for every shipped preset at a 192-px input (the pictures' size follows):
-    8 images of statistics, image id 1 drawn."""
+def demo_run(tmp_path_factory):
+    """The command on the demo data for a shipped preset at a 192-px input (the pictures' size follows): 8 images
+    of statistics, image id 1 drawn. Run once per preset, when a test first asks for it."""
     root = tmp_path_factory.mktemp("presets")
-    return {p.stem: inspect_command(InspectRequest(preset=str(p), output=root / p.stem, image_ids=[1], limit=8,
-                                                   batch=4, workers=0, imgsz=192))
-            for p in PRESETS}
+    done: dict[str, Path] = {}
+
+    def run(name: str) -> Path:
+        if name not in done:
+            done[name] = inspect_command(InspectRequest(preset=name, output=root / name, image_ids=[1], limit=8,
+                                                        batch=4, workers=0, imgsz=192))
+        return done[name]
+
+    return run
 
 
-@pytest.mark.parametrize("preset", [p.stem for p in PRESETS])
-def test_every_preset_through_the_contract(preset, demo_runs):
-    out = demo_runs[preset]
+@pytest.mark.parametrize("preset_path", preset_params())  # size-only copies and > 40 M presets: -m slow
+def test_every_preset_through_the_contract(preset_path, demo_run):
+    preset = preset_path.stem
+    out = demo_run(preset)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["preset"] == preset and stats["images"] == 8 and stats["gts"] > 0
     assert stats["positives_per_gt"]["mean"] > 0 and 0 < stats["prior_fit"]["fit_share"] <= 1
@@ -364,11 +371,10 @@ def test_every_preset_through_the_contract(preset, demo_runs):
     assert ("UNTRAINED" in untrained) == (not untrained.startswith("priors and GT boxes only"))
 
 
-def test_pictures_differ_between_presets(demo_runs):
-    """Different networks draw different pictures (presets that differ only in input size draw the same one
-    at the same --imgsz)."""
-    pictures = {name: (out / "000000.png").read_bytes() for name, out in demo_runs.items()}
+def test_pictures_differ_between_presets(demo_run):
+    """Different networks draw different pictures."""
     families = {"nanodet-plus-m", "nanodet-plus-m-1.5x", "retinanet-r18-fpn", "rtmdet-tiny", "rtmdet-m"}
+    pictures = {name: (demo_run(name) / "000000.png").read_bytes() for name in families}
     assert len({pictures[name] for name in families}) == len(families)
 
 
