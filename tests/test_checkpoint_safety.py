@@ -28,7 +28,6 @@ import torch
 from detcli.app.common import load_for_inference, load_weights_into
 from detcli.config.loader import load_preset
 from detcli.data.coco_names import COCO80
-from detcli.data.demo import ensure_demo_dataset
 from detcli.engine import checkpoint as ckpt_mod
 from detcli.errors import DetcliError
 from detcli.models import build_model
@@ -36,13 +35,6 @@ from cli_subprocess import run_cli, run_cli_forked
 
 REFUSED = "refused because it contains code"
 NOT_RUN = "nothing in it was run"
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "demo"
-    ensure_demo_dataset(root, num_train=8, num_val=4)
-    return root / "demo.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import cli_subprocess
 import pytest
 
-from detcli.data.demo import ensure_demo_dataset
 from detcli.engine.checkpoint import load_checkpoint
 
 
@@ -22,13 +21,6 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, **env_vars: str) -> subpr
 def run_cli_forked(*args: str, cwd: Path, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
     """The same, in a process forked from one that has imported detcli already (see cli_subprocess)."""
     return cli_subprocess.run_cli_forked(*args, cwd=cwd, timeout=timeout, threads=1, **env_vars)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "demo"
-    ensure_demo_dataset(root, num_train=8, num_val=4)
-    return root / "demo.yaml"
 
 
 def test_help_shows_examples(tmp_path: Path):

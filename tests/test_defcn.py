@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
 from detcli.assigners.poto import POTOAssigner, centre_sampling_boxes, matching_quality
 from detcli.config.loader import load_preset
@@ -258,3 +259,42 @@ def test_nms_free_by_default_and_nms_on_request(model):
 
 def test_bn_free_heads_only(model):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+# ----------------------------------------------------------------------------- model.norm (cvpods MODEL.RESNETS.NORM)
+def test_random_frozen_bn_backbone_points_to_norm_bn(tmp_path, monkeypatch):
+    from detcli.models.detectors.defcn import DeFCN
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    message = DeFCN(5, backbone_weights="imagenet").backbone_init_message
+    assert message is not None and "randomly" in message and "model.norm=bn" in message
+    assert DeFCN(5, norm="bn", backbone_weights="imagenet").backbone_init_message.endswith("initialised randomly")
+
+
+def test_norm_bn_trains_batch_statistics_outside_the_frozen_stages():
+    preset, _ = load_preset("defcn-r50-fpn", overrides=["model.norm=bn"])
+    net = build_model(preset, 80, pretrained=False).train()
+    bns = {name: m for name, m in net.backbone.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert len(bns) == 53 and not any(isinstance(m, FrozenBatchNorm2d) for m in net.backbone.modules())
+    frozen = [n for n in bns if n == "bn1" or n.startswith("layer1.")]
+    assert len(frozen) == 1 + 3 * 3 + 1  # stem + res2 (3 bottlenecks × 3 BN + the downsample BN)
+    assert all(not bns[n].training for n in frozen) and all(bns[n].training for n in bns if n not in frozen)
+    # trainable = the reference's 32,612,442 + the BN affine of res3–res5 (FrozenBN keeps it in buffers)
+    affine = sum(2 * bns[n].num_features for n in bns if n not in frozen)
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    assert affine == 2 * (4 * (128 + 128 + 512) + 512 + 6 * (256 + 256 + 1024) + 1024 + 3 * (512 + 512 + 2048) + 2048)
+    assert trainable == 32_612_442 + affine
+    before = bns["layer3.0.bn1"].running_mean.clone()
+    images = torch.randn(2, 3, 64, 64)
+    targets = [Target(torch.tensor([[8.0, 8.0, 40.0, 48.0]]), torch.tensor([1])) for _ in range(2)]
+    metas = [None, None]
+    sum(net.loss(images, targets, metas).values()).backward()
+    assert not torch.equal(bns["layer3.0.bn1"].running_mean, before)  # batch statistics, not frozen ones
+    assert bns["bn1"].weight.grad is None and bns["layer3.0.bn1"].weight.grad is not None
+
+
+def test_unknown_norm_names_the_field():
+    from detcli.errors import PresetError
+
+    with pytest.raises(PresetError, match="model.norm"):
+        load_preset("defcn-r50-fpn", overrides=["model.norm=gn"])

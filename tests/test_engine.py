@@ -784,3 +784,33 @@ def test_cosine_final_lr_scales_with_the_batch():
     assert scaled.eta_min == pytest.approx(0.0002 / 16) and scaled.flat_fraction == 0.5
     s = LRSchedule(WarmupConfig(), scaled, 0.004 / 16, 10, 4)
     assert s.lr_at(9, 3) < s.lr_at(5, 0) == pytest.approx(0.004 / 16)
+
+
+def test_amp_on_cpu_trains_in_bfloat16_without_loss_scaling(tmp_path, preset):
+    seen = []
+
+    class Spy(ToyDetector):
+        def forward(self, images):
+            out = super().forward(images)
+            seen.append((torch.is_autocast_enabled("cpu"), self.conv(images).dtype, out.dtype))
+            return out
+
+    seed_everything(1)
+    model = Spy()
+    seed_everything(0)
+    train, val, val_ds = _loaders()
+    rep = RecordingReporter()
+    trainer = Trainer(preset, _train_cfg(1), model, train, val, val_ds, new_run_dir(tmp_path, "amp"), rep,
+                      torch.device("cpu"), 0, True, None, {"argv": ["detcli", "train"]}, {"config": {}})
+    trainer.fit()
+    training = [s for s in seen if s[0]]
+    assert len(training) == 4 and all(conv == torch.bfloat16 for _, conv, _ in training)  # 4 iterations
+    assert all(not enabled and conv == torch.float32 for enabled, conv, _ in seen if not enabled)  # validation
+    assert not trainer.scaler.is_enabled() and any("AMP on (bfloat16)" in line for line in rep.lines)
+    import json
+
+    manifest = json.loads((tmp_path / "amp" / "run.json").read_text())
+    assert manifest["amp"] is True and manifest["amp_dtype"] == "bfloat16"
+    last = load_checkpoint(tmp_path / "amp" / "weights" / "last.pt")
+    assert last["scaler"] is None
+    assert all(v.dtype == torch.float32 for v in last["model"].values() if v.is_floating_point())

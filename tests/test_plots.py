@@ -298,13 +298,6 @@ def test_label_stats_find_empty_images_and_duplicate_boxes(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- through the CLI
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "demo"
-    ensure_demo_dataset(root, num_train=8, num_val=4)
-    return root / "demo.yaml"
-
-
 def test_demo_run_and_eval_leave_their_plots(tmp_path: Path, tiny_data: Path):
     train = run_cli_forked(
         "train", "--preset", "nanodet-plus-m", "--data", str(tiny_data), "--epochs", "1", "--batch", "2",

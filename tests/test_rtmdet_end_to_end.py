@@ -11,14 +11,6 @@ from pathlib import Path
 import pytest
 
 from cli_subprocess import run_cli, run_cli_forked
-from detcli.data.demo import ensure_demo_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("rtm") / "demo"
-    ensure_demo_dataset(root, num_train=8, num_val=4)
-    return root / "demo.yaml"
 
 
 def test_rtmdet_tiny_end_to_end(tmp_path: Path, tiny_data: Path):

@@ -16,19 +16,11 @@ from test_cli import run_cli_forked
 from detcli.config.loader import load_preset
 from detcli.console import Reporter
 from detcli.data import loader as loader_mod
-from detcli.data.demo import ensure_demo_dataset
 from detcli.data.loader import available_cpus, cap_workers
 from detcli.engine.run_dir import new_run_dir
 from detcli.errors import DetcliError
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "demo"
-    ensure_demo_dataset(root, num_train=8, num_val=4)
-    return root / "demo.yaml"
 
 
 # ---------------------------------------------------------------------------------------------- run folders

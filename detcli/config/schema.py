@@ -164,6 +164,11 @@ class DeFCNConfig(Strict):
     type: Literal["defcn"]
     num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
     frozen_stages: int = Field(1, ge=-1, le=4, description="1: stem + res2 frozen (cvpods FREEZE_AT=2)")
+    norm: Literal["frozen_bn", "bn"] = Field(
+        "frozen_bn", description="backbone norm, cvpods MODEL.RESNETS.NORM: 'frozen_bn' (FrozenBN, the reference; "
+        "needs ImageNet statistics) or 'bn' (BatchNorm trained on batch statistics, SyncBN with train.sync_bn; "
+        "for a random backbone)"
+    )
     fpn_channels: int = Field(256, ge=32)
     num_convs: int = Field(4, ge=1, description="head tower depth")
     strides: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128], min_length=5, max_length=5)
@@ -429,7 +434,7 @@ class TrainConfig(Strict):
     val_every_epoch_last: int = Field(
         0, ge=0, description="validate every epoch during the last N epochs (RTMDet: 20, MMEngine "
         "dynamic_intervals=[(280, 1)] of 300)")
-    amp: bool = Field(False, description="mixed precision on CUDA")
+    amp: bool = Field(False, description="mixed precision: float16 on CUDA, bfloat16 on CPU")
     sync_bn: bool = False
     patience: int | None = Field(
         None, ge=1, description="stop when the val AP50-95 (what best.pt keeps) has not improved for this many "

@@ -50,6 +50,8 @@ from detcli.models.base import Detector
 from detcli.plots.training import TRAIN_BATCHES, TrainingPlots
 
 FITNESS = "metrics/AP50-95"
+# mixed precision per device type: float16 with loss scaling on CUDA, bfloat16 (AMX / AVX512-BF16) on CPU
+AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
 class Trainer:
@@ -67,7 +69,8 @@ class Trainer:
         reporter: console (a silent one on ranks > 0).
         device: this process' device.
         seed: base seed (this process used ``seed + rank``).
-        amp: mixed precision (CUDA only; ignored with a warning elsewhere).
+        amp: mixed precision: float16 autocast with loss scaling on CUDA, bfloat16 autocast on CPU (fast where the
+            CPU has AMX / AVX512-BF16; warned otherwise); ignored with a warning on other devices.
         resume_from: ``last.pt`` to continue from.
         train_args: what to record about the invocation (``argv``, CLI options); JSON-able.
         dataset_info: recorded in checkpoints as ``dataset`` (e.g. ``{"config": DatasetConfig dump}``);
@@ -98,8 +101,9 @@ class Trainer:
         self.reporter = reporter
         self.device = torch.device(device)
         self.seed = int(seed)
-        self.use_amp = bool(amp) and self.device.type == "cuda"
         self.amp_requested = bool(amp)
+        self.use_amp = self.amp_requested and self.device.type in AMP_DTYPES
+        self.amp_dtype = AMP_DTYPES.get(self.device.type, torch.float32)
         self.resume_from = Path(resume_from) if resume_from is not None else None
         self.train_args = json.loads(json.dumps(train_args or {}, default=str))
         self.dataset_info = json.loads(json.dumps(dataset_info or {}, default=str))
@@ -146,8 +150,12 @@ class Trainer:
                 f"{self.schedule.warmup_steps} iterations so the run reaches its lr"
             )
         if self.amp_requested and not self.use_amp:
-            rep.warn(f"AMP is CUDA-only; training in fp32 on {self.device.type}")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+            rep.warn(f"AMP runs on CUDA (float16) and CPU (bfloat16); training in fp32 on {self.device.type}")
+        elif self.use_amp and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            rep.warn("AMP on this CPU: it has no native bfloat16 (AVX512-BF16 / AMX), so bfloat16 is emulated and "
+                     "likely slower than fp32; --no-amp turns it off")
+        # float16 needs loss scaling; bfloat16 has float32's exponent range and needs none
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         ckpt = load_checkpoint(self.resume_from) if self.resume_from is not None else None
         if ckpt is not None:
             self._restore_training_state(ckpt)
@@ -169,7 +177,7 @@ class Trainer:
         rep.info(
             f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, {self.schedule.warmup_note()}, "
             f"{cfg.schedule.type}; EMA "
-            f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {'on' if self.use_amp else 'off'}; "
+            f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {'on (%s)' % str(self.amp_dtype).removeprefix('torch.') if self.use_amp else 'off'}; "
             f"{self.world} process(es) on {self.device.type}"
             + (f"; early stopping after {cfg.patience} validation(s) without a better AP50-95"
                if cfg.patience is not None else "")
@@ -267,6 +275,7 @@ class Trainer:
                 "world_size": self.world,
                 "seed": self.seed,
                 "amp": self.use_amp,
+                "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None,
                 "batch": self.cfg.batch,
                 "batch_per_process": self.train_loader.batch_size,
                 "workers_per_process": self.train_loader.num_workers,
@@ -324,7 +333,7 @@ class Trainer:
             batch = batch.to(self.device)
             images = batch.images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 losses = self.graph(images, batch.targets, batch.metas, epoch)
             total = sum(losses.values())
             terms = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()]).tolist()
@@ -455,7 +464,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.use_amp else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "schedule_state": self.schedule.state_dict(),
             "best_map": float(self.best_map),
             "early_stopping": {"best_epoch": self.best_epoch, "stale": self.stale_validations,

@@ -43,6 +43,8 @@ class DeFCN(PointDetector):
     Args:
         num_classes: C.
         frozen_stages: ResNet stages frozen after the stem (1 = stem + res2, cvpods ``FREEZE_AT=2``).
+        norm: backbone norm, cvpods ``MODEL.RESNETS.NORM``: ``"frozen_bn"`` (the reference) or ``"bn"``
+            (trained BatchNorm, for a random backbone; the frozen stages keep theirs in eval mode).
         fpn_channels: FPN and head width.
         num_convs: head tower depth.
         strides: P3–P7 strides.
@@ -56,7 +58,7 @@ class DeFCN(PointDetector):
 
     ddp_find_unused_parameters = False  # every trainable parameter reaches a loss
     param_count_convention = "all"  # FrozenBN statistics and affine are buffers, as in cvpods
-    param_count_source = "DeFCN (cvpods; FrozenBN affine excluded)"
+    param_count_source = "DeFCN (cvpods, whose FrozenBN affine are buffers)"
     flop_count_convention = "macs"  # DeFCN publishes none; detectron2/cvpods' counter (fvcore) counts MACs
     flop_count_source = "fvcore (detectron2, cvpods)"
     select_on_logits = False  # the score is a product of two sigmoids
@@ -71,6 +73,7 @@ class DeFCN(PointDetector):
         self,
         num_classes: int,
         frozen_stages: int = 1,
+        norm: str = "frozen_bn",
         fpn_channels: int = 256,
         num_convs: int = 4,
         strides: Sequence[int] = (8, 16, 32, 64, 128),
@@ -99,12 +102,19 @@ class DeFCN(PointDetector):
         self.postprocess_cfg = postprocess or PostprocessConfig(
             score_thr=0.05, iou_thr=0.6, max_det=100, nms="none", nms_pre=1000, min_bbox_size=0.0)
 
-        self.backbone = ResNet(50, frozen_stages, norm_eval=True, style="caffe", norm="frozen_bn")
+        if norm not in ("frozen_bn", "bn"):
+            raise ValueError(f"norm must be 'frozen_bn' or 'bn', got {norm!r}")
+        self.backbone = ResNet(50, frozen_stages, norm_eval=norm == "frozen_bn", style="caffe", norm=norm)
         self.neck = FPN(self.backbone.out_channels, fpn_channels, num_extra=2, extra_source="output",
                         relu_before_extra=True, init="c2_xavier")
         self.head = DeFCNHead(num_classes, fpn_channels, self.strides, num_convs, prior_prob, filter_kernel,
                               filter_tau, filter_norm)
         self.backbone_init_message: str | None = self.backbone.load_imagenet(backbone_weights)
+        if self.backbone_init_message and norm == "frozen_bn":
+            self.backbone_init_message += (
+                "; FrozenBN then normalises nothing (identity statistics: C5 activations reach ~1e3) and training "
+                "from scratch is slow or unstable: for a random backbone use --set model.norm=bn (BatchNorm on "
+                "batch statistics; He et al., 'Rethinking ImageNet Pre-training', 2019)")
 
     # ------------------------------------------------------------------ inference graph
     def forward(self, images: Tensor) -> HeadOutput:
@@ -191,6 +201,7 @@ def build_defcn(cfg: DeFCNConfig, test: TestConfig, num_classes: int, backbone_w
     return DeFCN(
         num_classes=num_classes,
         frozen_stages=cfg.frozen_stages,
+        norm=cfg.norm,
         fpn_channels=cfg.fpn_channels,
         num_convs=cfg.num_convs,
         strides=tuple(cfg.strides),

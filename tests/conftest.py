@@ -1,0 +1,16 @@
+"""Fixtures shared by the test modules."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detcli.data.demo import ensure_demo_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """``demo.yaml`` of a tiny demo copy (8 train, 4 val images), made afresh for each test module."""
+    root = tmp_path_factory.mktemp("tiny") / "demo"
+    ensure_demo_dataset(root, num_train=8, num_val=4)
+    return root / "demo.yaml"
