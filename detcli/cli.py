@@ -117,7 +117,9 @@ def train(
         None, "--weights", help="Initial weights: a detcli checkpoint or an official checkpoint of the family."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision: float16 on CUDA, bfloat16 on CPU (default: preset)."),
+    amp: Optional[bool] = typer.Option(
+        None, "--amp/--no-amp", help="Mixed precision: float16 on CUDA, bfloat16 on CPU (default: preset)."
+    ),
     patience: Optional[int] = typer.Option(
         None, "--patience", min=1, help="Stop after N validations without a better AP50-95 (best.pt is kept). "
         "Default: the preset's train.patience, off in the built-in presets as in MMDetection and NanoDet."

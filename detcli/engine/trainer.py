@@ -174,10 +174,11 @@ class Trainer:
             if ckpt is None:
                 self.plots.labels(self.train_loader.dataset)
         rep.info(f"optimizer: {lr_note}")
+        amp_note = f"on ({str(self.amp_dtype).removeprefix('torch.')})" if self.use_amp else "off"
         rep.info(
             f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, {self.schedule.warmup_note()}, "
             f"{cfg.schedule.type}; EMA "
-            f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {'on (%s)' % str(self.amp_dtype).removeprefix('torch.') if self.use_amp else 'off'}; "
+            f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {amp_note}; "
             f"{self.world} process(es) on {self.device.type}"
             + (f"; early stopping after {cfg.patience} validation(s) without a better AP50-95"
                if cfg.patience is not None else "")
