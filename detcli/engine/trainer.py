@@ -104,6 +104,7 @@ class Trainer:
         self.amp_requested = bool(amp)
         self.use_amp = self.amp_requested and self.device.type in AMP_DTYPES
         self.amp_dtype = AMP_DTYPES.get(self.device.type, torch.float32)
+        self.amp_name = str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None  # "bfloat16", …
         self.resume_from = Path(resume_from) if resume_from is not None else None
         self.train_args = json.loads(json.dumps(train_args or {}, default=str))
         self.dataset_info = json.loads(json.dumps(dataset_info or {}, default=str))
@@ -174,7 +175,7 @@ class Trainer:
             if ckpt is None:
                 self.plots.labels(self.train_loader.dataset)
         rep.info(f"optimizer: {lr_note}")
-        amp_note = f"on ({str(self.amp_dtype).removeprefix('torch.')})" if self.use_amp else "off"
+        amp_note = f"on ({self.amp_name})" if self.use_amp else "off"
         rep.info(
             f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, {self.schedule.warmup_note()}, "
             f"{cfg.schedule.type}; EMA "
@@ -276,7 +277,7 @@ class Trainer:
                 "world_size": self.world,
                 "seed": self.seed,
                 "amp": self.use_amp,
-                "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None,
+                "amp_dtype": self.amp_name,
                 "batch": self.cfg.batch,
                 "batch_per_process": self.train_loader.batch_size,
                 "workers_per_process": self.train_loader.num_workers,

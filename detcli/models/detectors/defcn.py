@@ -13,7 +13,7 @@ a cvpods checkpoint is renamed on load (:func:`~detcli.models.cvpods_keys.cvpods
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -73,7 +73,7 @@ class DeFCN(PointDetector):
         self,
         num_classes: int,
         frozen_stages: int = 1,
-        norm: str = "frozen_bn",
+        norm: Literal["frozen_bn", "bn"] = "frozen_bn",
         fpn_channels: int = 256,
         num_convs: int = 4,
         strides: Sequence[int] = (8, 16, 32, 64, 128),
