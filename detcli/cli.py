@@ -118,7 +118,8 @@ def train(
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     amp: Optional[bool] = typer.Option(
-        None, "--amp/--no-amp", help="Mixed precision: float16 on CUDA, bfloat16 on CPU (default: preset)."
+        None, "--amp/--no-amp", help="Mixed precision: float16 on CUDA, bfloat16 on CPU (default: the preset's "
+        "train.amp, or its demo's; auto: on where it is fast).",
     ),
     patience: Optional[int] = typer.Option(
         None, "--patience", min=1, help="Stop after N validations without a better AP50-95 (best.pt is kept). "

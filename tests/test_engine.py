@@ -814,3 +814,28 @@ def test_amp_on_cpu_trains_in_bfloat16_without_loss_scaling(tmp_path, preset):
     last = load_checkpoint(tmp_path / "amp" / "weights" / "last.pt")
     assert last["scaler"] is None
     assert all(v.dtype == torch.float32 for v in last["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_on_cpu_follows_native_bfloat16(tmp_path, preset, monkeypatch, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    seen = []
+
+    class Spy(ToyDetector):
+        def forward(self, images):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().forward(images)
+
+    seed_everything(1)
+    model = Spy()
+    seed_everything(0)
+    train, val, val_ds = _loaders()
+    rep = RecordingReporter()
+    trainer = Trainer(preset, _train_cfg(1), model, train, val, val_ds, new_run_dir(tmp_path, "auto"), rep,
+                      torch.device("cpu"), 0, "auto", None, {"argv": ["detcli", "train"]}, {"config": {}})
+    trainer.fit()
+    assert any(seen) is native
+    expected = "AMP on (bfloat16) (auto: this CPU has native bfloat16)" if native else \
+        "AMP off (auto: no native bfloat16 on this CPU)"
+    assert any(expected in line for line in rep.lines), rep.lines
+    assert not any("emulated" in line or "training in fp32" in line for line in rep.lines)  # auto never warns

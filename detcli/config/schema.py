@@ -434,7 +434,9 @@ class TrainConfig(Strict):
     val_every_epoch_last: int = Field(
         0, ge=0, description="validate every epoch during the last N epochs (RTMDet: 20, MMEngine "
         "dynamic_intervals=[(280, 1)] of 300)")
-    amp: bool = Field(False, description="mixed precision: float16 on CUDA, bfloat16 on CPU")
+    amp: bool | Literal["auto"] = Field(
+        False, description="mixed precision: float16 on CUDA, bfloat16 on CPU; 'auto': on where it is fast (CUDA, "
+        "or a CPU with native bfloat16: AVX512-BF16 / AMX), off elsewhere")
     sync_bn: bool = False
     patience: int | None = Field(
         None, ge=1, description="stop when the val AP50-95 (what best.pt keeps) has not improved for this many "

@@ -70,7 +70,7 @@ class TrainSetup:
     run_dir: Path
     device: str | None = None
     seed: int = 0
-    amp: bool | None = None
+    amp: bool | str | None = None
     resume_from: Path | None = None
     train_args: dict[str, Any] = field(default_factory=dict)
     force_plain: bool | None = None

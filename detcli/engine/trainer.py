@@ -52,6 +52,22 @@ from detcli.plots.training import TRAIN_BATCHES, TrainingPlots
 FITNESS = "metrics/AP50-95"
 # mixed precision per device type: float16 with loss scaling on CUDA, bfloat16 (AMX / AVX512-BF16) on CPU
 AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
+_AUTO_AMP_REASON = {
+    (True, True): "CUDA",
+    (False, True): "this CPU has native bfloat16",
+    (False, False): "no native bfloat16 on this CPU",
+}
+
+
+def amp_enabled(amp: bool | str, device: torch.device) -> bool:
+    """Whether a run autocasts: ``train.amp`` true on CUDA or CPU; ``"auto"`` on CUDA, and on a CPU only where
+    oneDNN has native bfloat16 (AVX512-BF16 / AMX), where it is faster than float32 (elsewhere it is emulated,
+    and slower)."""
+    if device.type not in AMP_DTYPES:
+        return False
+    if amp == "auto":
+        return device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(amp)
 
 
 class Trainer:
@@ -70,7 +86,8 @@ class Trainer:
         device: this process' device.
         seed: base seed (this process used ``seed + rank``).
         amp: mixed precision: float16 autocast with loss scaling on CUDA, bfloat16 autocast on CPU (fast where the
-            CPU has AMX / AVX512-BF16; warned otherwise); ignored with a warning on other devices.
+            CPU has AMX / AVX512-BF16; warned otherwise); ignored with a warning on other devices. ``"auto"``:
+            on where it is fast, silently off elsewhere (:func:`amp_enabled`).
         resume_from: ``last.pt`` to continue from.
         train_args: what to record about the invocation (``argv``, CLI options); JSON-able.
         dataset_info: recorded in checkpoints as ``dataset`` (e.g. ``{"config": DatasetConfig dump}``);
@@ -89,7 +106,7 @@ class Trainer:
         reporter: Any,
         device: torch.device,
         seed: int,
-        amp: bool,
+        amp: bool | str,
         resume_from: Path | None,
         train_args: dict[str, Any],
         dataset_info: dict[str, Any] | None = None,
@@ -101,8 +118,8 @@ class Trainer:
         self.reporter = reporter
         self.device = torch.device(device)
         self.seed = int(seed)
-        self.amp_requested = bool(amp)
-        self.use_amp = self.amp_requested and self.device.type in AMP_DTYPES
+        self.amp_requested = amp
+        self.use_amp = amp_enabled(amp, self.device)
         self.amp_dtype = AMP_DTYPES.get(self.device.type, torch.float32)
         self.amp_name = str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None  # "bfloat16", …
         self.resume_from = Path(resume_from) if resume_from is not None else None
@@ -150,7 +167,7 @@ class Trainer:
                 f"({cfg.epochs} epochs × {self.iters_per_epoch} iterations): warming up over "
                 f"{self.schedule.warmup_steps} iterations so the run reaches its lr"
             )
-        if self.amp_requested and not self.use_amp:
+        if self.amp_requested is True and not self.use_amp:
             rep.warn(f"AMP runs on CUDA (float16) and CPU (bfloat16); training in fp32 on {self.device.type}")
         elif self.use_amp and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             rep.warn("AMP on this CPU: it has no native bfloat16 (AVX512-BF16 / AMX), so bfloat16 is emulated and "
@@ -176,6 +193,8 @@ class Trainer:
                 self.plots.labels(self.train_loader.dataset)
         rep.info(f"optimizer: {lr_note}")
         amp_note = f"on ({self.amp_name})" if self.use_amp else "off"
+        if self.amp_requested == "auto":
+            amp_note += f" (auto: {_AUTO_AMP_REASON[self.device.type == 'cuda', self.use_amp]})"
         rep.info(
             f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, {self.schedule.warmup_note()}, "
             f"{cfg.schedule.type}; EMA "

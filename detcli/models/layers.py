@@ -1,4 +1,5 @@
-"""Conv building blocks shared by the detectors (conv → norm → act, depthwise-separable convs, Scale).
+"""Conv building blocks shared by the detectors (conv → norm → act, depthwise convs, depthwise-separable convs,
+Scale).
 
 Attribute names follow the OpenMMLab/NanoDet ``ConvModule`` convention (``conv``, ``bn``/``gn``, ``act``;
 NanoDet ``depthwise``/``dwnorm``/``pointwise``/``pwnorm``; mmcv ``depthwise_conv``/``pointwise_conv``) so that
@@ -83,6 +84,32 @@ def norm_init(norm: nn.Module | None) -> None:
         nn.init.zeros_(norm.bias)
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise k×k conv (``groups`` = channels, no bias by default) that runs in float32 under CPU autocast.
+
+    oneDNN's bfloat16 kernels for depthwise convs are much slower than its float32 ones on CPU, in the backward
+    above all: on a 2-core AMX Xeon the weight gradient of a 5×5 depthwise conv on (8, 192, 40, 40), channels
+    last, takes 82 ms in bf16 and 20 ms in fp32, and a stride-2 input gradient 31 ms vs 0.5 ms. So under CPU
+    autocast this conv casts its input up and runs in fp32 (its output stays fp32; the next dense conv casts
+    down again): the NanoDet-Plus-m training step with ``--amp`` on CPU goes 2.71 → 1.79 s (batch 8 at 320,
+    ``benchmarks/cpu_amp_step.py``). Elsewhere (no autocast, CUDA) it is a plain ``nn.Conv2d``: same
+    parameters, same state-dict keys.
+
+    Shapes: (B, C, H, W) → (B, C, H', W').
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int | None = None,
+                 bias: bool = False) -> None:
+        padding = kernel_size // 2 if padding is None else padding
+        super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=bias)
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super()._conv_forward(x.float(), weight, bias)
+        return super()._conv_forward(x, weight, bias)
+
+
 class ConvNormAct(nn.Module):
     """k×k conv → BN/GN → activation. The conv has a bias only when there is no norm.
 
@@ -104,9 +131,12 @@ class ConvNormAct(nn.Module):
     ) -> None:
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=norm is None
-        )
+        if groups > 1 and groups == in_channels == out_channels:
+            self.conv: nn.Conv2d = DepthwiseConv2d(in_channels, kernel_size, stride, padding, bias=norm is None)
+        else:
+            self.conv = nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=norm is None
+            )
         self.norm_name = {"BN": "bn", "GN": "gn"}.get(norm) if norm else None
         if self.norm_name:
             self.add_module(self.norm_name, make_norm(norm, out_channels, num_groups))
@@ -144,9 +174,7 @@ class DepthwiseConvModule(nn.Module):
     ) -> None:
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
-        self.depthwise = nn.Conv2d(
-            in_channels, in_channels, kernel_size, stride, padding, groups=in_channels, bias=False
-        )
+        self.depthwise = DepthwiseConv2d(in_channels, kernel_size, stride, padding)
         self.dwnorm = make_norm(norm, in_channels)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.pwnorm = make_norm(norm, out_channels)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from detcli.errors import DetcliError
-from detcli.models.layers import make_act
+from detcli.models.layers import DepthwiseConv2d, make_act
 
 STAGE_CHANNELS: dict[str, tuple[int, int, int, int]] = {
     "0.5x": (24, 48, 96, 192),
@@ -33,7 +33,7 @@ IMAGENET_FILES: dict[str, str] = {
 
 
 def _dw3x3(channels: int, stride: int) -> nn.Conv2d:
-    return nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False)
+    return DepthwiseConv2d(channels, 3, stride)
 
 
 def _pw(in_channels: int, out_channels: int) -> nn.Conv2d:

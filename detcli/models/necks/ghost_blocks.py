@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from detcli.models.layers import make_act
+from detcli.models.layers import DepthwiseConv2d, make_act
 
 
 class GhostModule(nn.Module):
@@ -30,7 +30,7 @@ class GhostModule(nn.Module):
             make_act(act),
         )
         self.cheap_operation = nn.Sequential(
-            nn.Conv2d(init_channels, init_channels, dw_size, 1, dw_size // 2, groups=init_channels, bias=False),
+            DepthwiseConv2d(init_channels, dw_size),
             nn.BatchNorm2d(init_channels),
             make_act(act),
         )
@@ -57,7 +57,7 @@ class GhostBottleneck(nn.Module):
         else:
             pad = (dw_kernel_size - 1) // 2
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, in_channels, dw_kernel_size, 1, pad, groups=in_channels, bias=False),
+                DepthwiseConv2d(in_channels, dw_kernel_size, 1, pad),
                 nn.BatchNorm2d(in_channels),
                 nn.Conv2d(in_channels, out_channels, 1, bias=False),
                 nn.BatchNorm2d(out_channels),
