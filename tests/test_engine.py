@@ -786,26 +786,32 @@ def test_cosine_final_lr_scales_with_the_batch():
     assert s.lr_at(9, 3) < s.lr_at(5, 0) == pytest.approx(0.004 / 16)
 
 
-def test_amp_on_cpu_trains_in_bfloat16_without_loss_scaling(tmp_path, preset):
+def _fit_amp(tmp_path, preset, amp, name):
+    """One epoch of the toy detector with ``amp``; returns the trainer, its reporter and, per forward,
+    (autocast on, the conv's output dtype)."""
     seen = []
 
     class Spy(ToyDetector):
         def forward(self, images):
-            out = super().forward(images)
-            seen.append((torch.is_autocast_enabled("cpu"), self.conv(images).dtype, out.dtype))
-            return out
+            seen.append((torch.is_autocast_enabled("cpu"), self.conv(images).dtype))
+            return super().forward(images)
 
     seed_everything(1)
     model = Spy()
     seed_everything(0)
     train, val, val_ds = _loaders()
     rep = RecordingReporter()
-    trainer = Trainer(preset, _train_cfg(1), model, train, val, val_ds, new_run_dir(tmp_path, "amp"), rep,
-                      torch.device("cpu"), 0, True, None, {"argv": ["detcli", "train"]}, {"config": {}})
+    trainer = Trainer(preset, _train_cfg(1), model, train, val, val_ds, new_run_dir(tmp_path, name), rep,
+                      torch.device("cpu"), 0, amp, None, {"argv": ["detcli", "train"]}, {"config": {}})
     trainer.fit()
+    return trainer, rep, seen
+
+
+def test_amp_on_cpu_trains_in_bfloat16_without_loss_scaling(tmp_path, preset):
+    trainer, rep, seen = _fit_amp(tmp_path, preset, True, "amp")
     training = [s for s in seen if s[0]]
-    assert len(training) == 4 and all(conv == torch.bfloat16 for _, conv, _ in training)  # 4 iterations
-    assert all(not enabled and conv == torch.float32 for enabled, conv, _ in seen if not enabled)  # validation
+    assert len(training) == 4 and all(conv == torch.bfloat16 for _, conv in training)  # 4 iterations
+    assert all(not enabled and conv == torch.float32 for enabled, conv in seen if not enabled)  # validation
     assert not trainer.scaler.is_enabled() and any("AMP on (bfloat16)" in line for line in rep.lines)
     import json
 
@@ -819,22 +825,8 @@ def test_amp_on_cpu_trains_in_bfloat16_without_loss_scaling(tmp_path, preset):
 @pytest.mark.parametrize("native", [True, False])
 def test_amp_auto_on_cpu_follows_native_bfloat16(tmp_path, preset, monkeypatch, native):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
-    seen = []
-
-    class Spy(ToyDetector):
-        def forward(self, images):
-            seen.append(torch.is_autocast_enabled("cpu"))
-            return super().forward(images)
-
-    seed_everything(1)
-    model = Spy()
-    seed_everything(0)
-    train, val, val_ds = _loaders()
-    rep = RecordingReporter()
-    trainer = Trainer(preset, _train_cfg(1), model, train, val, val_ds, new_run_dir(tmp_path, "auto"), rep,
-                      torch.device("cpu"), 0, "auto", None, {"argv": ["detcli", "train"]}, {"config": {}})
-    trainer.fit()
-    assert any(seen) is native
+    _, rep, seen = _fit_amp(tmp_path, preset, "auto", "auto")
+    assert any(enabled for enabled, _ in seen) is native
     expected = "AMP on (bfloat16) (auto: this CPU has native bfloat16)" if native else \
         "AMP off (auto: no native bfloat16 on this CPU)"
     assert any(expected in line for line in rep.lines), rep.lines

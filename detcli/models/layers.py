@@ -89,10 +89,10 @@ class DepthwiseConv2d(nn.Conv2d):
 
     oneDNN's bfloat16 kernels for depthwise convs are much slower than its float32 ones on CPU, in the backward
     above all: on a 2-core AMX Xeon the weight gradient of a 5×5 depthwise conv on (8, 192, 40, 40), channels
-    last, takes 82 ms in bf16 and 20 ms in fp32, and a stride-2 input gradient 31 ms vs 0.5 ms. So under CPU
+    last, takes 80 ms in bf16 and 17.5 ms in fp32, and a stride-2 input gradient 31 ms vs 0.8 ms. So under CPU
     autocast this conv casts its input up and runs in fp32 (its output stays fp32; the next dense conv casts
-    down again): the NanoDet-Plus-m training step with ``--amp`` on CPU goes 2.71 → 1.79 s (batch 8 at 320,
-    ``benchmarks/cpu_amp_step.py``). Elsewhere (no autocast, CUDA) it is a plain ``nn.Conv2d``: same
+    down again): the NanoDet-Plus-m training step with ``--amp`` on CPU goes 2.30 → 1.74 s (batch 8 at 320,
+    ``benchmarks/cpu_amp_step.py``; fp32: 2.84 s). Elsewhere (no autocast, CUDA) it is a plain ``nn.Conv2d``: same
     parameters, same state-dict keys.
 
     Shapes: (B, C, H, W) → (B, C, H', W').
