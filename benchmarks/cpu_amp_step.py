@@ -19,7 +19,7 @@ import argparse
 import statistics
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -118,10 +118,7 @@ def main() -> None:
         times: dict[str, list[float]] = {s: [] for s in SETTINGS}
         for _ in range(args.rounds):  # interleaved, so a change of the machine's load hits all alike
             for setting in SETTINGS:
-                if setting == SETTINGS[2]:
-                    with depthwise_in_bf16():
-                        times[setting].append(step_seconds(model, images, batch, setting, args.iters))
-                else:
+                with depthwise_in_bf16() if setting == SETTINGS[2] else nullcontext():
                     times[setting].append(step_seconds(model, images, batch, setting, args.iters))
         base = statistics.median(times[SETTINGS[0]])
         print(f"\n{name}: training step, batch {args.batch} at {tuple(images.shape[-2:])}, "
