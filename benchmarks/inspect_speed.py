@@ -75,7 +75,7 @@ def main() -> None:
 
         preset, _ = load_preset(name, [])
         dataset = CocoDetection(split.ann_file, split.img_dir, build_transform(preset, train=False),
-                                filter_empty=False, skip_corrupt=False)
+                                filter_empty=False, unreadable="raise")
         torch.manual_seed(0)
         model = build_model(preset, dataset.num_classes, pretrained=False).eval()
         runner = assignment_runner(model)

@@ -12,7 +12,10 @@ What was used for the committed fixtures (each fixture's ``.json`` records it un
 
 - NanoDet-Plus: RangiLyu/nanodet at commit be9b4a9001d7f9b6fc89c2df31ae8d428e35b4f0, its own configs
   ``config/nanodet-plus-m{,-1.5x}_{320,416}.yml``, imported without its training dependencies by
-  ``benchmarks/official_nanodet.py``;
+  ``benchmarks/official_nanodet.py``; ``nanodet-plus-ghostnet``: ``nanodet-plus-m_320.yml`` with its backbone
+  section replaced by the official GhostNet's (``official_nanodet.GHOSTNET_BACKBONE``, no official config uses
+  GhostNet) and ``fpn.in_channels`` [40, 112, 960], recorded in the fixture as ``official_config_overrides``; every
+  NanoDet fixture records the official module's parameter counts (``official_counts``);
 - RetinaNet: mmdet 3.3.0 / mmengine 0.10.7 / mmcv-lite 2.1.0 (PyPI wheels), configs
   ``retinanet_r{18,50}_fpn_1x_coco.py`` from the mmdet wheel, ``mmcv.ops`` NMS replaced by torchvision's
   exactly as ``benchmarks/retinanet_parity.py`` does;
@@ -38,6 +41,9 @@ How to regenerate (never install the official packages into the project venv):
         kiwisolver pyparsing python-dateutil six tqdm
     NANODET_REPO=/tmp/ref/nanodet NANODET_COMMIT=be9b4a9001d7f9b6fc89c2df31ae8d428e35b4f0 \
         MMDET_SRC=/tmp/ref/mmsrc python benchmarks/make_golden_fixtures.py  # [--only nanodet|retinanet|rtmdet] [--out DIR]
+    # one preset only (the others' files untouched), e.g. the GhostNet one:
+    NANODET_REPO=/tmp/ref/nanodet NANODET_COMMIT=be9b4a9001d7f9b6fc89c2df31ae8d428e35b4f0 \
+        python benchmarks/make_golden_fixtures.py --only nanodet --preset nanodet-plus-ghostnet
     # DeFCN + cvpods checkouts (e.g. git archive of the commits above) and cvpods' pure-Python imports
     mkdir -p /tmp/ref/defcn /tmp/ref/cvpods
     git --git-dir=/path/to/DeFCN/.git archive bd7e24d | tar -x -C /tmp/ref/defcn
@@ -91,6 +97,8 @@ PRESETS = {
     "nanodet-plus-m-416": dict(family="nanodet", width="1.0x", imgsz=416, seed=2, full=False),
     "nanodet-plus-m-1.5x": dict(family="nanodet", width="1.5x", imgsz=320, seed=3, full=False),
     "nanodet-plus-m-1.5x-416": dict(family="nanodet", width="1.5x", imgsz=416, seed=4, full=False),
+    # the official config nanodet-plus-m_320.yml on the official GhostNet (official_nanodet.GHOSTNET_BACKBONE)
+    "nanodet-plus-ghostnet": dict(family="nanodet", width="1.0x", imgsz=320, seed=13, full=False, backbone="ghostnet"),
     "retinanet-r18-fpn": dict(family="retinanet", depth=18, seed=5, full=True),
     "retinanet-r50-fpn": dict(family="retinanet", depth=50, seed=6, full=False),
     "rtmdet-tiny": dict(family="rtmdet", variant="tiny", seed=7, full=True, distance_bias=3.0),
@@ -173,11 +181,50 @@ def f32(t: torch.Tensor) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- NanoDet-Plus
+def nanodet_overrides(p: dict) -> dict:
+    """The sections of the official config a preset replaces (``build_official``'s keywords); {} for none."""
+    from official_nanodet import GHOSTNET_BACKBONE, GHOSTNET_FPN_IN_CHANNELS
+
+    if p.get("backbone") == "ghostnet":
+        return {"backbone": {**GHOSTNET_BACKBONE, "pretrain": False}, "fpn_in_channels": GHOSTNET_FPN_IN_CHANNELS}
+    return {}
+
+
+def module_counts(module: torch.nn.Module) -> dict[str, int]:
+    """{"conv": Conv2d weights + biases (NanoDet's README "Params"), "all": every parameter} of ``module``."""
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    conv = sum(p.numel() for m in convs for p in m.parameters(recurse=False))
+    return {"conv": conv, "all": sum(p.numel() for p in module.parameters())}
+
+
+def official_counts(model: torch.nn.Module, imgsz: int) -> dict:
+    """Parameter counts of the official modules (backbone; inference graph = backbone + fpn + head; the training
+    model with the AGM) and the conv MACs of one imgsz² image through the official inference forward."""
+    parts = {name: module_counts(getattr(model, name)) for name in ("backbone", "fpn", "head", "aux_fpn", "aux_head")}
+    inference = {k: sum(parts[n][k] for n in ("backbone", "fpn", "head")) for k in ("conv", "all")}
+    macs = [0]
+
+    def hook(m, inputs, out):
+        macs[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        model.eval()
+        model(torch.zeros(1, 3, imgsz, imgsz))
+    finally:
+        for h in handles:
+            h.remove()
+    return {"backbone": parts["backbone"], "inference": inference, "training": module_counts(model),
+            "conv_macs": {str(imgsz): macs[0]}}
+
+
 @torch.no_grad()
 def nanodet_fixture(official, name: str, p: dict, seed: int) -> tuple[dict, dict]:
     from official_nanodet import OFFICIAL_CONFIGS, build_official
 
-    model, _ = build_official(official, p["width"], p["imgsz"])
+    overrides = nanodet_overrides(p)
+    model, _ = build_official(official, p["width"], p["imgsz"], **overrides)
+    counts = official_counts(model, p["imgsz"])
     spec = spec_of(model)
     state = load_golden(model, spec, seed)
     images = fixed_input(NANODET_INPUT, seed)
@@ -187,6 +234,10 @@ def nanodet_fixture(official, name: str, p: dict, seed: int) -> tuple[dict, dict
     arrays = {"input": f32(images), "cls": f32(cls), "reg": f32(reg)}
     meta = {
         "official_config": "config/" + OFFICIAL_CONFIGS[(p["width"], p["imgsz"])],
+        **({"official_config_overrides": {"model.arch.backbone": overrides["backbone"],
+                                          "model.arch.fpn.in_channels": overrides["fpn_in_channels"]}}
+           if overrides else {}),
+        "official_counts": counts,
         "raw_layout": "NanoDet forward (B, N, C + 4(R+1)) split at C; prior order level, y, x",
         # hard-coded in the official NanoDetPlusHead.get_bboxes
         "test_cfg": {"score_thr": 0.05, "nms": {"type": "nms", "iou_threshold": 0.6}, "max_per_img": 100},
@@ -1057,7 +1108,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "golden")
     parser.add_argument("--only", choices=("nanodet", "retinanet", "rtmdet", "defcn"))
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="write this preset's fixture only")
     args = parser.parse_args()
+    if args.preset:  # its family only; the other fixtures are left as they are
+        args.only = args.only or PRESETS[args.preset]["family"]
+        for other in [n for n in PRESETS if n != args.preset]:
+            del PRESETS[other]
     torch.set_num_threads(1)
     base = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
     if args.only in (None, "nanodet"):

@@ -23,6 +23,12 @@ OFFICIAL_CONFIGS = {
     ("1.5x", 416): "nanodet-plus-m-1.5x_416.yml",
 }
 
+# No official config uses GhostNet (nanodet-g is a CustomCspNet): a NanoDet-Plus on it is an official config whose
+# ``model.arch.backbone`` is replaced by this section (the official GhostNet's own arguments; ``pretrain`` off) and
+# whose ``fpn.in_channels`` become the channels of its out_stages (1.0x: 40, 112, 960).
+GHOSTNET_BACKBONE = {"name": "GhostNet", "width_mult": 1.0, "out_stages": [4, 6, 9], "activation": "LeakyReLU"}
+GHOSTNET_FPN_IN_CHANNELS = [40, 112, 960]
+
 
 def resolve_repo(repo: str | os.PathLike | None = None) -> Path:
     """The checkout given, else ``$NANODET_REPO``; raises when neither points at a NanoDet checkout."""
@@ -64,14 +70,22 @@ def import_official(repo: str | os.PathLike | None = None) -> types.SimpleNamesp
     return types.SimpleNamespace(build_model=build_model, load_config=load_config, cfg=cfg, repo=path)
 
 
-def build_official(official: types.SimpleNamespace, width: str, imgsz: int):
+def build_official(official: types.SimpleNamespace, width: str, imgsz: int, backbone: dict | None = None,
+                   fpn_in_channels: list[int] | None = None):
     """Official NanoDetPlus (with AGM) from the checkout's own config file; ImageNet download disabled.
+
+    ``backbone`` (e.g. :data:`GHOSTNET_BACKBONE`) replaces the config's ``model.arch.backbone`` section and
+    ``fpn_in_channels`` its neck's ``in_channels`` (the aux neck is the official deep copy of the neck).
 
     Returns (model, cfg_node).
     """
     cfg = official.cfg.clone()
     cfg.defrost()
     cfg.merge_from_file(str(official.repo / "config" / OFFICIAL_CONFIGS[(width, imgsz)]))
+    if backbone is not None:
+        cfg.model.arch.backbone = type(cfg)(dict(backbone))
+    if fpn_in_channels is not None:
+        cfg.model.arch.fpn.in_channels = list(fpn_in_channels)
     cfg.model.arch.backbone.pretrain = False
     with contextlib.redirect_stdout(io.StringIO()):  # the official constructors print progress
         model = official.build_model(cfg.model)

@@ -208,7 +208,7 @@ def main() -> int:
             if shares:
                 print("      " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
         test = CocoDetection(ann, img_dir, rtmdet_test_pipeline(RTMDetAugmentConfig(type="rtmdet"), (640, 640), INPUT),
-                             filter_empty=False, skip_corrupt=False)
+                             filter_empty=False, unreadable="raise")
         rate, _ = pipeline_images_per_second(test, args.images, 5, False)
         print(f"  {'test':<16} {rate:7.1f} images/s  ({1000 / rate:6.1f} ms/image)")
 

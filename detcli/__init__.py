@@ -1,3 +1,3 @@
-"""detcli: a command-line object-detection toolbox (NanoDet-Plus, RetinaNet)."""
+"""detcli: a command-line object-detection toolbox (NanoDet-Plus, RTMDet, RetinaNet, DeFCN)."""
 
 __version__ = "0.1.0"

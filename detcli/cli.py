@@ -1,14 +1,18 @@
 """The ``detcli`` command line: parse, validate, hand over to ``detcli.app``. Nothing else lives here."""
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
+from detcli.cli_help import HelpCommand
 from detcli.errors import DetcliError
+from detcli.interrupt import EXIT_CODE, Interrupted
 
 
 def _examples(*lines: str) -> str:
@@ -16,7 +20,19 @@ def _examples(*lines: str) -> str:
     return "\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
+class _Commands(TyperGroup):
+    """detcli's commands. Ctrl-C inside one reaches :func:`main` as :class:`~detcli.interrupt.Interrupted`,
+    where typer would turn the ``KeyboardInterrupt`` into a silent exit 130."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="detcli",
     help=(
         "Object detection from the command line: faithful NanoDet-Plus, RTMDet, RetinaNet and DeFCN presets "
@@ -39,37 +55,58 @@ app = typer.Typer(
 )
 
 PresetOpt = typer.Option(
-    None, "--preset", "-p", help="Preset name or YAML file (`detcli presets` lists them; `detcli presets NAME` "
-    "prints one to copy and edit)."
+    None, "--preset", "-p", metavar="PRESET",
+    help="Preset name or YAML file (`detcli presets` lists them; `detcli presets NAME` prints one to copy and edit).",
 )
 OfficialPresetOpt = typer.Option(
-    None, "--preset", "-p", help="Preset of an official (non-detcli) checkpoint: a name (`detcli presets` lists "
-    "them) or a YAML file."
+    None, "--preset", "-p", metavar="PRESET",
+    help="Preset of an official (non-detcli) checkpoint: a name (`detcli presets` lists them) or a YAML file.",
 )
 DataOpt = typer.Option(
-    None, "--data",
+    None, "--data", metavar="DATA",
     help="Dataset: a YAML (COCO, YOLO data.yaml, VOC), a COCO/YOLO/VOC folder, or 'demo' (the default).",
 )
 EvalDataOpt = typer.Option(
-    None, "--data", help="Dataset: a YAML (COCO, YOLO data.yaml, VOC), a COCO/YOLO/VOC folder, or 'demo' "
-    "(default: the checkpoint's dataset)."
+    None, "--data", metavar="DATA",
+    help="Dataset: a YAML (COCO, YOLO data.yaml, VOC), a COCO/YOLO/VOC folder, or 'demo' (default: the checkpoint's "
+    "dataset).",
 )
 SetOpt = typer.Option(
-    [], "--set", help="Override any preset field, e.g. train.optimizer.lr=0.002 (repeatable)."
+    [], "--set", metavar="FIELD=VALUE", help="Override any preset field, e.g. train.optimizer.lr=0.002 (repeatable)."
 )
 InferSetOpt = typer.Option(
-    [], "--set", help="Override a preset field of the checkpoint, e.g. test.iou_thr=0.5 (repeatable)."
+    [], "--set", metavar="FIELD=VALUE",
+    help="Override a preset field of the checkpoint, e.g. test.iou_thr=0.5 (repeatable).",
 )
-DeviceOpt = typer.Option(None, "--device", help="cpu, 0, or 0,1 (several GPUs: DDP). Default: GPU 0 if any.")
-InferDeviceOpt = typer.Option(None, "--device", help="One device: cpu, 0 or cuda:1. Default: GPU 0 if any.")
+InspectSetOpt = typer.Option(
+    [], "--set", metavar="FIELD=VALUE",
+    help="Override a model.* or input.* field, the ones the assignment depends on, e.g. "
+    "model.assigner.pos_iou_thr=0.4 (RetinaNet) or input.size=[416,416] (repeatable).",
+)
+DeviceOpt = typer.Option(
+    None, "--device", metavar="DEVICE", help="cpu, 0, or 0,1 (several GPUs: DDP). Default: GPU 0 if any."
+)
+InferDeviceOpt = typer.Option(
+    None, "--device", metavar="DEVICE", help="One device: cpu, 0 or cuda:1. Default: GPU 0 if any."
+)
 InferImgszOpt = typer.Option(
-    None, "--imgsz", min=32,
+    None, "--imgsz", min=32, max=4096,  # detcli.config.schema's MIN_INPUT_SIZE, MAX_INPUT_SIZE
     help="Input size, long side (default: the size the checkpoint was trained at, else the preset's).",
 )
-TrainAnnOpt = typer.Option(None, "--train-ann", help="Train COCO JSON (instead of --data; with --train-images).")
-TrainImgOpt = typer.Option(None, "--train-images", help="Folder the train JSON's file_names are relative to.")
-ValAnnOpt = typer.Option(None, "--val-ann", help="Val COCO JSON (instead of --data; with --val-images).")
-ValImgOpt = typer.Option(None, "--val-images", help="Folder the val JSON's file_names are relative to.")
+TrainAnnOpt = typer.Option(
+    None, "--train-ann", metavar="JSON", help="Train COCO JSON (instead of --data; with --train-images)."
+)
+TrainImgOpt = typer.Option(
+    None, "--train-images", metavar="DIR", help="Folder the train JSON's file_names are relative to."
+)
+ValAnnOpt = typer.Option(
+    None, "--val-ann", metavar="JSON", help="Val COCO JSON (instead of --data; with --val-images)."
+)
+ValImgOpt = typer.Option(None, "--val-images", metavar="DIR", help="Folder the val JSON's file_names are relative to.")
+WeightsOpt = typer.Option(
+    None, "--weights", metavar="FILE", help="Checkpoint or exported model (default: latest run's best.pt)."
+)
+ExistOkOpt = typer.Option(False, "--exist-ok", help="Reuse an existing folder --project/--name instead of numbering.")
 
 
 def _builtin_names() -> str:
@@ -79,6 +116,7 @@ def _builtin_names() -> str:
 
 
 @app.command(
+    cls=HelpCommand,
     help=(
         "Train a detector. Without --data it trains on the built-in demo dataset with the preset's short "
         "demo schedule.\n\n"
@@ -104,17 +142,21 @@ def train(
     device: Optional[str] = DeviceOpt,
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loader workers per process."),
     project: Optional[Path] = typer.Option(
-        None, "--project", help="Parent folder of run folders (default runs/train; runs/check with --check)."
+        None, "--project", metavar="DIR",
+        help="Parent folder of run folders (default runs/train; runs/check with --check).",
     ),
     name: Optional[str] = typer.Option(
-        None, "--name", help="Run folder name, auto-numbered: train, train2, … (check, check2, … with --check)."
+        None, "--name", metavar="NAME",
+        help="Run folder name, auto-numbered: train, train2, … (check, check2, … with --check).",
     ),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Reuse an existing run folder instead of numbering."),
     resume: Optional[str] = typer.Option(
-        None, "--resume", help="Continue the latest run in --project, or the run folder / last.pt given."
+        None, "--resume", metavar="[RUN]", help="Continue the latest run in --project, or the run folder / last.pt "
+        "given."
     ),
     weights: Optional[Path] = typer.Option(
-        None, "--weights", help="Initial weights: a detcli checkpoint or an official checkpoint of the family."
+        None, "--weights", metavar="FILE",
+        help="Initial weights: a detcli checkpoint or an official checkpoint of the family.",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     amp: Optional[bool] = typer.Option(
@@ -136,16 +178,21 @@ def train(
         "without labels, duplicate images and boxes; labels.jpg and report.json in runs/check/checkN.",
     ),
 ) -> None:
+    from detcli.app import preflight
     from detcli.app.train import TrainRequest, train_command
 
     if preset is None and resume is None:
         raise DetcliError(f"give --preset (one of: {_builtin_names()}) or --resume")
+    files = _split_files(data, train_ann, train_images, val_ann, val_images)
+    if resume is None:  # the cheap checks first: torch and OpenCV are imported after them
+        preflight.check_preset(preset, list(overrides))
+        files = files if files is not None else preflight.resolve_data(data)
+        preflight.check_weights(weights, default_latest=False)
     request = TrainRequest(
         preset=preset, data=data, epochs=epochs, batch=batch, imgsz=imgsz, device=device, workers=workers,
         project=project or Path("runs/check" if check else "runs/train"), name=name or ("check" if check else "train"),
         exist_ok=exist_ok, resume=resume, weights=weights, seed=seed, amp=amp, patience=patience,
-        overrides=list(overrides), argv=list(sys.argv),
-        files=_split_files(data, train_ann, train_images, val_ann, val_images),
+        overrides=list(overrides), argv=list(sys.argv), files=files,
     )
     if check:
         from detcli.app.check import check_command
@@ -168,6 +215,7 @@ def _nms_override(nms: Optional[bool]) -> list[str]:
 
 @app.command(
     name="eval",
+    cls=HelpCommand,
     help=(
         "COCO bbox evaluation (faster-coco-eval, or pycocotools when it is not installed or "
         "DETCLI_COCO_EVAL=pycocotools: the same numbers): the 12 stats and a per-class table (P and R at the "
@@ -184,7 +232,7 @@ def _nms_override(nms: Optional[bool]) -> list[str]:
     ),
 )
 def eval_(
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
+    weights: Optional[Path] = WeightsOpt,
     data: Optional[str] = EvalDataOpt,
     preset: Optional[str] = OfficialPresetOpt,
     batch: int = typer.Option(16, "--batch", min=1, help="Batch size."),
@@ -199,25 +247,32 @@ def eval_(
         0.25, "--confusion-conf", min=0.0, max=1.0,
         help="Score a detection needs to enter the confusion matrix (matched to GT at IoU ≥ 0.45).",
     ),
-    project: Path = typer.Option(Path("runs/eval"), "--project", help="Parent folder of result folders."),
-    name: str = typer.Option("eval", "--name", help="Result folder name (auto-numbered)."),
+    project: Path = typer.Option(
+        Path("runs/eval"), "--project", metavar="DIR", help="Parent folder of result folders."
+    ),
+    name: str = typer.Option("eval", "--name", metavar="NAME", help="Result folder name (auto-numbered)."),
     overrides: list[str] = InferSetOpt,
     val_ann: Optional[Path] = ValAnnOpt,
     val_images: Optional[Path] = ValImgOpt,
 ) -> None:
+    from detcli.app import preflight
+
+    files = _split_files(data, None, None, val_ann, val_images)
+    preflight.check_weights(weights)  # the cheap checks first: torch and OpenCV are imported after them
+    files = files if files is not None else preflight.resolve_data(data)
     from detcli.app.evaluate import EvalRequest, eval_command
 
     eval_command(
         EvalRequest(
             weights=weights, data=data, preset=preset, batch=batch, imgsz=imgsz, device=device, workers=workers,
             conf=conf, iou=iou, max_det=max_det, project=project, name=name,
-            overrides=list(overrides) + _nms_override(nms), files=_split_files(data, None, None, val_ann, val_images),
-            confusion_conf=confusion_conf,
+            overrides=list(overrides) + _nms_override(nms), files=files, confusion_conf=confusion_conf,
         )
     )
 
 
 @app.command(
+    cls=HelpCommand,
     help=(
         "Detect objects in images or videos; writes annotated copies and one predictions.json (COCO results "
         "format, image ids numbered from 1 in reading order, file_name beside each record).\n\n"
@@ -231,8 +286,8 @@ def eval_(
     )
 )
 def predict(
-    source: str = typer.Argument(..., help="Image, folder, glob or video."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="Image, folder, glob or video."),
+    weights: Optional[Path] = WeightsOpt,
     preset: Optional[str] = OfficialPresetOpt,
     conf: float = typer.Option(0.35, "--conf", min=0.0, max=1.0, help="Score threshold."),
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
@@ -241,8 +296,12 @@ def predict(
     imgsz: Optional[int] = InferImgszOpt,
     batch: int = typer.Option(8, "--batch", min=1, help="Images per forward pass."),
     device: Optional[str] = InferDeviceOpt,
-    project: Path = typer.Option(Path("runs/predict"), "--project", help="Parent folder of output folders."),
-    name: str = typer.Option("predict", "--name", help="Output folder name (auto-numbered)."),
+    project: Path = typer.Option(
+        Path("runs/predict"), "--project", metavar="DIR", help="Parent folder of output folders."
+    ),
+    name: str = typer.Option("predict", "--name", metavar="NAME", help="Output folder name (auto-numbered: predict, "
+                             "predict2, …)."),
+    exist_ok: bool = ExistOkOpt,
     save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images/videos."),
     overrides: list[str] = InferSetOpt,
 ) -> None:
@@ -251,13 +310,14 @@ def predict(
     predict_command(
         PredictRequest(
             source=source, weights=weights, preset=preset, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
-            batch=batch, device=device, project=project, name=name, save=save,
+            batch=batch, device=device, project=project, name=name, exist_ok=exist_ok, save=save,
             overrides=list(overrides) + _nms_override(nms),
         )
     )
 
 
 @app.command(
+    cls=HelpCommand,
     help=(
         "Export a checkpoint to ONNX or TorchScript for deployment, with its metadata inside and in a JSON beside "
         "it, then check the file against PyTorch (fails above tolerance).\n\n"
@@ -269,6 +329,7 @@ def predict(
             "detcli export --weights runs/train/train/weights/best.pt",
             "detcli export --weights best.pt --format torchscript --imgsz 416",
             "detcli export --weights m_320.ckpt -p nanodet-plus-m --no-nms",
+            "detcli export --weights best.pt -o deploy/ --set test.score_thr=0.3",
         )
     )
 )
@@ -276,17 +337,28 @@ def export(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (default: latest run's best.pt)."),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
     preset: Optional[str] = OfficialPresetOpt,
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size (default: the checkpoint's)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, max=4096, help="Input size (default: the checkpoint's)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (11–20)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic batch axis."),
     half: bool = typer.Option(False, "--half", help="FP16 weights and input (needs a CUDA --device)."),
-    simplify: bool = typer.Option(False, "--simplify", help="Run onnxsim on the ONNX graph (if installed)."),
+    simplify: bool = typer.Option(
+        False, "--simplify", help="Simplify the ONNX graph with onnxsim (not in the export extra: pip install onnxsim)."
+    ),
     nms: bool = typer.Option(True, "--nms/--no-nms", help="Post-processing inside the graph, or raw head outputs."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File or folder (default: beside --weights)."),
+    output: Optional[str] = typer.Option(  # a str: a trailing "/" says folder
+        None, "--output", "-o", metavar="PATH",
+        help="File or folder (a folder: existing, or ending in /). Default: beside --weights.",
+    ),
     device: Optional[str] = InferDeviceOpt,
-    overrides: list[str] = SetOpt,
+    overrides: list[str] = typer.Option(
+        [], "--set", metavar="FIELD=VALUE", help="Override a test.* or input.* field of the checkpoint's preset (what the file bakes in), "
+        "e.g. test.score_thr=0.3 (repeatable).",
+    ),
 ) -> None:
+    from detcli.app import preflight
     from detcli.app.common import latest_best
+
+    preflight.check_weights(weights)  # before the exporter imports torch
     from detcli.app.export import ExportRequest, export_command
 
     export_command(
@@ -300,6 +372,7 @@ def export(
 
 @app.command(
     name="inspect-anchors",
+    cls=HelpCommand,
     help=(
         "See which priors every ground-truth box gets: the preset's own assigner over a dataset split. Prints "
         "statistics (positives per GT and per level, GTs left without a positive and why, the prior fit with a "
@@ -312,41 +385,56 @@ def export(
             "detcli inspect-anchors --weights best.pt --image-ids 12,40",
             "detcli inspect-anchors --compare nanodet-plus-m,retinanet-r18-fpn",
             "detcli inspect-anchors -p retinanet-r18-fpn --set model.anchor.octave_base_scale=3",
+            "detcli inspect-anchors -p rtmdet-s --name rtmdet-s  # runs/inspect/rtmdet-s",
         )
     ),
 )
 def inspect_anchors(
     preset: Optional[str] = PresetOpt,
     data: Optional[str] = DataOpt,
-    split: str = typer.Option("train", "--split", help="Dataset split: train or val."),
+    split: str = typer.Option("train", "--split", metavar="SPLIT", help="Dataset split: train or val."),
     images: int = typer.Option(4, "--images", min=0, help="How many images to draw (the first ones with a box)."),
-    image_ids: Optional[str] = typer.Option(None, "--image-ids", help="Draw these image ids instead, e.g. 12,40."),
+    image_ids: Optional[str] = typer.Option(
+        None, "--image-ids", metavar="IDS", help="Draw these image ids instead, e.g. 12,40."
+    ),
     weights: Optional[Path] = typer.Option(
-        None, "--weights", help="Trained checkpoint: its predictions drive prediction-based assigners."
+        None, "--weights", metavar="FILE", help="Trained checkpoint: its predictions drive prediction-based assigners."
     ),
     train_aug: bool = typer.Option(False, "--train-aug", help="Training augmentation instead of the val resize."),
-    compare: Optional[str] = typer.Option(None, "--compare", help="Presets side by side, e.g. P1,P2 (one sheet)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: runs/inspect/…)."),
-    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, help="Input size, long side (default: preset)."),
+    compare: Optional[str] = typer.Option(
+        None, "--compare", metavar="PRESETS", help="Presets side by side, e.g. P1,P2 (one sheet)."
+    ),
+    project: Path = typer.Option(
+        Path("runs/inspect"), "--project", metavar="DIR", help="Parent folder of output folders."
+    ),
+    name: str = typer.Option("inspect", "--name", metavar="NAME", help="Output folder name (auto-numbered: inspect, "
+                             "inspect2, …)."),
+    exist_ok: bool = ExistOkOpt,
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="DIR", help="Output folder, used as given (instead of --project/--name)."
+    ),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", min=32, max=4096, help="Input size, long side (default: preset)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Statistics over the first N images only."),
     batch: int = typer.Option(8, "--batch", min=1, help="Images per assignment batch."),
     workers: int = typer.Option(2, "--workers", min=0, help="Data-loader workers."),
     device: Optional[str] = InferDeviceOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the untrained model and of --train-aug."),
-    overrides: list[str] = SetOpt,
+    overrides: list[str] = InspectSetOpt,
 ) -> None:
     from detcli.app.inspect_anchors import InspectRequest, inspect_command
 
     inspect_command(
         InspectRequest(
             preset=preset, data=data, split=split, images=images, image_ids=_int_list(image_ids, "--image-ids"),
-            weights=weights, train_aug=train_aug, compare=_name_list(compare), output=output, imgsz=imgsz,
-            limit=limit, batch=batch, workers=workers, device=device, seed=seed, overrides=list(overrides),
+            weights=weights, train_aug=train_aug, compare=_name_list(compare), output=output, project=project,
+            name=name, exist_ok=exist_ok, imgsz=imgsz, limit=limit, batch=batch, workers=workers, device=device,
+            seed=seed, overrides=list(overrides),
         )
     )
 
 
 @app.command(
+    cls=HelpCommand,
     help=(
         "The built-in presets: family, input size, parameters and GFLOPs (each family counted its own way, "
         "said below the table) and the official COCO AP. With NAME (a preset or a YAML file): that preset "
@@ -360,7 +448,7 @@ def inspect_anchors(
     )
 )
 def presets(
-    name: Optional[str] = typer.Argument(None, help="A preset name or YAML file to print resolved."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="A preset name or YAML file to print resolved."),
     overrides: list[str] = SetOpt,
 ) -> None:
     from detcli.app.presets import presets_command
@@ -428,6 +516,9 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main() -> None:
+    from detcli.cpus import choose_wait_policy
+
+    choose_wait_policy()  # before anything imports torch (libgomp reads OMP_WAIT_POLICY once, when loaded)
     from detcli.console import Reporter
 
     warnings.formatwarning = _format_warning  # DataLoader workers fork after this and inherit it
@@ -437,9 +528,10 @@ def main() -> None:
     except DetcliError as e:
         Reporter().error(user_message(e))
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        Reporter().error("interrupted; checkpoints already written are intact")
-        raise SystemExit(130) from None
+    except (Interrupted, KeyboardInterrupt) as e:  # Ctrl-C, in a command or outside one
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank gets SIGINT; rank 0 speaks
+            Reporter().error(str(e) if isinstance(e, Interrupted) else str(Interrupted()), label="interrupted:")
+        raise SystemExit(EXIT_CODE) from None
 
 
 if __name__ == "__main__":

@@ -13,5 +13,9 @@ class DatasetError(DetcliError):
     """A dataset file that is missing, malformed or inconsistent."""
 
 
+class WriteError(DetcliError):
+    """A file that could not be written (full disk, read-only folder); the previous file is intact."""
+
+
 class NonFiniteLossError(DetcliError):
     """Training produced a NaN/Inf loss."""

@@ -3,10 +3,14 @@
 A temporary file in the target's folder is written, flushed and fsynced, given the usual permissions
 (0666 minus the umask, so 0644 under the common umask 022, not ``mkstemp``'s 0600), then renamed over
 the target with ``os.replace``. A crash or an error mid-write leaves the previous file untouched and no
-temporary behind; ``OSError`` (read-only folder, full disk) becomes a :class:`DetcliError` naming the file.
+temporary behind (a kill leaves its temporary: :func:`remove_stale_temporaries`). An ``OSError`` (read-only
+folder, full disk), also one that a writer wraps in another exception (``torch.save`` raises ``RuntimeError``
+after ENOSPC, the ``OSError`` as its context), becomes a :class:`~detcli.errors.WriteError` naming the file and
+saying when the disk is full.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -14,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from detcli.errors import DetcliError
+from detcli.errors import DetcliError, WriteError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -23,8 +27,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` atomically; ``write(f)`` fills the binary file object ``f``.
 
     Raises:
-        DetcliError: the folder cannot be created or written (read-only, full disk, …); the previous
-            content of ``path`` is kept.
+        WriteError: the folder cannot be created or written (read-only, full disk, …), also when ``write``
+            raises an exception caused by an ``OSError``; the previous content of ``path`` is kept.
     """
     path = Path(path)
     tmp: str | None = None
@@ -37,13 +41,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         _remove_quietly(tmp)
-        reason = e.strerror or str(e) or type(e).__name__
-        raise DetcliError(f"cannot write {path}: {reason}; the previous file (if any) is unchanged") from None
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+        cause = _os_error(e) if isinstance(e, Exception) else None
+        if cause is None:
+            raise
+        raise WriteError(f"cannot write {path}: {_reason(cause)}; the previous file (if any) is unchanged") from None
     _fsync_dir(path.parent)
     return path
 
@@ -54,9 +57,31 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
-def atomic_write_json(path: str | Path, payload: Any, indent: int | None = 2) -> Path:
-    """``atomic_write`` of a JSON document (``default=str`` for paths and the like), newline-terminated."""
-    return atomic_write_text(path, json.dumps(payload, indent=indent, default=str) + "\n")
+def atomic_write_json(path: str | Path, payload: Any, indent: int | None = 2, allow_nan: bool = True) -> Path:
+    """``atomic_write`` of a JSON document (``default=str`` for paths and the like), newline-terminated.
+    ``allow_nan=False``: strict JSON; a NaN or infinity in ``payload`` is a :class:`WriteError`, nothing written."""
+    try:
+        text = json.dumps(payload, indent=indent, default=str, allow_nan=allow_nan)
+    except ValueError as e:  # "Out of range float values are not JSON compliant"
+        raise WriteError(f"cannot write {path}: a value is NaN or infinite, which JSON cannot hold ({e}); "
+                         "nothing was written") from None
+    return atomic_write_text(path, text + "\n")
+
+
+def output_folder(folder: str | Path, flag: str) -> Path:
+    """``folder`` created (with its parents) for a command's output; ``flag`` (e.g. ``"--output out/"``) names it.
+
+    Raises:
+        DetcliError: ``folder`` is a file, or cannot be created (read-only parent, …).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DetcliError(f"{flag}: {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DetcliError(f"{flag}: cannot create the folder {folder} ({e.strerror or e})") from None
+    return folder
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -67,6 +92,29 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
             _remove_quietly(str(tmp))
             removed.append(tmp)
     return removed
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """``e`` itself when it is an ``OSError``, else the first ``OSError`` it was raised from or while handling
+    (``torch.save`` turns a failed ``f.write`` into ``RuntimeError: … unexpected pos …``)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        stack += [cur.__context__, cur.__cause__]
+    return None
+
+
+def _reason(e: OSError) -> str:
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason} (the disk is full: free some space on it)"
+    return reason
 
 
 def _umask() -> int:

@@ -5,8 +5,6 @@ back to original pixels → :func:`draw_detections` / :class:`PredictionWriter` 
 """
 from __future__ import annotations
 
-import colorsys
-import glob
 import os
 import warnings
 from dataclasses import dataclass
@@ -22,10 +20,10 @@ from detcli.data.transforms.common import inverse_warp_boxes
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write_json
 from detcli.models.base import Detector
+from detcli.plots.palette import class_color, text_color_on
+from detcli.plots.text import Text, draw_texts, text_size
+from detcli.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, kind, resolve_source
 from detcli.structures import Batch, Detections, ImageMeta
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts")
 
 WarnFn = Callable[[str], None]
 
@@ -58,38 +56,6 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def _kind(path: str) -> str:
-    ext = os.path.splitext(path)[1].lower()
-    return "video" if ext in VIDEO_EXTENSIONS else "image" if ext in IMAGE_EXTENSIONS else "other"
-
-
-def resolve_source(source: str) -> list[str]:
-    """The image/video files ``source`` names: a file, a folder (sorted), or a glob pattern (sorted).
-
-    Raises:
-        DetcliError: the path does not exist, the folder holds no image/video, or the pattern matches none.
-    """
-    if os.path.isfile(source):
-        return [source]
-    if os.path.isdir(source):
-        files = sorted(os.path.join(source, n) for n in os.listdir(source) if _kind(n) != "other")
-        files = [f for f in files if os.path.isfile(f)]
-        if not files:
-            raise DetcliError(
-                f"no images or videos in folder '{source}' "
-                f"(looked for {', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})"
-            )
-        return files
-    if glob.has_magic(source):
-        matches = sorted(glob.glob(source, recursive=True))
-        files = [f for f in matches if os.path.isfile(f) and _kind(f) != "other"]
-        if not files:
-            what = f"{len(matches)} match(es), none an image or video" if matches else "nothing matches"
-            raise DetcliError(f"source pattern '{source}': {what}")
-        return files
-    raise DetcliError(f"source not found: '{source}' (expected an image, a video, a folder or a glob pattern)")
-
-
 def iter_sources(source: str, warn: WarnFn = _warn) -> Iterator[Frame]:
     """Decoded frames of every image/video that ``source`` names, in sorted file order.
 
@@ -104,7 +70,7 @@ def iter_sources(source: str, warn: WarnFn = _warn) -> Iterator[Frame]:
 def _iter_files(paths: list[str], source: str, warn: WarnFn) -> Iterator[Frame]:
     index = 0
     for path in paths:
-        if _kind(path) == "video":
+        if kind(path) == "video":
             for frame in _iter_video(path, index, warn):
                 index += 1
                 yield frame
@@ -222,13 +188,6 @@ def _run_batch(
 
 # --------------------------------------------------------------------------- drawing
 
-def class_color(label: int) -> tuple[int, int, int]:
-    """A stable, saturated BGR colour per class: hues spaced by the golden ratio."""
-    hue = (label * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
-    return int(b * 255), int(g * 255), int(r * 255)
-
-
 Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels, x2/y2 exclusive
 
 
@@ -266,39 +225,35 @@ def _clamp(v: int, lo: int, hi: int) -> int:
 
 
 def draw_detections(img_bgr: np.ndarray, det: Detections, class_names: list[str]) -> np.ndarray:
-    """A copy of ``img_bgr`` with boxes and ``"name score"`` labels on a filled background.
+    """A copy of ``img_bgr`` with boxes and ``"name score"`` labels on a filled background (any script).
 
-    Line width grows with the image size. Boxes are drawn lowest score first (the best on top), then the
-    labels over every box, placed by :func:`place_labels` with the highest score first.
+    Line width and text size grow with the image size. Boxes are drawn lowest score first (the best on top),
+    then the labels over every box, placed by :func:`place_labels` with the highest score first, all in one
+    :func:`~detcli.plots.text.draw_texts` pass.
     """
     out = np.ascontiguousarray(img_bgr).copy()
     h, w = out.shape[:2]
     lw = max(round((h + w) / 2 * 0.003), 2)
-    font_scale = lw / 3
-    font_thickness = max(lw - 1, 1)
+    px = max(round((h + w) / 2 * 0.03), 12)
     boxes = det.boxes.detach().cpu().reshape(-1, 4).round().int().tolist()
     scores = det.scores.detach().cpu().tolist()
     labels = [int(c) for c in det.labels.detach().cpu().tolist()]
     order = np.argsort(scores, kind="stable")[::-1].tolist()  # best first
-    texts, sizes, baselines = [], [], []
+    texts, sizes = [], []
     for i in order:
         name = class_names[labels[i]] if 0 <= labels[i] < len(class_names) else f"class{labels[i]}"
         texts.append(f"{name} {scores[i]:.2f}")
-        (tw, th), baseline = cv2.getTextSize(texts[-1], cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
-        sizes.append((tw + 2, th + baseline + 2))
-        baselines.append(baseline)
+        tw, th = text_size(texts[-1], px)
+        sizes.append((tw + 2, th + 2))
     rects = place_labels([tuple(boxes[i]) for i in order], sizes, (w, h))
     for i in reversed(order):
         x1, y1, x2, y2 = boxes[i]
         cv2.rectangle(out, (x1, y1), (x2, y2), class_color(labels[i]), lw, cv2.LINE_AA)
+    drawn = []
     for k in reversed(range(len(order))):  # the best label last: on top where the image is too small
         color = class_color(labels[order[k]])
-        lx1, ly1, lx2, ly2 = rects[k]
-        cv2.rectangle(out, (lx1, ly1), (lx2 - 1, ly2 - 1), color, -1, cv2.LINE_AA)
-        text_color = (0, 0, 0) if sum(color) / 3 > 150 else (255, 255, 255)
-        cv2.putText(out, texts[k], (lx1 + 1, ly2 - baselines[k] - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                    text_color, font_thickness, cv2.LINE_AA)
-    return out
+        drawn.append(Text((rects[k][0] + 1, rects[k][1] + 1), texts[k], text_color_on(color), background=color, pad=1))
+    return draw_texts(out, drawn, px)
 
 
 # --------------------------------------------------------------------------- writing
@@ -365,7 +320,7 @@ class PredictionWriter:
     def close(self) -> Path:
         """Finish open videos and write ``predictions.json`` (temp file + rename). Returns its path."""
         self._release_video()
-        path = atomic_write_json(self.out_dir / "predictions.json", self.records, indent=None)
+        path = atomic_write_json(self.out_dir / "predictions.json", self.records, indent=None, allow_nan=False)
         return path
 
     def _records(self, frame: Frame, det: Detections) -> list[dict]:

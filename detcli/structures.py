@@ -55,14 +55,18 @@ class Batch:
         images: (B, 3, H, W) float32, normalised, zero-padded to a multiple of the batch divisor.
         targets: B targets.
         metas: B metas.
+        skipped: metas of the images of this batch that could not be read (evaluation leaves them out of
+            ``images`` and counts them, see ``CocoDetection(unreadable="skip")``).
     """
 
     images: Tensor
     targets: list[Target]
     metas: list[ImageMeta] = field(default_factory=list)
+    skipped: list[ImageMeta] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.images.to(device, non_blocking=True), [t.to(device) for t in self.targets], self.metas)
+        return Batch(self.images.to(device, non_blocking=True), [t.to(device) for t in self.targets], self.metas,
+                     self.skipped)
 
 
 @dataclass

@@ -112,6 +112,12 @@ def _child(request: dict) -> None:
         os.umask(request["umask"])
         os.environ.clear()
         os.environ.update(request["env"])
+        hook = os.environ.get("DETCLI_TEST_CHILD_HOOK")  # "module:function" of tests/, run first (write_faults)
+        if hook:
+            import importlib
+
+            module, _, function = hook.partition(":")
+            getattr(importlib.import_module(module), function)()
         import torch
 
         torch.set_num_threads(int(request["env"]["OMP_NUM_THREADS"]))  # what OMP_NUM_THREADS gives at start-up

@@ -190,7 +190,7 @@ def test_non_finite_number_in_a_preset_file_gives_its_line(tmp_path: Path):
 def test_explicit_train_values_win_over_the_demo_schedule():
     overrides = ["train.batch=3", "train.val_interval=2", "train.warmup.steps=7", "train.optimizer.lr=0.002"]
     preset, _ = load_preset("nanodet-plus-m", overrides)
-    assert preset.demo["batch"] == 8 and preset.demo["val_interval"] == 4 and preset.demo["warmup"]["steps"] == 100
+    assert preset.demo["batch"] == 8 and preset.demo["val_interval"] == 1 and preset.demo["warmup"]["steps"] == 100
     req = TrainRequest(preset="nanodet-plus-m", overrides=overrides, epochs=2, workers=0)
     cfg = run_train_config(preset, req, demo=True)
     assert (cfg.batch, cfg.val_interval, cfg.warmup.steps, cfg.epochs, cfg.workers) == (3, 2, 7, 2, 0)
@@ -221,8 +221,9 @@ def test_corrupt_val_image_in_a_worker_is_a_message_only(trained, markup_data: P
     data = variant(markup_data, tmp_path, lambda root: (root / "val" / "000002.jpg").write_bytes(b"not a jpeg"))
     out = run_cli("eval", "--weights", str(best), "--data", str(data), "--imgsz", "64", "--workers", "1",
                   "--batch", "2", cwd=tmp_path)
-    assert_refused(out, "error: cannot read image", "000002.jpg")
-    assert "DataLoader worker" not in out.stderr and "File " not in out.stderr, out.stderr
+    assert out.returncode == 0, out.stderr[-3000:]  # skipped and counted (tests/test_data_eval_robustness.py)
+    assert "1 of 4 image(s) could not be read" in " ".join(out.stdout.split()) and "000002.jpg" in out.stdout
+    assert "DataLoader worker" not in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 # ---------------------------------------------------------------------------------------------- 8. paths

@@ -51,14 +51,14 @@ def test_help_at_80_columns_keeps_each_example_on_one_line(tmp_path: Path, cmd):
 
 @pytest.mark.parametrize(
     "cmd, own",
-    [("eval", "--data <str> Dataset: a YAML (COCO, YOLO data.yaml, VOC), a COCO/YOLO/VOC folder, or 'demo' "
+    [("eval", "--data DATA Dataset: a YAML (COCO, YOLO data.yaml, VOC), a COCO/YOLO/VOC folder, or 'demo' "
               "(default: the checkpoint's dataset)"),
      ("predict", "predictions.json (COCO results format, image ids numbered from 1 in reading order")],
 )
 def test_eval_and_predict_help_describe_their_own_options(tmp_path: Path, cmd, own):
     text = " ".join(run_cli(cmd, "--help", cwd=tmp_path, COLUMNS="80").stdout.split())  # undo the wrapping
-    assert "--device <str> One device: cpu, 0 or cuda:1." in text and "DDP" not in text
-    assert "--imgsz <int range> Input size, long side (default: the size the checkpoint was trained at" in text
+    assert "--device DEVICE One device: cpu, 0 or cuda:1." in text and "DDP" not in text
+    assert "--imgsz N Input size, long side (default: the size the checkpoint was trained at" in text
     assert "e.g. test.iou_thr=0.5" in text and "train.optimizer" not in text
     assert own in text
 
@@ -95,8 +95,8 @@ def test_model_summary_labels_each_family_own_parameter_count():
         (["train"], "give --preset"),
         (["predict", "no_such_dir/"], "source not found: 'no_such_dir/'"),
         (["eval"], "no trained run found under runs/train"),
-        (["eval", "--weights", "missing.pt"], "checkpoint not found: missing.pt"),
-        (["train", "--preset", "nanodet-plus-m", "--weights", "missing.pt"], "--weights missing.pt: file not found"),
+        (["eval", "--weights", "missing.pt"], "--weights missing.pt: no such file"),
+        (["train", "--preset", "nanodet-plus-m", "--weights", "missing.pt"], "--weights missing.pt: no such file"),
         (["train", "--preset", "nanodet-plus-m", "--val-ann", "x.json"], "--val-ann and --val-images are both needed"),
         (["eval", "--val-ann", "nope.json", "--val-images", "."], "nope.json does not exist"),
     ],

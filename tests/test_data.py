@@ -283,7 +283,7 @@ def test_corrupt_image_is_skipped_with_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once: the second time is silent
         assert ds[1]["meta"].image_id == 3
-    strict = CocoDetection(f, d, None, filter_empty=False, skip_corrupt=False)
+    strict = CocoDetection(f, d, None, filter_empty=False, unreadable="raise")
     with pytest.warns(DatasetWarning), pytest.raises(DatasetError, match=r"cannot read image .*b\.jpg"):
         strict[1]
     (d / "a.jpg").write_bytes(b"not an image at all")  # undecodable, not just truncated

@@ -445,7 +445,7 @@ class RecordingReporter:
     def print(self, renderable=""):
         pass
 
-    def progress(self, iterable, total=None, description=""):
+    def progress(self, iterable, total=None, description="", run=None):
         return _Bar(iterable)
 
     def epoch_row(self, metrics):
@@ -822,12 +822,14 @@ def test_amp_on_cpu_trains_in_bfloat16_without_loss_scaling(tmp_path, preset):
     assert all(v.dtype == torch.float32 for v in last["model"].values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_amp_auto_on_cpu_follows_native_bfloat16(tmp_path, preset, monkeypatch, native):
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+@pytest.mark.parametrize("kind, on, why", [("amx", True, "has AMX"), ("native", False, "but no AMX"),
+                                           ("none", False, "no native bfloat16 on this CPU")])
+def test_amp_auto_on_cpu_takes_bfloat16_only_with_amx(tmp_path, preset, monkeypatch, kind, on, why):
+    from detcli.engine import amp as amp_mod
+
+    monkeypatch.setattr(amp_mod, "cpu_bfloat16", lambda: kind)
     _, rep, seen = _fit_amp(tmp_path, preset, "auto", "auto")
-    assert any(enabled for enabled, _ in seen) is native
-    expected = "AMP on (bfloat16) (auto: this CPU has native bfloat16)" if native else \
-        "AMP off (auto: no native bfloat16 on this CPU)"
-    assert any(expected in line for line in rep.lines), rep.lines
+    assert any(enabled for enabled, _ in seen) is on
+    expected = f"AMP {'on (bfloat16)' if on else 'off'} (auto: "
+    assert any(expected in line and why in line for line in rep.lines), rep.lines
     assert not any("emulated" in line or "training in fp32" in line for line in rep.lines)  # auto never warns

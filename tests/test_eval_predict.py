@@ -630,14 +630,15 @@ def test_eval_saves_its_detections_as_coco_results(tmp_path, confident_checkpoin
 def test_inference_size_defaults_to_the_trained_size(tmp_path):
     from detcli.app.common import LoadedModel, inference_imgsz
     from detcli.config.loader import load_preset
-    from detcli.engine.checkpoint import FORMAT, save_checkpoint
+    from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 
     preset, _ = load_preset("nanodet-plus-m")
 
     def loaded(payload: dict, official: bool = False) -> LoadedModel:
         path = tmp_path / f"{len(list(tmp_path.iterdir()))}.pt"
         save_checkpoint(path, {"format": FORMAT, **payload})
-        return LoadedModel(torch.nn.Identity(), preset, ["a"], [1], None, path, official)
+        trained = load_checkpoint(path).trained_imgsz  # what load_for_inference carries: the file is read once
+        return LoadedModel(torch.nn.Identity(), preset, ["a"], [1], None, path, official, trained)
 
     assert inference_imgsz(None, loaded({"input_size": [96, 64]}), []) == 96  # long side of the trained size
     assert inference_imgsz(None, loaded({"train_args": {"imgsz": 160}}), []) == 160  # older checkpoints

@@ -143,7 +143,8 @@ def test_simplify_without_onnxsim_says_how_to_install(nanodet_weights, tmp_path,
 
 
 def test_cli_exit_code_and_message(tmp_path):
-    proc = run_cli_forked("export", "--weights", str(tmp_path / "none.pt"), "--opset", "7", cwd=tmp_path, timeout=120)
+    (tmp_path / "w.pt").write_bytes(b"not read: the flags are checked first")
+    proc = run_cli_forked("export", "--weights", str(tmp_path / "w.pt"), "--opset", "7", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "--opset 7 is not supported" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
 

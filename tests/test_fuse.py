@@ -183,11 +183,13 @@ def test_detections_identical(case):
     h, w = SIZE
     metas = [ImageMeta(i, f"{i}.jpg", SIZE, shape, np.eye(3).tolist())
              for i, shape in enumerate([(h, w), (h - 11, w - 30)])]
-    for score_thr in (None, 0.01):  # the preset's, and 0.01 (under the 0.05 of NanoDet-Plus and RetinaNet: NMS at work)
+    # the preset's, 0.01 (under the 0.05 of NanoDet-Plus and RetinaNet: NMS at work), and 0.005 (nanodet-plus-ghostnet's
+    # random scores are lower: 84 detections at 0.01, so the max_det cut is checked at 0.005)
+    for score_thr in (None, 0.01, 0.005):
         with torch.inference_mode():
             expected = model.predict(images, metas, score_thr, max_det=MAX_DET)
         assert_same_detections(fused.predict(images, metas, score_thr, max_det=MAX_DET), expected)
-    assert len(expected[0].scores) == MAX_DET  # at 0.01: a full set, NMS at work
+    assert len(expected[0].scores) == MAX_DET  # at 0.005: a full set, NMS at work
 
 
 def test_decoded_graph_of_the_fused_model_traces(case):

@@ -33,6 +33,7 @@ PRESETS = [
     "nanodet-plus-m-416",
     "nanodet-plus-m-1.5x",
     "nanodet-plus-m-1.5x-416",
+    "nanodet-plus-ghostnet",  # the official nanodet-plus-m_320.yml on the official GhostNet (official_config_overrides)
     "retinanet-r18-fpn",
     "retinanet-r50-fpn",
     "rtmdet-tiny",
@@ -223,6 +224,40 @@ def test_raw_outputs_match_official(name, case):
         d_filter = max_abs(factor, c.arrays["filter"])
         print(f"{name}: max |dfilter| {d_filter:.2e}")
         assert d_filter <= RAW_TOL
+
+
+NANODET = [n for n in PRESETS if n.startswith("nanodet")]
+
+
+@pytest.mark.parametrize("name", NANODET)
+def test_nanodet_state_dict_is_the_official_one(name, case):
+    """detcli's NanoDet-Plus state dict has the official key names and shapes, key for key (the official constant
+    Integral bins excepted), whichever backbone."""
+    from detcli.models.detectors.nanodet_plus import OFFICIAL_INTEGRAL_KEYS
+
+    c = case(name)
+    official = {k: tuple(shape) for k, shape in c.doc["spec"] if k not in OFFICIAL_INTEGRAL_KEYS}
+    own = {k: tuple(v.shape) for k, v in c.loaded.model.state_dict().items()}
+    assert own == official, (f"missing {sorted(official.keys() - own.keys())[:3]}, extra "
+                             f"{sorted(own.keys() - official.keys())[:3]}, other shapes "
+                             f"{[k for k in own.keys() & official.keys() if own[k] != official[k]][:3]}")
+
+
+@pytest.mark.parametrize("name", [n for n in NANODET if "official_counts" in fixture(n)[0]])
+def test_nanodet_counts_equal_the_official_module(name, case):
+    """Parameters (backbone; inference graph; with the AGM) and conv MACs equal the official module's, counted on
+    it by the fixture generator, and the preset's zoo figures are those counts (NanoDet's README convention)."""
+    from detcli.models.complexity import conv_macs, conv_params, inference_params, total_params
+
+    c = case(name)
+    counts, model = c.doc["official_counts"], c.loaded.model
+    assert {"conv": conv_params(model.backbone), "all": total_params(model.backbone)} == counts["backbone"]
+    assert inference_params(model) == counts["inference"]
+    assert {"conv": conv_params(model), "all": total_params(model)} == counts["training"]
+    ((imgsz, macs),) = counts["conv_macs"].items()
+    assert conv_macs(model, int(imgsz)) == macs
+    zoo = c.loaded.preset.zoo
+    assert zoo.params == counts["inference"]["conv"] and zoo.gflops == round(2 * macs / 1e9, 2)
 
 
 def test_agm_outputs_match_official(case):

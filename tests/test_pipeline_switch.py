@@ -233,7 +233,7 @@ class RecordingReporter:
     def print(self, renderable=""):
         pass
 
-    def progress(self, iterable, total=None, description=""):
+    def progress(self, iterable, total=None, description="", run=None):
         class Bar(list):
             def update_postfix(self, values):
                 pass

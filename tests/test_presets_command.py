@@ -23,13 +23,16 @@ def test_zoo_figures_are_a_count_of_the_model(name):
     device: no memory, no compute), and the AP is the one the preset's reference cites."""
     preset, _ = load_preset(name)
     zoo = preset.zoo
-    assert zoo is not None and None not in (zoo.coco_ap, zoo.params, zoo.gflops)
+    assert zoo is not None and None not in (zoo.params, zoo.gflops)
     with torch.device("meta"):
         model = build_model(preset, 80, pretrained=False).eval()
     w, h = preset.input.size
     assert reported_params(model)[0] == zoo.params
     assert round(reported_gflops(model, (h, w))[0], 2) == zoo.gflops
-    assert f"AP {zoo.coco_ap:.1f}" in preset.reference  # the published figure, cited in prose beside it
+    if zoo.coco_ap is None:  # a recipe without a published result (nanodet-plus-ghostnet) says so
+        assert "No official" in preset.reference
+    else:
+        assert f"AP {zoo.coco_ap:.1f}" in preset.reference  # the published figure, cited in prose beside it
     assert type(model) is detector_class(preset)
 
 
@@ -70,7 +73,8 @@ def test_presets_command_lists_every_preset_and_prints_one(tmp_path: Path):
     lines = table.stdout.splitlines()
     for row in preset_rows():
         line = next(l for l in lines if l.split() and l.split()[0] == row.name)
-        assert row.family in line and f"{row.params / 1e6:.2f} M" in line and f"{row.coco_ap:.1f}" in line
+        ap = "–" if row.coco_ap is None else f"{row.coco_ap:.1f}"
+        assert row.family in line and f"{row.params / 1e6:.2f} M" in line and ap in line
     assert "RTMDet        params: every parameter, as MMDetection counts; GFLOPs: MACs, as MMDetection counts" \
         in table.stdout
     assert "NanoDet-Plus  params: Conv2d weights and biases, as NanoDet's README counts; GFLOPs: 2×MACs" in table.stdout

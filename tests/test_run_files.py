@@ -81,10 +81,10 @@ def test_workers_are_capped_by_the_cpus_of_the_process(monkeypatch):
     assert cap_workers(10, processes=2, cpus=2) == 1  # DDP: the CPUs are shared by the processes
     assert cap_workers(4, processes=4, cpus=2) == 0  # the main process loads the data
     assert cap_workers(1, processes=1, cpus=16) == 1
-    monkeypatch.setattr(loader_mod.os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
-    monkeypatch.setattr(loader_mod.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert available_cpus() == 2 and cap_workers(10) == 2  # the affinity mask, not the machine
-    monkeypatch.delattr(loader_mod.os, "sched_getaffinity", raising=False)
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     assert available_cpus() == 64  # where there is no affinity (macOS, Windows)
 
 

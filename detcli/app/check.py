@@ -3,8 +3,10 @@
 It resolves the preset and the data exactly as ``detcli train`` does and prints the same dataset tables, then,
 per split: box size (sqrt area, px) and aspect (w/h) histograms per class, the images without labels and the
 duplicate boxes (same class, identical coordinates, same image); over both splits: duplicate images (same
-bytes, also between train and val). Writes ``labels.jpg`` (train) / ``labels_val.jpg``, and ``report.json``
-into ``runs/check/checkN``. Exits 0 whatever it finds; only data that cannot be read is an error.
+bytes, also between train and val) and images that do not decode (every file is read once and decoded with
+the decoder training and evaluation use, so a truncated val image is found here, not at the first validation).
+Writes ``labels.jpg`` (train) / ``labels_val.jpg``, and ``report.json`` into ``runs/check/checkN``. Exits 0
+whatever it finds in the data it can read; data files that cannot be read are an error.
 """
 from __future__ import annotations
 
@@ -104,12 +106,13 @@ def _report_split(reporter: Reporter, kind: str, s, filtered: bool) -> dict[str,
 
 
 def _duplicate_images(reporter: Reporter, stats: dict) -> tuple[list[list[str]], list[dict[str, str]]]:
-    """Hash every image file of every split; report the groups of identical files."""
+    """Read, hash and decode every image file of every split; report the groups of identical files and the
+    files that cannot be read or decoded."""
     from detcli.data.label_stats import duplicate_files
 
     entries = [(kind, name, s.img_dir / name) for kind, s in stats.items() for name in s.file_names]
-    bar = reporter.progress([p for _, _, p in entries], total=len(entries), description="hashing images")
-    groups, unreadable = duplicate_files(bar)
+    bar = reporter.progress([p for _, _, p in entries], total=len(entries), description="reading images")
+    groups, unreadable = duplicate_files(bar, decode=True)
     named = [[f"{entries[i][0]}: {entries[i][1]}" for i in g] for g in groups]
     if named:
         across = sum(len({entries[i][0] for i in g}) > 1 for g in groups)
@@ -122,6 +125,11 @@ def _duplicate_images(reporter: Reporter, stats: dict) -> tuple[list[list[str]],
         reporter.info(f"no duplicate images among {len(entries)} file(s)")
     for i, reason in unreadable[:SHOWN]:
         reporter.warn(f"{entries[i][0]}: cannot read {entries[i][2]}: {reason}")
+    if len(unreadable) > SHOWN:
+        reporter.warn(f"… {len(unreadable) - SHOWN} more unreadable image(s) in report.json")
+    if unreadable:
+        reporter.info("training substitutes the next readable image for an unreadable one; evaluation scores it "
+                      "with no detection (its boxes count as missed)")
     return named, [{"split": entries[i][0], "file": str(entries[i][2]), "reason": r} for i, r in unreadable]
 
 

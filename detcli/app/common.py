@@ -4,20 +4,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from detcli.config.loader import load_preset, parse_override, validate_preset
 from detcli.config.schema import Preset
 from detcli.console import Reporter
 from detcli.errors import DetcliError
-from detcli.models import assigner_name, build_model, strides_of
-from detcli.models.base import Detector
+
+if TYPE_CHECKING:  # torch and the models load when a model is built: a command reports bad input before that
+    import torch
+
+    from detcli.engine.run_record import RunRecord
+    from detcli.models.base import Detector
 
 
 def select_device(spec: str | None) -> torch.device:
     """'cpu', '0', 'cuda:0' or None (GPU 0 when there is one) → the device of a single-process command."""
+    import torch
+
     from detcli.engine.launch import parse_device
 
     device_type, ids = parse_device(spec)
@@ -27,15 +31,35 @@ def select_device(spec: str | None) -> torch.device:
 
 
 def latest_best(project: Path = Path("runs/train")) -> Path:
-    """``best.pt`` of the most recently written run under ``project``."""
+    """``best.pt`` of the most recently written run under ``project``.
+
+    Raises:
+        DetcliError: there is none; when a run there has a ``last.pt`` only (stopped before its first
+            validation, or killed), the message names it and says how to continue or use it.
+    """
     candidates = sorted(project.glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise DetcliError(f"no --weights given and no trained run found under {project}/ (train one first)")
-    return candidates[-1]
+    if candidates:
+        return candidates[-1]
+    unfinished = sorted(project.glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+    if unfinished:
+        last = unfinished[-1]
+        raise DetcliError(
+            f"no --weights given and no run under {project}/ has a best.pt yet: {last} is from a run that stopped "
+            f"before its first validation (or was killed). Continue it with: detcli train --resume "
+            f"{last.parent.parent}; or use its weights as they are with --weights {last}"
+        )
+    raise DetcliError(f"no --weights given and no trained run found under {project}/ (train one first)")
 
 
 @dataclass
 class LoadedModel:
+    """A model to run and what its checkpoint says about it.
+
+    ``dataset`` is the checkpoint's dataset record as stored (``dataset.config`` is validated where it is
+    used: :func:`detcli.data.recorded.recorded_dataset`); ``trained_imgsz`` the ``--imgsz`` it was trained at
+    (:attr:`detcli.engine.run_record.RunRecord.trained_imgsz`; None: the preset's size, or an official file).
+    """
+
     model: Detector
     preset: Preset
     class_names: list[str]
@@ -43,6 +67,7 @@ class LoadedModel:
     dataset: dict[str, Any] | None
     weights: Path
     official: bool
+    trained_imgsz: int | None = None
 
 
 def load_for_inference(
@@ -53,13 +78,14 @@ def load_for_inference(
 
     Without ``weights``, the latest run's ``best.pt``. ``reporter`` gets one line naming the file used.
     """
-    from detcli.engine.checkpoint import is_detcli_checkpoint, read_any_checkpoint
+    from detcli.engine.checkpoint import read_any_checkpoint
+    from detcli.engine.run_record import RunRecord
 
     path = Path(weights) if weights is not None else latest_best()
     if reporter is not None:
         reporter.info(f"weights {path}" + (" (latest run)" if weights is None else ""))
-    raw = read_any_checkpoint(path)
-    if is_detcli_checkpoint(raw, path):
+    raw = read_any_checkpoint(path)  # a detcli file: its validated record
+    if isinstance(raw, RunRecord):
         if preset_name is not None:
             raise DetcliError(f"{path} is a detcli checkpoint: it carries its preset; drop --preset")
         loaded = _load_detcli(raw, path, overrides)
@@ -79,6 +105,7 @@ def inference_model(model: Detector, reporter: Reporter | None = None) -> Detect
     (:func:`detcli.models.fuse.fuse_for_inference`: BatchNorms folded, channels_last on CPU), or ``model`` as
     loaded when the environment sets ``DETCLI_NO_FUSE=1`` or the optimisation fails (``reporter`` says why).
     """
+    from detcli.models.base import Detector
     from detcli.models.fuse import fuse_for_inference
 
     if not isinstance(model, Detector) or os.environ.get(NO_FUSE_ENV, "").strip() not in ("", "0"):
@@ -92,21 +119,15 @@ def inference_model(model: Detector, reporter: Reporter | None = None) -> Detect
         return model
 
 
-def _load_detcli(ckpt: dict, path: Path, overrides: list[str]) -> LoadedModel:
+def _load_detcli(record: RunRecord, path: Path, overrides: list[str]) -> LoadedModel:
     """Model, preset and classes of a ``detcli-1`` checkpoint (its EMA weights when ``last.pt`` has them)."""
-    from detcli.engine.checkpoint import inference_weights, require_keys
+    from detcli.models import build_model
 
-    require_keys(ckpt, path, ("preset", "model", "class_names"))
-    if not isinstance(ckpt["preset"], dict):
-        raise DetcliError(f"{path}: the checkpoint's 'preset' is a {type(ckpt['preset']).__name__}, not a preset")
-    preset = validate_preset(ckpt["preset"], overrides, source=f"stored in {path}")
-    names = ckpt["class_names"]
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        raise DetcliError(f"{path}: the checkpoint's 'class_names' is not a list of names")
-    cat_ids = ckpt.get("cat_ids")
-    if not isinstance(cat_ids, (list, tuple)) or len(cat_ids) != len(names):
-        cat_ids = list(range(1, len(names) + 1))
-    state = inference_weights(ckpt, path)
+    record.require(path, "preset", "model", "class_names")
+    preset = validate_preset(record.preset, overrides, source=f"stored in {path}")
+    names = record.class_names
+    cat_ids = record.cat_ids if record.cat_ids is not None else list(range(1, len(names) + 1))
+    state = record.weights_to_run(path)
     model = build_model(preset, len(names), pretrained=False)
     found = model.classes_in(state)
     if found is not None and found != len(names):
@@ -115,7 +136,8 @@ def _load_detcli(ckpt: dict, path: Path, overrides: list[str]) -> LoadedModel:
             "(an edited or mixed-up file)"
         )
     _load_checked(model, state, path)
-    return LoadedModel(model, preset, list(names), list(cat_ids), ckpt.get("dataset"), path, False)
+    return LoadedModel(model, preset, list(names), list(cat_ids), record.get("dataset"), path, False,
+                       record.trained_imgsz)
 
 
 def _load_official(raw: Any, path: Path, preset_name: str, overrides: list[str]) -> LoadedModel:
@@ -123,6 +145,7 @@ def _load_official(raw: Any, path: Path, preset_name: str, overrides: list[str])
     classes, else ``class0…``. The class count: the preset's ``model.num_classes``, else the recorded
     names', else 80 (COCO)."""
     from detcli.data.coco_names import COCO80
+    from detcli.models import build_model
 
     preset, _ = load_preset(preset_name, overrides)
     declared = preset.model.num_classes
@@ -164,6 +187,7 @@ def model_summary(reporter: Reporter, preset: Preset, model: Detector, size: tup
     with who counts that way, and the GFLOPs are counted as that reference counts them
     (``Detector.flop_count_convention``), so both can be compared with the paper's or the README's figure.
     """
+    from detcli.models import assigner_name, strides_of
     from detcli.models.complexity import inference_params, reported_gflops, total_params
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -213,21 +237,12 @@ def inference_imgsz(imgsz: int | None, loaded: LoadedModel, overrides: list[str]
     """The ``--imgsz`` of eval and predict: the flag when given, else the size the checkpoint was trained at.
 
     None (the preset's size) for official checkpoints, for detcli checkpoints that record no size, and when
-    ``--set input.size=…`` asks for another size. The trained size is the long side of the checkpoint's
-    ``input_size`` ([w, h], written by the trainer), or its ``train_args.imgsz`` (older checkpoints).
+    ``--set input.size=…`` asks for another size. The trained size is what the checkpoint's record says
+    (``LoadedModel.trained_imgsz``, read with the model: the file is not read a second time).
     """
     if imgsz is not None or loaded.official or any(parse_override(o)[0] == ["input", "size"] for o in overrides):
         return imgsz
-    try:  # mmap: only the small pickled header is read, not the weights
-        ckpt = torch.load(loaded.weights, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # a file torch cannot map (not the zip format): read it whole
-        from detcli.engine.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(loaded.weights)
-    if ckpt.get("input_size"):
-        return int(max(ckpt["input_size"]))
-    trained = (ckpt.get("train_args") or {}).get("imgsz")
-    return int(trained) if trained is not None else None
+    return loaded.trained_imgsz
 
 
 COCO80_IDS = [
@@ -244,12 +259,12 @@ def load_weights_into(model: Detector, path: Path) -> str:
     (:meth:`Detector.official_state_dict`). Tensors whose shape differs (a head trained for another
     class count) keep their fresh initialisation. Returns a one-line report.
     """
-    from detcli.engine.checkpoint import inference_weights, is_detcli_checkpoint, read_any_checkpoint, require_keys
+    from detcli.engine.checkpoint import read_any_checkpoint
+    from detcli.engine.run_record import RunRecord
 
     raw = read_any_checkpoint(path)
-    if is_detcli_checkpoint(raw, path):
-        require_keys(raw, path, ("model",))
-        source = inference_weights(raw, path)
+    if isinstance(raw, RunRecord):
+        source = raw.weights_to_run(path)
     else:
         try:
             source = model.official_state_dict(raw)

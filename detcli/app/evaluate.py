@@ -33,7 +33,8 @@ class EvalRequest:
 def eval_command(req: EvalRequest) -> dict:
     from detcli.data.build import build_dataset, input_size
     from detcli.data.collate import collate
-    from detcli.data.dataset_config import DatasetConfig, resolve_dataset
+    from detcli.data.dataset_config import resolve_dataset
+    from detcli.data.recorded import recorded_dataset
     from detcli.data.loader import build_dataloader, cap_workers
     from detcli.engine.duplicates import duplicate_stats
     from detcli.engine.evaluate import evaluate
@@ -51,7 +52,7 @@ def eval_command(req: EvalRequest) -> dict:
     elif req.data is not None:
         data_cfg = resolve_dataset(req.data)
     elif loaded.dataset is not None:
-        data_cfg = DatasetConfig.model_validate(loaded.dataset["config"])
+        data_cfg = recorded_dataset(loaded.dataset.get("config"), f"checkpoint {loaded.weights}")
         reporter.info(f"evaluating on the dataset the checkpoint was trained on: {data_cfg.val.source}")
     else:
         raise DetcliError(f"{loaded.weights} records no dataset; give --data")
@@ -96,7 +97,7 @@ def eval_command(req: EvalRequest) -> dict:
         "duplicates": duplicates.to_dict(),
     }
     atomic_write_json(out / "metrics.json", payload)
-    atomic_write_json(out / "predictions.json", result.detections, indent=None)  # COCO results, dataset ids
+    atomic_write_json(out / "predictions.json", result.detections, indent=None, allow_nan=False)  # COCO results
     plots = save_validation_plots(result.curves, result.confusion, out)
     reporter.info(f"Results saved to {out}: metrics.json, predictions.json, " + ", ".join(p.name for p in plots))
     return payload

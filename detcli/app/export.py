@@ -1,6 +1,7 @@
 """``detcli export``: a trained (or official) checkpoint → a deployable ONNX / TorchScript file + JSON, checked."""
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +11,10 @@ import torch
 from detcli.app.common import inference_imgsz, load_for_inference, select_device
 from detcli.console import Reporter
 from detcli.errors import DetcliError
+from detcli.fileio import output_folder
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
+EXPORTED_SECTIONS = ("test", "input")  # preset sections that change the exported file (--set)
 
 
 @dataclass
@@ -25,7 +28,7 @@ class ExportRequest:
     half: bool = False
     simplify: bool = False
     nms: bool = True
-    output: Path | None = None
+    output: Path | str | None = None  # a str keeps a trailing "/": a folder
     device: str | None = None
     pre_nms_topk: int = 1000
     overrides: list[str] = field(default_factory=list)
@@ -34,7 +37,7 @@ class ExportRequest:
 def export_command(req: ExportRequest) -> Path:
     """Export, write ``<output>.json`` beside the model, run the parity check; returns the model path."""
     from detcli.data.build import input_size
-    from detcli.export.formats import check_opset, require
+    from detcli.export.formats import check_opset, require, require_simplifier
 
     if req.format not in FORMATS:
         raise DetcliError(f"--format {req.format!r}: choose one of {', '.join(FORMATS)}")
@@ -44,6 +47,9 @@ def export_command(req: ExportRequest) -> Path:
         require("onnxruntime", "the ONNX parity check")
     if req.simplify and req.format != "onnx":
         raise DetcliError("--simplify applies to ONNX only")
+    if req.simplify:
+        require_simplifier()
+    _check_overrides(req.overrides)
     if req.weights is None or not Path(req.weights).is_file():
         raise DetcliError(f"--weights {req.weights}: no such file (give a detcli checkpoint, or an official one "
                           "with --preset)")
@@ -119,21 +125,44 @@ def _export(req, loaded, model, size, images, source, out, reporter):
         raw_run = lambda x: list(raw_module(x))  # noqa: E731
         batch = sample
     with torch.no_grad():
-        compare_raw([t[: batch.shape[0]] for t in raw_ref], raw_run(batch), report)
+        compare_raw([t[: batch.shape[0]] for t in raw_ref], raw_run(batch), report,
+                    output_names(False, model(images[:1])))
         if req.nms:
             compare_detections(list(graph(batch)), run(batch), report, cfg.max_det)
     report.passed = not report.problems
     meta["parity"] = report.as_dict()
-    atomic_write_json(out.with_name(out.name + ".json"), meta)
+    atomic_write_json(out.with_name(out.name + ".json"), meta, allow_nan=False)
     return report
 
 
+def _check_overrides(overrides: list[str]) -> None:
+    """``--set`` takes the fields the exported file bakes in: ``test.*`` (post-processing inside the graph) and
+    ``input.*`` (input size, normalisation); any other section would change nothing in the file."""
+    from detcli.config.loader import parse_override
+
+    for text in overrides:
+        parts, _ = parse_override(text)
+        if parts[0] not in EXPORTED_SECTIONS:
+            why = ("the network is the checkpoint's, its weights fit no other" if parts[0] == "model"
+                   else f"a {parts[0]}.* field does not change the exported model")
+            raise DetcliError(
+                f"--set {'.'.join(parts)}: export takes only {' and '.join(s + '.*' for s in EXPORTED_SECTIONS)} "
+                f"fields (post-processing built into the graph, input size and normalisation); {why}"
+            )
+
+
 def _output_path(req: ExportRequest) -> Path:
-    """``--output`` or ``<weights stem><suffix>`` beside the weights; the folder must exist and be writable."""
+    """``--output`` or ``<weights stem><suffix>`` beside the weights; the folder must exist and be writable.
+    An existing folder, or a path ending in ``/``, is a folder (created when missing): the file goes inside."""
     suffix = FORMATS[req.format]
-    out = Path(req.output) if req.output is not None else Path(req.weights).with_suffix(suffix)
-    if out.is_dir():
-        out = out / (Path(req.weights).stem + suffix)
+    name = Path(req.weights).stem + suffix
+    text = str(req.output) if req.output is not None else None
+    if text is None:
+        out = Path(req.weights).with_suffix(suffix)
+    elif text.endswith(("/", os.sep)) or Path(text).is_dir():
+        out = output_folder(text, f"--output {text}") / name
+    else:
+        out = Path(text)
     folder = out.parent
     if not folder.is_dir():
         raise DetcliError(f"--output {out}: folder {folder} does not exist (create it first)")
@@ -160,9 +189,9 @@ def _parity_input(loaded, size, batch: int, device: torch.device, reporter: Repo
 
 def _dataset_images(loaded, size, batch: int, device: torch.device) -> tuple[torch.Tensor, str]:
     from detcli.data.build import build_dataset
-    from detcli.data.dataset_config import DatasetConfig
+    from detcli.data.recorded import recorded_dataset
 
-    cfg = DatasetConfig.model_validate(loaded.dataset["config"])
+    cfg = recorded_dataset(loaded.dataset.get("config"), f"checkpoint {loaded.weights}")
     dataset = build_dataset(loaded.preset, cfg.val, train=False)
     images = torch.zeros(batch, 3, *size)
     files = []

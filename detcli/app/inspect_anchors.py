@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from detcli.app.common import load_for_inference, select_device
+from detcli.app.preflight import check_preset, check_weights, resolve_data
 from detcli.console import Reporter
 from detcli.errors import DetcliError
+from detcli.fileio import output_folder
+
+if TYPE_CHECKING:  # torch loads after the cheap checks of inspect_command
+    import torch
 
 
 @dataclass
@@ -31,6 +35,7 @@ class InspectRequest:
     output: Path | None = None
     project: Path = Path("runs/inspect")
     name: str = "inspect"
+    exist_ok: bool = False  # write into project/name as it is, instead of numbering inspect2, inspect3, …
     imgsz: int | None = None
     batch: int = 8
     workers: int = 2
@@ -55,28 +60,34 @@ class Subject:
 
 
 def inspect_command(req: InspectRequest) -> Path:
-    """Statistics (table + ``stats.json``) and pictures; returns the output folder."""
+    """Statistics (table + ``stats.json``) and pictures; returns the output folder.
+
+    The flags, presets, ``--set`` fields, weights file and dataset are checked before torch and OpenCV load.
+    """
+    if req.split not in ("train", "val"):
+        raise DetcliError(f"--split {req.split!r}: choose train or val")
+    if req.compare and req.weights is not None:
+        raise DetcliError("--compare inspects untrained models of several presets; drop --weights (or inspect the "
+                          "checkpoint alone)")
+    check_weights(req.weights, default_latest=False)
+    presets = _presets(req)
+    data_cfg = resolve_data(req.data)  # None: the demo data, or the checkpoint's dataset with --weights
     from detcli.data.loader import cap_workers
     from detcli.engine.run_dir import new_run_dir
     from detcli.fileio import atomic_write_json
     from detcli.inspect.assign import InspectedImages, assignment_runner, collect_statistics
     from detcli.inspect.stats import AssignmentStats, level_names
 
-    if req.split not in ("train", "val"):
-        raise DetcliError(f"--split {req.split!r}: choose train or val")
-    if req.compare and req.weights is not None:
-        raise DetcliError("--compare inspects untrained models of several presets; drop --weights (or inspect the "
-                          "checkpoint alone)")
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("inspect-anchors", str(device))
-    subjects = _subjects(req, device, reporter)
+    subjects = _subjects(req, presets, data_cfg, device, reporter)
     first = subjects[0].dataset
     indices = list(range(len(first) if req.limit is None else min(req.limit, len(first))))
     drawn = _selected(req, first)
-    out = Path(req.output) if req.output is not None else new_run_dir(req.project, req.name)
+    out = Path(req.output) if req.output is not None else new_run_dir(req.project, req.name, exist_ok=req.exist_ok)
     if req.output is not None:
-        _make_output(out)
+        output_folder(out, f"--output {out}")
     workers = cap_workers(req.workers)
 
     for s in subjects:
@@ -108,18 +119,38 @@ def inspect_command(req: InspectRequest) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- inputs
-def _subjects(req: InspectRequest, device: torch.device, reporter: Reporter) -> list[Subject]:
-    """The presets to inspect, each with its model (trained from ``--weights`` or untrained) and dataset."""
-    from detcli.config.loader import load_preset
-    from detcli.data.dataset_config import DatasetConfig, resolve_dataset
+def _presets(req: InspectRequest) -> list[Any]:
+    """The presets to inspect without ``--weights`` (``--preset`` first, then ``--compare``), loaded and checked
+    with the ``--set`` fields; with ``--weights`` none (the checkpoint carries its own), but a ``--preset`` for
+    an official checkpoint is checked."""
+    from detcli.config.loader import builtin_presets, load_preset
+
+    if req.weights is not None:
+        if req.preset is not None:
+            check_preset(req.preset, req.overrides)
+        return []
+    names = ([req.preset] if req.preset else []) + [p for p in req.compare if p != req.preset]
+    if not names:
+        raise DetcliError(f"give --preset (one of: {', '.join(builtin_presets())}), --weights or --compare")
+    return [load_preset(name, req.overrides)[0] for name in names]
+
+
+def _subjects(req: InspectRequest, presets: list[Any], data_cfg: Any, device: torch.device,
+              reporter: Reporter) -> list[Subject]:
+    """The presets to inspect, each with its model (trained from ``--weights`` or untrained) and dataset
+    (``data_cfg``, else the checkpoint's with ``--weights``, else the demo data)."""
+    import torch
+
+    from detcli.data.dataset_config import resolve_dataset
+    from detcli.data.recorded import recorded_dataset
     from detcli.models import build_model
 
     if req.weights is not None:
         loaded = load_for_inference(req.weights, req.preset, req.overrides, device, reporter)
-        if req.data is None and loaded.dataset is not None:
-            data_cfg = DatasetConfig.model_validate(loaded.dataset["config"])
-        else:
-            data_cfg = resolve_dataset(req.data or "demo")
+        if data_cfg is None and req.data is None and loaded.dataset is not None:
+            data_cfg = recorded_dataset(loaded.dataset.get("config"), f"checkpoint {loaded.weights}")
+        elif data_cfg is None:
+            data_cfg = resolve_dataset("demo")
         dataset = _dataset(loaded.preset, data_cfg, req)
         if dataset.num_classes != loaded.model.num_classes:
             raise DetcliError(
@@ -128,15 +159,9 @@ def _subjects(req: InspectRequest, device: torch.device, reporter: Reporter) -> 
             )
         model = _with_priors(loaded.model.eval(), loaded.preset.name)
         return [Subject(loaded.preset, model, dataset, True, loaded.weights)]
-    names = ([req.preset] if req.preset else []) + [p for p in req.compare if p != req.preset]
-    if not names:
-        from detcli.config.loader import builtin_presets
-
-        raise DetcliError(f"give --preset (one of: {', '.join(builtin_presets())}), --weights or --compare")
-    data_cfg = resolve_dataset(req.data or "demo")
+    data_cfg = data_cfg if data_cfg is not None else resolve_dataset("demo")
     subjects = []
-    for name in names:
-        preset, _ = load_preset(name, req.overrides)
+    for preset in presets:
         dataset = _dataset(preset, data_cfg, req)
         torch.manual_seed(req.seed)  # the same untrained weights every run
         model = build_model(preset, dataset.num_classes, pretrained=False).to(device).eval()
@@ -146,6 +171,8 @@ def _subjects(req: InspectRequest, device: torch.device, reporter: Reporter) -> 
 
 def _with_priors(model, name: str):
     """``model`` when it has priors to show (the contract's ``priors`` and ``prior_fit``), else a clear error."""
+    import torch
+
     from detcli.models.base import NoPriors
 
     try:
@@ -166,7 +193,7 @@ def _dataset(preset, data_cfg, req: InspectRequest):
     if split is None:
         raise DetcliError(f"the dataset has no {req.split} split; use --split val")
     return dataset_for_split(split, build_transform(preset, train=req.train_aug, imgsz=req.imgsz),
-                             filter_empty=False, skip_corrupt=False)
+                             filter_empty=False, unreadable="raise")
 
 
 def _selected(req: InspectRequest, dataset) -> list[int]:
@@ -188,15 +215,6 @@ def _selected(req: InspectRequest, dataset) -> list[int]:
         if len(dataset.annotation(i)[1]):
             chosen.append(i)
     return chosen
-
-
-def _make_output(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DetcliError(f"--output {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DetcliError(f"--output {out}: cannot create the folder ({e.strerror or e})") from None
 
 
 def _predictions_text(s: Subject) -> str:
@@ -258,8 +276,8 @@ def _draw(req: InspectRequest, subjects: list[Subject], drawn: list[int], out: P
             a = _image_assignment(s, sample, priors, assignment, fits[0])
             strides, levels = tuple(s.model.strides), level_names(tuple(s.model.strides))
             meta = sample["meta"]
-            title = [f"{s.preset.name} | {Path(meta.file_name).name} (id {meta.image_id}) | input "
-                     f"{meta.img_shape[1]}x{meta.img_shape[0]} | {s.report['assigner']}",
+            title = [f"{s.preset.name} · {Path(meta.file_name).name} (id {meta.image_id}) · input "
+                     f"{meta.img_shape[1]}×{meta.img_shape[0]} · {s.report['assigner']}",
                      f"assigned on {_predictions_text(s)}"]
             if len(subjects) == 1:
                 rows.append(draw.assignment_sheet(a, title, s.dataset.class_names, levels, strides))

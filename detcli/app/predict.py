@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from detcli.app.common import inference_model, load_runnable, select_device
+from detcli.app.preflight import check_source, check_weights
 from detcli.console import Reporter
 
 
@@ -21,26 +22,26 @@ class PredictRequest:
     device: str | None = None
     project: Path = Path("runs/predict")
     name: str = "predict"
+    exist_ok: bool = False  # write into project/name as it is, instead of numbering predict2, predict3, …
     save: bool = True
     overrides: list[str] = field(default_factory=list)
 
 
 def predict_command(req: PredictRequest) -> Path:
+    """Detections of everything ``req.source`` names, written to a new (or, with ``exist_ok``, the named)
+    folder under ``req.project``; returns it. The source and the weights file are checked before torch and
+    OpenCV are imported."""
+    paths = check_source(req.source)
+    check_weights(req.weights)
     from detcli.data.build import build_transform, input_size
     from detcli.data.collate import collate
     from detcli.engine.run_dir import new_run_dir
-    from detcli.predict import (
-        VIDEO_EXTENSIONS,
-        PredictionWriter,
-        iter_sources,
-        predict_batches,
-        resolve_source,
-    )
+    from detcli.predict import PredictionWriter, iter_sources, predict_batches
+    from detcli.sources import VIDEO_EXTENSIONS
 
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("predict", str(device))
-    paths = resolve_source(req.source)  # raises a clear error when nothing matches
     loaded, imgsz = load_runnable(req.weights, req.preset, req.overrides, req.imgsz, device, reporter)
     preset = loaded.preset
     size = input_size(preset, imgsz)
@@ -49,7 +50,7 @@ def predict_command(req: PredictRequest) -> Path:
         f"· conf {req.conf}"
     )
     transform = build_transform(preset, train=False, imgsz=imgsz)
-    out = new_run_dir(req.project, req.name)
+    out = new_run_dir(req.project, req.name, exist_ok=req.exist_ok)
     iou = req.iou if req.iou is not None else preset.test.iou_thr
     max_det = req.max_det if req.max_det is not None else preset.test.max_det
     frames = iter_sources(req.source, warn=reporter.warn)

@@ -16,8 +16,6 @@ from detcli.config.loader import builtin_presets, load_preset, presets_dir
 from detcli.config.schema import Preset
 from detcli.console import Reporter
 from detcli.errors import DetcliError
-from detcli.models import detector_class
-from detcli.models.complexity import flop_count_words, param_count_words
 
 FAMILIES = {"nanodet_plus": "NanoDet-Plus", "retinanet": "RetinaNet", "rtmdet": "RTMDet", "defcn": "DeFCN"}
 
@@ -38,6 +36,9 @@ class PresetRow:
 
 def preset_rows() -> list[PresetRow]:
     """Every built-in preset, by family, then from the smallest model up."""
+    from detcli.models import detector_class  # the classes say how their family counts (imports torch)
+    from detcli.models.complexity import flop_count_words, param_count_words
+
     rows = []
     for name, path in builtin_presets().items():
         preset, _ = load_preset(path)
@@ -74,7 +75,8 @@ def list_presets(reporter: Reporter) -> None:
     width = max(map(len, conventions))
     for family, (params, flops) in conventions.items():
         reporter.info(f"  {family.ljust(width)}  params: {params}; GFLOPs: {flops}")
-    reporter.info("COCO AP: box AP on val2017 published for the official recipe (each preset's `reference`).")
+    reporter.info("COCO AP: box AP on val2017 published for the official recipe (each preset's `reference`); "
+                  "–: none published.")
     reporter.info("A preset in full, to copy and edit: detcli presets NAME > my.yaml, then detcli train -p my.yaml")
 
 

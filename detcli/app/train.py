@@ -1,17 +1,22 @@
 """``detcli train``: preset + data + flags → a :class:`~detcli.engine.session.TrainSetup` → the engine."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from detcli.config.loader import load_preset, train_overrides, validate_preset
 from detcli.config.schema import Preset, TrainConfig
 from detcli.console import Reporter
 from detcli.data.dataset_config import DatasetConfig
 from detcli.errors import DetcliError
+from detcli.interrupt import TrainingInterrupted
+
+if TYPE_CHECKING:
+    from detcli.engine.run_dir import StartRecord
 
 
 @dataclass
@@ -35,6 +40,40 @@ class TrainRequest:
     argv: list[str] = field(default_factory=list)
     force_plain: bool | None = None
     files: DatasetConfig | None = None  # from --train-ann/--train-images/--val-ann/--val-images
+
+    def __post_init__(self) -> None:
+        """The flags' values that no run can use (train and ``train --check``): a message naming the flag."""
+        from detcli.config.schema import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+        from detcli.engine.run_dir import MAX_SEED
+
+        if self.data is not None and not self.data.strip():
+            raise DetcliError(f"--data {self.data!r} is empty: give a dataset YAML or folder, or --data demo for "
+                              "the built-in demo dataset")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise DetcliError(f"--seed {self.seed}: a seed is an integer from 0 to {MAX_SEED} (2**32 - 1, the range "
+                              "NumPy's generator takes)")
+        if self.imgsz is not None and not MIN_INPUT_SIZE <= self.imgsz <= MAX_INPUT_SIZE:
+            raise DetcliError(f"--imgsz {self.imgsz}: the input size is {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} px "
+                              "(three times the largest official recipe, 1333 × 800)")
+
+
+@dataclass
+class RunPlan:
+    """What a ``train`` invocation runs: a new run, a run resumed from its ``last.pt``, or a run started again
+    from epoch 1 with its start record (``restart``: it stopped before its first ``last.pt``)."""
+
+    preset: Preset
+    train_cfg: TrainConfig
+    data: DatasetConfig
+    run_dir: Path
+    train_args: dict[str, Any]  # a StartArgs dump: this invocation's argv and device, the run's data, imgsz, seed…
+    resume_from: Path | None = None
+    restart: bool = False
+
+    @property
+    def weights(self) -> str | None:
+        """The initial weights to load (a new or restarted run; a resumed one loads last.pt)."""
+        return None if self.resume_from is not None else self.train_args.get("weights")
 
 
 @dataclass
@@ -111,12 +150,10 @@ def print_dataset_summary(reporter: Reporter, kind: str, ds: Any) -> None:
 
 
 def train_command(req: TrainRequest) -> dict | None:
-    from detcli.data.dataset_config import resolve_dataset
-    from detcli.engine.checkpoint import read_any_checkpoint
-    from detcli.engine.run_dir import new_run_dir
-    from detcli.engine.session import TrainSetup, launch_training
     from detcli.distributed import is_main
+    from detcli.engine.checkpoint import read_any_checkpoint
     from detcli.engine.launch import backend_for, init_from_env, parse_device, process_device, torchrun_env
+    from detcli.engine.run_lock import RunLock
 
     device_type, ids = parse_device(req.device)  # a bad --device fails before a run folder is made
     if req.weights is not None:  # a missing, corrupt or refused file fails before a run folder is made
@@ -129,29 +166,63 @@ def train_command(req: TrainRequest) -> dict | None:
     main_rank = is_main()
     reporter = Reporter(silent=not main_rank, force_plain=req.force_plain)
     reporter.header("train", req.device or "auto")
-    if req.resume is not None:
-        preset, train_cfg, data, run_dir, resume_from, imgsz, seed = _resume_state(req, reporter)
-        weights = None
-    else:
-        preset, _ = load_preset(req.preset, req.overrides)
-        data_spec = req.data or ("files" if req.files is not None else "demo")
-        if data_spec == "demo":
-            reporter.info("no --data: using the built-in demo dataset and the preset's demo schedule "
-                          "(--set train.… and --epochs/--batch/--workers still win)")
-        data = req.files if req.files is not None else resolve_dataset(data_spec)
-        train_cfg = run_train_config(preset, req, demo=data_spec == "demo")
-        run_dir = _shared_run_dir(req, new_run_dir) if main_rank else _shared_run_dir(req, None)
-        resume_from, imgsz, seed, weights = None, req.imgsz, req.seed, req.weights
-    spec = BuildSpec(preset, train_cfg, data, imgsz, train_cfg.workers,
-                     str(weights) if weights is not None else None, req.force_plain, resume=resume_from is not None)
+    with contextlib.ExitStack() as held:  # rank 0 holds the run folder's lock until the run ends
+        lock = (lambda run_dir: held.enter_context(RunLock(run_dir, req.argv))) if main_rank else None
+        if req.resume is not None:
+            run_dir = _folder_to_resume(req)
+            if lock is not None:
+                lock(run_dir)
+            plan = _resume_plan(req, run_dir, reporter)
+        else:
+            plan = _new_run_plan(req, reporter, lock)
+        return _launch(plan, req)
+
+
+def _launch(plan: RunPlan, req: TrainRequest) -> dict | None:
+    from detcli.engine.session import TrainSetup, launch_training
+
+    spec = BuildSpec(plan.preset, plan.train_cfg, plan.data, plan.train_args.get("imgsz"), plan.train_cfg.workers,
+                     plan.weights, req.force_plain, resume=plan.resume_from is not None)
     setup = TrainSetup(
-        preset=preset, train_cfg=train_cfg, build=functools.partial(build_parts, spec), run_dir=run_dir,
-        device=req.device, seed=seed, amp=req.amp, resume_from=resume_from,
-        train_args={"argv": req.argv, "data": str(req.data or ("files" if req.files else "demo")), "imgsz": imgsz,
-                    "seed": seed, "device": req.device, "weights": str(weights) if weights else None},
-        force_plain=req.force_plain,
+        preset=plan.preset, train_cfg=plan.train_cfg, build=functools.partial(build_parts, spec),
+        run_dir=plan.run_dir, device=req.device, seed=plan.train_args["seed"], amp=req.amp,
+        resume_from=plan.resume_from, restart=plan.restart, train_args=plan.train_args, force_plain=req.force_plain,
     )
-    return launch_training(setup)
+    try:
+        return launch_training(setup)
+    except KeyboardInterrupt:  # Ctrl-C: say what the run folder holds and how to continue (detcli.interrupt)
+        raise TrainingInterrupted(plan.run_dir, req.argv) from None
+
+
+def _new_run_plan(req: TrainRequest, reporter: Reporter, lock: Callable[[Path], Any] | None) -> RunPlan:
+    """A new run: its folder made and, on rank 0 (``lock`` given), locked and given its start record before any
+    other file of the run is written."""
+    import uuid
+
+    from detcli.data.dataset_config import resolve_dataset
+    from detcli.engine.run_dir import StartArgs, StartRecord, new_run_dir, resolved_preset, write_start_record
+
+    preset, _ = load_preset(req.preset, req.overrides)
+    data_spec = req.data or ("files" if req.files is not None else "demo")
+    if data_spec == "demo":
+        reporter.info("no --data: using the built-in demo dataset and the preset's demo schedule "
+                      "(--set train.… and --epochs/--batch/--workers still win)")
+    data = req.files if req.files is not None else resolve_dataset(data_spec)
+    train_cfg = run_train_config(preset, req, demo=data_spec == "demo")
+    args = StartArgs(argv=req.argv, data=str(data_spec), imgsz=req.imgsz, seed=req.seed, device=req.device,
+                     weights=str(Path(req.weights).resolve()) if req.weights is not None else None,
+                     run_id=uuid.uuid4().hex)
+    record = StartRecord(preset=resolved_preset(preset, train_cfg), dataset=data.model_dump(mode="json"),
+                         train_args=args)
+
+    def make(project: Path, name: str, exist_ok: bool) -> Path:
+        run_dir = new_run_dir(project, name, exist_ok=exist_ok)
+        lock(run_dir)
+        write_start_record(run_dir, record)
+        return run_dir
+
+    run_dir = _shared_run_dir(req, make if lock is not None else None)
+    return RunPlan(preset, train_cfg, data, run_dir, args.model_dump(mode="json"))
 
 
 def run_train_config(preset: Preset, req: TrainRequest, demo: bool) -> TrainConfig:
@@ -172,31 +243,62 @@ def _shared_run_dir(req: TrainRequest, make) -> Path:
     return Path(broadcast_object(str(path) if path is not None else None))
 
 
-def _resume_state(req: TrainRequest, reporter: Reporter):
-    """Preset, schedule, data and run folder of the run to continue, all read from its last.pt."""
-    from detcli.engine.checkpoint import load_checkpoint
+def _folder_to_resume(req: TrainRequest) -> Path:
+    """The run folder ``--resume`` names: the latest resumable run under ``--project``, a folder, or its last.pt."""
     from detcli.engine.run_dir import latest_run
 
     if req.resume == "latest":
         run_dir = latest_run(req.project)
         if run_dir is None:
-            raise DetcliError(f"--resume: no run with weights/last.pt under {req.project}/")
-        last = run_dir / "weights" / "last.pt"
-    else:
-        given = Path(req.resume)
-        last = given if given.is_file() else given / "weights" / "last.pt"
-        if not last.is_file():
-            raise DetcliError(f"--resume {req.resume}: no checkpoint at {last}")
-        run_dir = last.parent.parent
-    ckpt = load_checkpoint(last)
-    if ckpt.get("optimizer") is None:
-        raise DetcliError(f"--resume {last}: not a resumable checkpoint (no optimizer state)")
+            raise DetcliError(f"--resume: no run to continue under {req.project}/ (no weights/last.pt, no run.json)")
+        return run_dir
+    given = Path(req.resume)
+    if given.is_file():
+        return given.parent.parent
+    if not given.is_dir():
+        raise DetcliError(f"--resume {req.resume}: no such run folder or checkpoint")
+    return given
+
+
+def _resume_plan(req: TrainRequest, run_dir: Path, reporter: Reporter) -> RunPlan:
+    """Continue ``run_dir`` from its last.pt; or, when the run stopped before its first last.pt (or the last.pt
+    there is an earlier run's, --exist-ok), start it again from epoch 1 with its start record."""
+    from detcli.engine.checkpoint import load_checkpoint
+    from detcli.engine.run_dir import read_start_record
+
+    given = Path(req.resume)
+    last = given if given.is_file() else run_dir / "weights" / "last.pt"
+    record = read_start_record(run_dir)
     ignored = [f for f, v in (("--preset", req.preset), ("--data", req.data), ("--epochs", req.epochs),
                               ("--batch", req.batch), ("--imgsz", req.imgsz), ("--patience", req.patience),
                               ("--set", req.overrides or None))
                if v is not None]
     if ignored:
         reporter.warn(f"--resume continues the run as it was: ignoring {', '.join(ignored)}")
+    ckpt = load_checkpoint(last) if last.is_file() else None
+    if ckpt is not None and record is not None and not given.is_file():
+        ckpt_run = (ckpt.get("train_args") or {}).get("run_id")
+        if ckpt_run != record.train_args.run_id:
+            reporter.info(f"{last} is of an earlier run in this folder (--exist-ok); this run had not written its "
+                          "first checkpoint yet")
+            ckpt = None
+    if ckpt is None:
+        if record is None:
+            raise DetcliError(
+                f"--resume {req.resume}: {run_dir} holds neither weights/last.pt nor a start record (run.json): the "
+                "run stopped before it saved anything; start it again (the same command without --resume)"
+            )
+        return _restart_plan(req, run_dir, record, reporter)
+    return _checkpoint_plan(req, run_dir, last, ckpt, record, reporter)
+
+
+def _checkpoint_plan(req: TrainRequest, run_dir: Path, last: Path, ckpt: dict[str, Any], record: StartRecord | None,
+                     reporter: Reporter) -> RunPlan:
+    """Preset, schedule, data and seed of the run to continue, all read from its last.pt."""
+    from detcli.data.recorded import recorded_dataset
+
+    if ckpt.get("optimizer") is None:
+        raise DetcliError(f"--resume {last}: not a resumable checkpoint (no optimizer state)")
     preset = validate_preset(ckpt["preset"], source=f"stored in {last}")
     early = ckpt.get("early_stopping") or {}
     if early.get("stopped"):
@@ -211,7 +313,41 @@ def _resume_state(req: TrainRequest, reporter: Reporter):
             f"--resume {run_dir}: the run already finished its {preset.train.epochs} epochs; to train on, start a "
             f"new run from its weights: detcli train --preset {preset.name} --weights {run_dir}/weights/best.pt"
         )
-    data = DatasetConfig.model_validate(ckpt["dataset"]["config"])
-    args = ckpt.get("train_args", {})
+    data = recorded_dataset(ckpt["dataset"].get("config"), f"checkpoint {last}", hint="put the data back where it was")
+    recorded = ckpt.get("train_args") or (record.train_args.model_dump(mode="json") if record is not None else {})
+    args = _resumed_args(req, recorded, f"checkpoint {last}")
     reporter.info(f"resuming {run_dir} from epoch {ckpt['epoch']}")
-    return preset, preset.train, data, run_dir, last, args.get("imgsz"), int(args.get("seed", 0))
+    return RunPlan(preset, preset.train, data, run_dir, args, resume_from=last)
+
+
+def _restart_plan(req: TrainRequest, run_dir: Path, record: StartRecord, reporter: Reporter) -> RunPlan:
+    """The run of ``run_dir`` from epoch 1 again, exactly as its start record says it began."""
+    from detcli.data.recorded import recorded_dataset
+
+    source = run_dir / "run.json"
+    preset = validate_preset(record.preset, source=f"stored in {source}")
+    data = recorded_dataset(record.dataset, f"run record {source}", hint="put the data back where it was")
+    args = _resumed_args(req, record.train_args.model_dump(mode="json"), f"run record {source}")
+    weights = args.get("weights")
+    if weights is not None and not Path(weights).is_file():
+        raise DetcliError(f"--resume {run_dir}: the run started from --weights {weights}, which is no longer "
+                          "there; put it back, or start a new run")
+    reporter.info(f"resuming {run_dir}: it stopped before its first checkpoint (weights/last.pt), so it starts "
+                  f"again from epoch 1 as {source} records it (same preset, data and seed {args['seed']})")
+    return RunPlan(preset, preset.train, data, run_dir, args, restart=True)
+
+
+def _resumed_args(req: TrainRequest, recorded: Any, source: str) -> dict[str, Any]:
+    """The recorded invocation (data, imgsz, seed, weights, run id), with this one's argv and device."""
+    from pydantic import ValidationError
+
+    from detcli.engine.run_dir import StartArgs
+
+    if not isinstance(recorded, dict):
+        raise DetcliError(f"{source}: train_args is a {type(recorded).__name__}, not a mapping")
+    try:
+        args = StartArgs.model_validate({"data": "demo", **recorded, "argv": req.argv, "device": req.device})
+    except ValidationError as e:
+        problems = "; ".join(f"train_args.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:3])
+        raise DetcliError(f"{source}: {problems}") from None
+    return args.model_dump(mode="json")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -39,12 +39,48 @@ class GFLLossConfig(Strict):
     giou_weight: float = Field(2.0, ge=0)
 
 
+NanoDetActivation = Literal["LeakyReLU", "ReLU", "ReLU6", "SiLU", "Hardswish", "ELU", "GELU"]
+
+
+class ShuffleNetV2BackboneConfig(Strict):
+    """NanoDet-Plus' own backbone: ShuffleNetV2 of ``model.width``, outputs C3–C5 (stages 2, 3, 4; no conv5)."""
+
+    type: Literal["shufflenetv2"] = "shufflenetv2"
+    act: NanoDetActivation = Field("LeakyReLU", description="the official configs: LeakyReLU (slope 0.1)")
+
+
+class GhostNetBackboneConfig(Strict):
+    """GhostNet (Han et al., CVPR 2020) as NanoDet ships it (``nanodet/model/backbone/ghostnet.py``), width
+    multiplier ``model.width`` (1.0x: the one with ImageNet weights)."""
+
+    type: Literal["ghostnet"]
+    out_stages: tuple[int, int, int] = Field(
+        (4, 6, 9), description="the GhostNet stages (0..9) fed to the neck, one per stride 8, 16, 32: 3 or 4, 5 or "
+        "6, then 9 (the last stage, so that every block trains)")
+    act: NanoDetActivation = Field("LeakyReLU", description="stem, Ghost modules and last conv (SE keeps ReLU); "
+                                   "the ImageNet weights were trained with ReLU")
+
+    @field_validator("out_stages")
+    @classmethod
+    def _one_stage_per_stride(cls, stages: tuple[int, int, int]) -> tuple[int, int, int]:
+        if stages[0] not in (3, 4) or stages[1] not in (5, 6) or stages[2] != 9:
+            raise ValueError(f"{list(stages)}: one stage per stride 8, 16, 32 is needed: 3 or 4, then 5 or 6, then 9")
+        return stages
+
+
+NanoDetBackboneConfig = Annotated[Union[ShuffleNetV2BackboneConfig, GhostNetBackboneConfig],
+                                  Field(discriminator="type")]
+
+
 class NanoDetPlusConfig(Strict):
-    """NanoDet-Plus: ShuffleNetV2 + GhostPAN + NanoDetPlusHead, AGM during training."""
+    """NanoDet-Plus: a backbone (ShuffleNetV2, or GhostNet) + GhostPAN + NanoDetPlusHead, AGM during training."""
 
     type: Literal["nanodet_plus"]
     num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
-    width: Literal["1.0x", "1.5x"] = "1.0x"
+    width: Literal["1.0x", "1.5x"] = Field(
+        "1.0x", description="backbone width: ShuffleNetV2's model size, GhostNet's width multiplier (1.0x = 1.0)")
+    backbone: NanoDetBackboneConfig = Field(
+        default_factory=ShuffleNetV2BackboneConfig, description="type: shufflenetv2 (NanoDet-Plus) or ghostnet")
     neck_channels: int = Field(96, ge=8)
     head_kernel: Literal[3, 5] = 5
     stacked_convs: int = Field(2, ge=0)
@@ -54,7 +90,8 @@ class NanoDetPlusConfig(Strict):
     aux_stacked_convs: int = Field(4, ge=1)
     detach_epoch: int = Field(10, ge=0, description="AGM inputs detached from this 0-indexed epoch on")
     backbone_weights: str | None = Field(
-        "imagenet", description="'imagenet' (local torchvision file), a path, or null for random init"
+        "imagenet", description="'imagenet' (the backbone's ImageNet file in the torch hub cache: torchvision's "
+        "ShuffleNetV2, Huawei's GhostNet state_dict_73.98.pth), a path to such a file, or null for random init"
     )
     assigner: DSLAssignerConfig = Field(default_factory=DSLAssignerConfig)
     loss: GFLLossConfig = Field(default_factory=GFLLossConfig)
@@ -186,6 +223,12 @@ ModelConfig = Annotated[Union[NanoDetPlusConfig, RetinaNetConfig, RTMDetConfig, 
 
 
 # --------------------------------------------------------------------------- input and augmentation
+# Input sizes (input.size, --imgsz, sizes stored in checkpoints and run records): 32 px (the coarsest stride of
+# most presets) to 4096 px, three times the largest official recipe (1333 × 800); one 4096² image is 192 MiB as
+# float32 before any activation, and beyond that a size is a typo, not a recipe.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 4096
+
+
 class InputConfig(Strict):
     """How an image becomes a tensor. Mean/std are in the channel order the network sees."""
 
@@ -198,8 +241,8 @@ class InputConfig(Strict):
 
     @model_validator(mode="after")
     def _positive(self) -> "InputConfig":
-        if min(self.size) < 32:
-            raise ValueError(f"size {self.size} is smaller than 32 px")
+        if min(self.size) < MIN_INPUT_SIZE or max(self.size) > MAX_INPUT_SIZE:
+            raise ValueError(f"size {list(self.size)}: each side must be {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} px")
         return self
 
 

@@ -83,23 +83,26 @@ def build_dataset(preset: Preset, split: AnySplit, train: bool, imgsz: int | Non
         transform=build_transform(preset, train=train, imgsz=imgsz, epochs=epochs),
         filter_empty=preset.data.filter_empty if train else False,
         min_size=preset.data.min_size if train else 0,
-        skip_corrupt=train,  # eval must score every image under its own id: a corrupt val image is an error
+        # a substitute would be scored under the wrong id: evaluation skips an unreadable image and counts it
+        unreadable="substitute" if train else "skip",
     )
 
 
-def dataset_for_split(split: AnySplit, transform, filter_empty: bool, min_size: int = 0, skip_corrupt: bool = True):
+def dataset_for_split(split: AnySplit, transform, filter_empty: bool, min_size: int = 0,
+                      unreadable: str = "substitute"):
     """The :class:`~detcli.data.coco.CocoDetection` of a COCO, YOLO or VOC split (the last two converted to
-    COCO annotations in memory: every family, the counts and COCO-style evaluation see one form)."""
+    COCO annotations in memory: every family, the counts and COCO-style evaluation see one form);
+    ``unreadable``: what an unreadable image becomes (``"substitute"``, ``"skip"``, ``"raise"``)."""
     from detcli.data.coco import CocoDetection
 
     match split:
         case Split():
             return CocoDetection(Path(split.ann_file), Path(split.img_dir), transform, filter_empty=filter_empty,
-                                 min_size=min_size, skip_corrupt=skip_corrupt)
+                                 min_size=min_size, unreadable=unreadable)
         case YoloSplit():
             from detcli.data.yolo import load_yolo_split
 
-            annotations, img_dir = load_yolo_split(split.images, split.names, split.data_file)
+            annotations, img_dir = load_yolo_split(split.images, split.names, split.data_file, split.root)
         case VocSplit():
             from detcli.data.voc import load_voc_split
 
@@ -107,4 +110,4 @@ def dataset_for_split(split: AnySplit, transform, filter_empty: bool, min_size: 
         case _:
             raise AssertionError(split)  # pragma: no cover - the union is exhaustive
     return CocoDetection(split.source, img_dir, transform, filter_empty=filter_empty, min_size=min_size,
-                         skip_corrupt=skip_corrupt, annotations=annotations)
+                         unreadable=unreadable, annotations=annotations)

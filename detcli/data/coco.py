@@ -13,7 +13,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from detcli.structures import ImageMeta
 
 _EXAMPLES = 5  # how many offending names/ids a summary lists
 MAX_REFETCH = 1000  # samples a transform may drop in a row before it is an error (mmengine's max_refetch)
+Unreadable = Literal["substitute", "skip", "raise"]
+UNREADABLE_MODES: tuple[str, ...] = ("substitute", "skip", "raise")
 
 
 class DatasetWarning(UserWarning):
@@ -53,8 +55,11 @@ class CocoDetection(Dataset):
             hears of every new training epoch through :meth:`set_epoch` (stage switches, caches).
         filter_empty: drop images without any training target (NanoDet keeps them, mmdet drops them).
         min_size: drop images whose min(width, height) is below this (mmdet's ``filter_cfg.min_size``).
-        skip_corrupt: replace an unreadable image by the next readable one (training); False raises
-            :class:`DatasetError` instead (evaluation, where a substitute would be scored under the wrong id).
+        unreadable: what an image that cannot be read (corrupt, truncated, not a regular file) becomes:
+            ``"substitute"``: the next readable image (training); ``"skip"``: a sample marked ``unreadable``
+            (see :func:`unreadable_sample`) that :func:`~detcli.data.collate.collate` leaves out of the batch and
+            the evaluator counts (evaluation, where a substitute would be scored under the wrong id);
+            ``"raise"``: a :class:`DatasetError`.
         annotations: annotations already read (a YOLO or VOC split converted in memory, see
             :func:`detcli.data.build.dataset_for_split`); ``ann_file`` then only names the split.
 
@@ -71,13 +76,15 @@ class CocoDetection(Dataset):
         transform: Callable[..., dict[str, Any]] | None,
         filter_empty: bool,
         min_size: int = 0,
-        skip_corrupt: bool = True,
+        unreadable: Unreadable = "substitute",
         annotations: CocoAnnotations | None = None,
     ) -> None:
+        if unreadable not in UNREADABLE_MODES:
+            raise ValueError(f"unreadable must be one of {UNREADABLE_MODES}, got {unreadable!r}")
         self.ann_file = Path(ann_file)
         self.img_dir = Path(img_dir)
         self.transform = transform
-        self.skip_corrupt = skip_corrupt
+        self.unreadable = unreadable
         if not self.img_dir.is_dir():
             raise DatasetError(f"image folder {self.img_dir} (for {self.ann_file.name}) does not exist")
         self._in_memory = annotations is not None
@@ -165,7 +172,8 @@ class CocoDetection(Dataset):
 
     # ------------------------------------------------------------------ construction helpers
     def _files_exist(self, names: list[str], outside: np.ndarray) -> np.ndarray:
-        """(N,) bool; one directory listing for flat names, a stat for names with sub-folders.
+        """(N,) bool; one directory listing for flat names, a stat for names with sub-folders (what is there but
+        is not a regular file counts as present: reading it is refused, and counted as unreadable).
 
         Names marked ``outside`` (see :func:`escapes_image_dir`) are False without being looked at.
         """
@@ -179,7 +187,7 @@ class CocoDetection(Dataset):
             if outside[i]:
                 continue
             if "/" in name or os.sep in name:
-                out[i] = (self.img_dir / name).is_file()
+                out[i] = _present(self.img_dir / name)
             else:
                 out[i] = name in listed
         return out
@@ -250,10 +258,12 @@ class CocoDetection(Dataset):
     def _mark_corrupt(self, idx: int) -> None:
         self._corrupt_idx.add(idx)
         self.corrupt.append(self._images[idx]["file_name"])
-        what = "substituting another image" if self.skip_corrupt else "stopping"
-        warnings.warn(f"cannot read image {self._path(idx)} (corrupt or truncated); {what}", DatasetWarning, 3)
+        what = {"substitute": "substituting another image", "skip": "skipping it", "raise": "stopping"}
+        warnings.warn(f"cannot read image {self._path(idx)} (corrupt, truncated or not a regular file); "
+                      f"{what[self.unreadable]}", DatasetWarning, 3)
 
-    def _read_first_readable(self, idx: int) -> tuple[int, np.ndarray]:
+    def _read_first_readable(self, idx: int) -> tuple[int, np.ndarray | None]:
+        """(index, image) of ``idx`` or, substituting, of the next readable image; (idx, None) when skipping."""
         n = len(self)
         for step in range(n):
             j = (idx + step) % n
@@ -262,8 +272,10 @@ class CocoDetection(Dataset):
                 if img is not None:
                     return j, img
                 self._mark_corrupt(j)
-            if not self.skip_corrupt:
-                raise DatasetError(f"cannot read image {self._path(j)} (corrupt or truncated)")
+            if self.unreadable == "skip":
+                return idx, None
+            if self.unreadable == "raise":
+                raise DatasetError(f"cannot read image {self._path(j)} (corrupt, truncated or not a regular file)")
         raise DatasetError(f"no readable image in {self.img_dir} (all {n} failed to decode)")
 
     def sample_rng(self, idx: int) -> np.random.Generator:
@@ -296,6 +308,8 @@ class CocoDetection(Dataset):
     def _get_once(self, idx: int, rng: np.random.Generator | None) -> dict[str, Any] | None:
         j, img = self._read_first_readable(idx)
         info = self._images[j]
+        if img is None:
+            return unreadable_sample(int(info["id"]), str(self._path(j)), (int(info["height"]), int(info["width"])))
         h, w = img.shape[:2]
         if (h, w) != (int(info["height"]), int(info["width"])) and info["file_name"] not in self.size_mismatch:
             if not self.size_mismatch:
@@ -330,3 +344,21 @@ class CocoDetection(Dataset):
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         return self.get(idx, self.sample_rng(idx))
+
+
+def _present(path: Path) -> bool:
+    """Something is there (a file, or a FIFO or folder that reading then refuses, naming what it is)."""
+    try:
+        os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def unreadable_sample(image_id: int, file_name: str, shape: tuple[int, int]) -> dict[str, Any]:
+    """What ``CocoDetection(unreadable="skip")`` serves for an image it cannot read: no pixels (``img`` None),
+    no targets, ``unreadable`` True, and the meta (``ori_shape`` as the annotations give it) that names it."""
+    meta = ImageMeta(image_id=image_id, file_name=file_name, ori_shape=shape, img_shape=(0, 0),
+                     warp_matrix=np.eye(3).tolist())
+    return {"img": None, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "meta": meta,
+            "unreadable": True}

@@ -1,21 +1,26 @@
 """Read a COCO detection annotation file and check its structure, with messages that name the entry.
 
-Structural problems (bad JSON, missing keys, wrong types, unknown or duplicate ids) raise
-:class:`DatasetError`. Box *values* are not judged here: a malformed ``bbox`` becomes a NaN row
-that :func:`box_drop_reasons` counts as a drop, so one bad box never stops a run.
+Structural problems (bad JSON, missing keys, wrong types, ids beyond int64, unknown or duplicate ids, an
+``iscrowd`` that is not 0/1, a ``file_name`` no file system can hold) raise :class:`DatasetError` naming the
+file and the entry's index, when the file is read: never later, at the first validation of a run. Box
+*values* are not judged here: a malformed ``bbox`` becomes a NaN row that :func:`box_drop_reasons` counts as
+a drop, so one bad box never stops a run.
 """
 from __future__ import annotations
 
 import json
 import math
-import re
+import reprlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detcli.data.paths import bad_name, escapes, open_regular
 from detcli.errors import DatasetError
+
+ID_LIMIT = 2**63  # ids are int64 in every array (and in pycocotools' C++ twin): |id| < 2**63
 
 # Why an annotation is not a training target; the order is the order of the checks.
 KEEP = 0
@@ -42,7 +47,9 @@ class CocoAnnotations:
         ann_area: (A,) float64 ``area`` (w·h where missing).
         ann_crowd: (A,) bool.
         coco_dict: the dataset as a dict for pycocotools (malformed boxes removed, missing ``area``
-            filled with w·h, categories reduced to id/name/supercategory, so COCOeval can use it).
+            filled with w·h, every record reduced to its checked fields: images to id/file_name/width/height,
+            annotations to id/image_id/category_id/bbox/area/iscrowd(/ignore), categories to
+            id/name/supercategory; no ``info``), so COCOeval can use and deep-copy it.
     """
 
     path: Path
@@ -62,8 +69,21 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_id(v: Any) -> bool:
+    """An integer that fits the int64 arrays ids are kept in."""
+    return _is_int(v) and -ID_LIMIT < v < ID_LIMIT
+
+
+def _is_flag(v: Any) -> bool:
+    """``iscrowd`` / ``ignore``: 0 or 1 (also 0.0/1.0 and JSON ``true``/``false``), as pycocotools reads them."""
+    return isinstance(v, (int, float)) and v in (0, 1)
+
+
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_ID_RULE = "needs an integer '{}' (a 64-bit id: between -2**63 and 2**63)"
 
 
 def _fail(path: Path, msg: str) -> DatasetError:
@@ -71,39 +91,31 @@ def _fail(path: Path, msg: str) -> DatasetError:
 
 
 def escapes_image_dir(file_name: str) -> bool:
-    """True when an image's ``file_name`` is absolute or climbs out of the image folder with ``..``.
+    """True when an image's ``file_name`` is absolute or climbs out of the image folder with ``..``
+    (:func:`detcli.data.paths.escapes`, the one rule for every format).
 
     Such names are refused, never opened: a dataset may only read files inside its own image folder.
-    The check is on the name alone (``/`` and ``\\`` both count as separators, a Windows drive counts as
-    absolute); a symlink inside the folder is the dataset owner's choice and is followed.
+    A symlink inside the folder is the dataset owner's choice and is followed (images are only decoded).
     """
-    if PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).anchor:
-        return True
-    depth = 0
-    for part in re.split(r"[\\/]", file_name):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
+    return escapes(file_name)
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise DatasetError(f"annotation file {path} does not exist")
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"annotation file {path} does not exist") from None
     except json.JSONDecodeError as e:
         raise _fail(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise _fail(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     except RecursionError:
         raise _fail(path, "nested too deeply to read (a COCO file is a few levels deep)") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise _fail(path, f"invalid JSON ({e})") from None
     except OSError as e:
-        raise DatasetError(f"annotation file {path} cannot be read: {e}") from None
+        raise DatasetError(f"annotation file {path} cannot be read: {e.strerror or e}") from None
 
 
 def _first_bad(path: Path, items: list, key: str, check, what: str) -> None:
@@ -111,13 +123,16 @@ def _first_bad(path: Path, items: list, key: str, check, what: str) -> None:
     bad = [i for i, it in enumerate(items) if not check(it)]
     if bad:
         i = bad[0]
-        ident = f" (id {items[i]['id']!r})" if isinstance(items[i], dict) and "id" in items[i] else ""
+        ident = f" (id {reprlib.repr(items[i]['id'])})" if isinstance(items[i], dict) and "id" in items[i] else ""
         more = f" ({len(bad)} entries have this problem)" if len(bad) > 1 else ""
         raise _fail(path, f"{key}[{i}]{ident}: {what}; got {_short(items[i])}{more}")
 
 
 def _short(v: Any, n: int = 160) -> str:
-    s = json.dumps(v, default=str)
+    try:
+        s = json.dumps(v, default=str)
+    except (ValueError, RecursionError):  # an int of more than 4300 digits, or nesting
+        s = f"a {type(v).__name__} too large to show"
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
@@ -161,15 +176,17 @@ def coco_annotations(data: Any, path: Path) -> CocoAnnotations:
     if not cats:
         raise _fail(path, "'categories' is empty")
     _first_bad(path, cats, "categories", lambda c: isinstance(c, dict), "must be an object")
-    _first_bad(path, cats, "categories", lambda c: _is_int(c.get("id")), "needs an integer 'id'")
+    _first_bad(path, cats, "categories", lambda c: _is_id(c.get("id")), _ID_RULE.format("id"))
     _first_bad(path, cats, "categories", lambda c: isinstance(c.get("name"), str), "needs a string 'name'")
     _check_unique(path, [c["id"] for c in cats], "categories")
 
     # images
     _first_bad(path, images, "images", lambda m: isinstance(m, dict), "must be an object")
-    _first_bad(path, images, "images", lambda m: _is_int(m.get("id")), "needs an integer 'id'")
+    _first_bad(path, images, "images", lambda m: _is_id(m.get("id")), _ID_RULE.format("id"))
     _first_bad(path, images, "images", lambda m: isinstance(m.get("file_name"), str) and m["file_name"],
                "needs a non-empty string 'file_name'")
+    _first_bad(path, images, "images", lambda m: bad_name(m["file_name"]) is None,
+               "its 'file_name' cannot name a file (a NUL character, or longer than a file system allows)")
     for key in ("width", "height"):
         _first_bad(path, images, "images", lambda m: _is_num(m.get(key)) and m[key] > 0,
                    f"needs a positive number '{key}'")
@@ -178,8 +195,10 @@ def coco_annotations(data: Any, path: Path) -> CocoAnnotations:
     # annotations: structure only; the bbox values are judged later
     _first_bad(path, anns, "annotations", lambda a: isinstance(a, dict), "must be an object")
     for key in ("id", "image_id", "category_id"):
-        _first_bad(path, anns, "annotations", lambda a: _is_int(a.get(key)), f"needs an integer '{key}'")
+        _first_bad(path, anns, "annotations", lambda a: _is_id(a.get(key)), _ID_RULE.format(key))
     _first_bad(path, anns, "annotations", lambda a: "bbox" in a, "needs a 'bbox' [x, y, w, h]")
+    for key in ("iscrowd", "ignore"):
+        _first_bad(path, anns, "annotations", lambda a: _is_flag(a.get(key, 0)), f"'{key}' must be 0 or 1")
     _check_unique(path, [a["id"] for a in anns], "annotations")
     image_ids = {m["id"] for m in images}
     _first_bad(path, anns, "annotations", lambda a: a["image_id"] in image_ids,
@@ -202,20 +221,26 @@ def coco_annotations(data: Any, path: Path) -> CocoAnnotations:
         xywh[i] = b
         ar = a.get("area")
         area[i] = float(ar) if _is_num(ar) and math.isfinite(ar) else b[2] * b[3]
-        clean_anns.append(a if ar == area[i] else {**a, "area": float(area[i])})
+        clean = {k: a[k] for k in ("id", "image_id", "category_id", "bbox")}
+        clean.update(area=ar if ar == area[i] else float(area[i]), iscrowd=int(a.get("iscrowd", 0)))
+        if "ignore" in a:
+            clean["ignore"] = int(a["ignore"])
+        clean_anns.append(clean)
 
-    # categories reduced to their checked fields: pycocotools deep-copies them, and a deeply nested extra
-    # field (one that json could still parse) would end an evaluation with a RecursionError
-    coco_dict = {k: v for k, v in data.items() if k not in ("annotations", "categories")}
-    coco_dict["categories"] = [{"id": c["id"], "name": c["name"], "supercategory": str(c.get("supercategory", ""))}
-                               for c in cats]
-    coco_dict["annotations"] = clean_anns
+    # Every record reduced to its checked fields: pycocotools deep-copies ``info`` and the categories, and a
+    # deeply nested extra field anywhere (one that json could still parse) would end an evaluation with a
+    # RecursionError; ``info`` and ``licenses`` are not needed to score boxes.
+    image_records = [{"id": m["id"], "file_name": m["file_name"], "width": m["width"], "height": m["height"]}
+                     for m in images]
+    coco_dict = {
+        "images": image_records,
+        "categories": [{"id": c["id"], "name": c["name"], "supercategory": str(c.get("supercategory", ""))}
+                       for c in cats],
+        "annotations": clean_anns,
+    }
     return CocoAnnotations(
         path=path,
-        images=sorted(
-            ({"id": m["id"], "file_name": m["file_name"], "width": m["width"], "height": m["height"]} for m in images),
-            key=lambda m: m["id"],
-        ),
+        images=sorted((dict(m) for m in image_records), key=lambda m: m["id"]),
         cat_ids=cat_ids,
         class_names=[name_by_id[c] for c in cat_ids],
         ann_ids=np.array([a["id"] for a in anns], dtype=np.int64),
@@ -223,7 +248,7 @@ def coco_annotations(data: Any, path: Path) -> CocoAnnotations:
         ann_labels=np.array([cat2label[a["category_id"]] for a in anns], dtype=np.int64),
         ann_xywh=xywh,
         ann_area=area,
-        ann_crowd=np.array([bool(a.get("iscrowd", 0)) or bool(a.get("ignore", 0)) for a in anns], dtype=bool),
+        ann_crowd=np.array([bool(a.get("iscrowd", 0) or a.get("ignore", 0)) for a in anns], dtype=bool),
         coco_dict=coco_dict,
     )
 

@@ -15,12 +15,19 @@ def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32, pad_value
 
     Args:
         samples: dicts from a dataset: ``img`` (3, h_i, w_i), ``boxes`` (G_i, 4), ``labels`` (G_i,), ``meta``.
+            A sample marked ``unreadable`` (an image evaluation could not read, ``img`` None) is left out of
+            the stack; its meta goes to ``Batch.skipped``.
         size_divisor: 0 or 1 → no rounding.
     Returns:
-        Batch with ``images`` (B, 3, H, W), B targets and B metas (``img_shape`` keeps the unpadded size).
+        Batch with ``images`` (B, 3, H, W), B targets and B metas (``img_shape`` keeps the unpadded size) for the
+        B readable samples (B may be 0: ``images`` is then (0, 3, 1, 1)), and the metas of the skipped ones.
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
+    skipped = [s["meta"] for s in samples if s.get("unreadable")]
+    samples = [s for s in samples if not s.get("unreadable")]
+    if not samples:
+        return Batch(images=torch.zeros(0, 3, 1, 1), targets=[], metas=[], skipped=skipped)
     imgs = [s["img"] for s in samples]
     max_h = max(int(im.shape[-2]) for im in imgs)
     max_w = max(int(im.shape[-1]) for im in imgs)
@@ -38,4 +45,4 @@ def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32, pad_value
         )
         for s in samples
     ]
-    return Batch(images=images, targets=targets, metas=[s["meta"] for s in samples])
+    return Batch(images=images, targets=targets, metas=[s["meta"] for s in samples], skipped=skipped)

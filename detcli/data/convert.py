@@ -24,6 +24,7 @@ import numpy as np
 
 from detcli.data.coco_json import CocoAnnotations, escapes_image_dir, load_coco_json
 from detcli.data.dataset_config import DatasetConfig, Split, resolve_dataset
+from detcli.data.image_io import read_image_bgr
 from detcli.errors import DatasetError
 
 
@@ -152,7 +153,7 @@ def _write_jpeg(src: Path, dst: Path) -> None:
     if src.suffix.lower() in (".jpg", ".jpeg"):
         _link(src, dst)
         return
-    img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    img = read_image_bgr(src)
     if img is None or not cv2.imwrite(str(dst), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
         raise DatasetError(f"cannot re-encode {src} as a JPEG")
 

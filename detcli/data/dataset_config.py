@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError
 
 from detcli.config.yaml_text import read_yaml_file
+from detcli.data.yaml_fields import brief, names_as_text
 from detcli.errors import DatasetError
 
 FORMATS = ("coco", "yolo", "voc")
@@ -63,6 +64,7 @@ class YoloSplit(BaseModel):
     data_file: Path  # the data.yaml
     images: list[Path]  # absolute folders, .txt image lists or image files
     names: list[str]
+    root: Path | None = None  # the YAML's `path` (None, in records made before it was kept: the YAML's folder)
 
     @property
     def source(self) -> Path:
@@ -71,7 +73,7 @@ class YoloSplit(BaseModel):
     @property
     def note(self) -> str | None:
         return ("YOLO labels converted to COCO annotations in memory (class k → category id k+1, box area w·h); "
-                "evaluation is COCO-style (pycocotools)")
+                "evaluation is COCO-style (COCOeval by faster-coco-eval when installed, else pycocotools)")
 
 
 class VocSplit(BaseModel):
@@ -91,7 +93,7 @@ class VocSplit(BaseModel):
     def note(self) -> str | None:
         return ("Pascal VOC XML converted to COCO annotations in memory (boxes from 1-based pixels, class k → "
                 "category id k+1, difficult objects as crowd: ignored in training and evaluation); evaluation is "
-                "COCO-style (pycocotools AP@[.50:.95], not VOC's AP50)")
+                "COCO-style (AP@[.50:.95] by faster-coco-eval or pycocotools, not VOC's AP50)")
 
 
 def _split_format(value: Any) -> str:
@@ -180,7 +182,8 @@ def _check_exists(cfg: DatasetConfig, source: str) -> None:
         if split is None:
             continue
         if not split.ann_file.is_file():
-            raise DatasetError(f"{source}: {kind}.ann_file: annotation file {split.ann_file} does not exist")
+            what = "is not a regular file" if split.ann_file.exists() else "does not exist"
+            raise DatasetError(f"{source}: {kind}.ann_file: annotation file {split.ann_file} {what}")
         if not split.img_dir.is_dir():
             raise DatasetError(f"{source}: {kind}.img_dir: image folder {split.img_dir} does not exist")
 
@@ -222,9 +225,12 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
         DatasetError: missing file, bad YAML, unknown/missing keys, or paths that do not exist.
     """
     path = Path(path).expanduser()
+    if path.exists() and not path.is_file():
+        raise DatasetError(f"dataset file {path} is not a regular file")
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist")
-    data, _ = read_yaml_file(path, "dataset file", DatasetError)
+    data, node = read_yaml_file(path, "dataset file", DatasetError)
+    data = names_as_text(data, node)  # class names are the text written: `no` is a class, not False
     if not isinstance(data, dict):
         raise DatasetError(f"dataset file {path}: expected a mapping with 'train' and 'val', got {type(data).__name__}")
     fmt = _yaml_format(data, path)
@@ -250,7 +256,7 @@ def _yaml_format(data: dict[str, Any], path: Path) -> str:
     fmt = data.get("format")
     if fmt is not None:
         if fmt not in FORMATS:
-            raise DatasetError(f"dataset file {path}: format {fmt!r} is not one of {', '.join(FORMATS)}")
+            raise DatasetError(f"dataset file {path}: format {brief(fmt)} is not one of {', '.join(FORMATS)}")
         return fmt
     values = entries(data, "train") + entries(data, "val")
     plain = values and all(isinstance(v, str) for v in values)
@@ -270,9 +276,10 @@ def yolo_config(data: dict[str, Any], path: Path) -> DatasetConfig:
     """A YOLO ``data.yaml`` (parsed) → splits with absolute image sources (see :mod:`detcli.data.yolo`)."""
     from detcli.data.yolo import yolo_yaml_splits
 
-    splits, names = yolo_yaml_splits(data, path)
+    splits, names, root = yolo_yaml_splits(data, path)
     data_file = path.resolve()
-    return DatasetConfig(**{k: YoloSplit(data_file=data_file, images=v, names=names) for k, v in splits.items()})
+    return DatasetConfig(**{k: YoloSplit(data_file=data_file, images=v, names=names, root=root)
+                            for k, v in splits.items()})
 
 
 def _voc(sets: dict[str, list[Path]], names: list[str]) -> DatasetConfig:

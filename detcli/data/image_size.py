@@ -1,9 +1,9 @@
 """An image's (width, height) from its file header, without decoding the pixels.
 
 Formats whose header is read: JPEG (with the EXIF orientation applied, as ``cv2.imread`` applies it), PNG,
-BMP, WebP. Anything else (TIFF, …) is decoded with OpenCV, which costs a full read. Used by the YOLO
-reader, whose labels are fractions of the image size and carry no size of their own: for the demo's 512
-train JPEGs the headers take 0.014 s where decoding takes 1.0 s (one shared CPU core).
+BMP, WebP. Anything else (TIFF, …) is decoded (:func:`~detcli.data.image_io.read_image_bgr`), which costs a
+full read. Used by the YOLO reader, whose labels are fractions of the image size and carry no size of their
+own: for the demo's 512 train JPEGs the headers take 0.014 s where decoding takes 1.0 s (one shared CPU core).
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
-import cv2
+from detcli.data.image_io import read_image_bgr
+from detcli.data.paths import NotRegularFile, open_regular
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # JPEG start-of-frame
 _ORIENTATION_TAG = 0x0112
@@ -19,19 +20,20 @@ _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
-    """(width, height) of the image as ``cv2.imread`` returns it, or None when the file cannot be read."""
+    """(width, height) of the image as ``cv2.imread`` returns it, or None when the file cannot be read
+    (missing, not a regular file: a FIFO is never opened, undecodable)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             head = f.read(32)
             size = _header_size(f, head)
+    except NotRegularFile:
+        return None
     except (OSError, struct.error, ValueError):
         size = None
     if size is not None:
         return size
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        return None
-    return int(img.shape[1]), int(img.shape[0])
+    img = read_image_bgr(path)
+    return None if img is None else (int(img.shape[1]), int(img.shape[0]))
 
 
 def _header_size(f: BinaryIO, head: bytes) -> tuple[int, int] | None:

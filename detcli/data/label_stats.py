@@ -1,8 +1,9 @@
 """Statistics of a split's labels, for ``labels.jpg`` and ``detcli train --check``.
 
 Everything is read from a :class:`~detcli.data.coco.CocoDetection`'s in-memory annotations (the training
-targets: crowd and malformed boxes already left out), in original image pixels; no image is decoded. The
-duplicate-image check reads every file's bytes (:func:`duplicate_files`).
+targets: crowd and malformed boxes already left out), in original image pixels. The duplicate-image check
+reads every file's bytes once, and decodes them when asked (``train --check``: a truncated image is found
+before a run meets it), with the decoder every command uses (:func:`duplicate_files`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+
+from detcli.data.paths import open_regular, read_regular_bytes
 
 # sqrt(area) bin edges in pixels (COCO: small < 32 ≤ medium < 96 ≤ large)
 SIZE_EDGES = (0, 8, 16, 32, 64, 96, 128, 256, 512, np.inf)
@@ -122,24 +125,34 @@ def size_labels() -> list[str]:
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-1 of a file's bytes."""
+    """SHA-1 of a file's bytes (a regular file only: :func:`~detcli.data.paths.open_regular`)."""
     h = hashlib.sha1()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def duplicate_files(paths: Iterable[Path]) -> tuple[list[list[int]], list[tuple[int, str]]]:
+def duplicate_files(paths: Iterable[Path], decode: bool = False) -> tuple[list[list[int]], list[tuple[int, str]]]:
     """Files with identical bytes: groups of indices into ``paths`` (each group in the order given, groups in
-    the order of their first file), and the indices of the files that could not be read with the reason."""
+    the order of their first file), and the indices of the files that could not be read with the reason.
+
+    ``decode``: also decode each file's bytes as an image (:func:`~detcli.data.image_io.decode_image`); one that
+    does not decode (corrupt, truncated) is unreadable too, still hashed.
+    """
+    from detcli.data.image_io import decode_image  # OpenCV: only when images are looked at
+
     by_digest: dict[str, list[int]] = {}
     unreadable: list[tuple[int, str]] = []
     for i, p in enumerate(paths):
         try:
-            by_digest.setdefault(file_digest(p), []).append(i)
+            data = read_regular_bytes(p)
         except OSError as e:
             unreadable.append((i, e.strerror or type(e).__name__))
+            continue
+        by_digest.setdefault(hashlib.sha1(data).hexdigest(), []).append(i)
+        if decode and decode_image(data) is None:
+            unreadable.append((i, "corrupt or truncated: it does not decode as an image"))
     return [g for g in by_digest.values() if len(g) > 1], unreadable
 
 

@@ -1,13 +1,14 @@
 """DataLoader construction with reproducible shuffling and worker seeds."""
 from __future__ import annotations
 
-import os
 import random
 from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from detcli.cpus import available_cpus
 
 
 def seed_worker(worker_id: int) -> None:
@@ -22,13 +23,6 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     cv2.setNumThreads(0)  # workers are the parallelism; OpenCV threads inside them only oversubscribe
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on: its affinity mask where the OS has one (Linux), else ``os.cpu_count()``."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def cap_workers(requested: int, processes: int = 1, cpus: int | None = None) -> int:

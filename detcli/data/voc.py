@@ -15,6 +15,12 @@ Conversion:
 - classes: the dataset YAML's ``names``, else the names found in the XML of the splits, sorted, or the 20
   VOC classes in VOC order when the names found are among them. Class ``k`` → COCO category id ``k + 1``.
 - image size: ``<size>`` of the XML, or the JPEG's header where the XML has none.
+
+Paths stay inside the VOC root (:mod:`detcli.data.paths`): an image id is a name under ``Annotations/`` and
+``JPEGImages/`` (an absolute id or one that climbs out with ``..`` is an error naming the image-set file and
+line, and nothing it names is opened); image-set files and XML files must really be inside the root, symlinks
+resolved (they are parsed, and their text can appear in messages). A YAML's relative image-set entry may not
+climb out of its ``path``; an absolute one is the user's explicit choice. Only regular files are read.
 """
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ from typing import Any
 
 from detcli.data.coco_json import CocoAnnotations, coco_annotations
 from detcli.data.image_size import image_size
-from detcli.data.yaml_fields import entries, parse_names, yaml_root
+from detcli.data.paths import Roots, bad_name, escapes, open_regular, read_regular_text
+from detcli.data.yaml_fields import brief, entries, parse_names, yaml_root
 from detcli.errors import DatasetError
 
 VOC_CLASSES = (
@@ -76,13 +83,18 @@ def set_root(set_file: Path) -> Path:
     return set_file.parent.parent.parent
 
 
-def check_image_set(set_file: Path, where: str) -> Path:
-    """``set_file`` made absolute, after checking it exists inside a VOC root."""
-    set_file = set_file.resolve()
+def check_image_set(set_file: Path, where: str, root: Path | None = None) -> Path:
+    """``set_file`` made absolute, after checking it exists inside a VOC root and really lies inside ``root``
+    (default: its own VOC root, ``<root>/ImageSets/Main/<set>.txt``), symlinks resolved; it is not opened."""
+    set_file = Path(os.path.abspath(set_file))
+    if os.path.exists(set_file) and not set_file.is_file():
+        raise DatasetError(f"{where}: image set file {set_file} is not a regular file")
     if not set_file.is_file():
         sets = available_sets(set_root(set_file))
         hint = f" (image sets there: {', '.join(sets)})" if sets else ""
         raise DatasetError(f"{where}: image set file {set_file} does not exist{hint}")
+    Roots([root if root is not None else set_root(set_file)]).check(set_file, f"{where}: image set file {set_file}")
+    set_file = set_file.resolve()
     root = set_root(set_file)
     if set_file.parent.name != "Main" or not is_voc_root(root):
         raise DatasetError(f"{where}: {set_file} is not in <VOC root>/ImageSets/Main/ next to Annotations/ "
@@ -91,17 +103,23 @@ def check_image_set(set_file: Path, where: str) -> Path:
 
 
 def read_image_set(set_file: Path) -> list[str]:
-    """Image ids of an image-set file, one per line (blank lines skipped)."""
-    try:
-        text = set_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"image set file {set_file} cannot be read: {e}") from None
+    """Image ids of an image-set file, one per line (blank lines skipped).
+
+    Raises:
+        DatasetError: unreadable, or a line that is not one id naming a file inside the root (absolute, climbing
+            out with ``..``, a NUL character, too long), naming the file and line.
+    """
     ids = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(read_regular_text(set_file, "image set file").splitlines(), start=1):
         tokens = line.split()
         if len(tokens) > 1:
-            raise DatasetError(f"image set file {set_file}, line {n}: expected one image id, got {line.strip()!r} "
-                               f"(a per-class list? give ImageSets/Main/<set>.txt)")
+            raise DatasetError(f"image set file {set_file}, line {n}: expected one image id, got "
+                               f"{brief(line.strip())} (a per-class list? give ImageSets/Main/<set>.txt)")
+        for token in tokens:
+            problem = "it leads out of the VOC root" if escapes(token) else bad_name(token)
+            if problem:
+                raise DatasetError(f"image set file {set_file}, line {n}: image id {brief(token)} cannot be used "
+                                   f"({problem}): an id names <id>.xml in Annotations/ and <id>.jpg in JPEGImages/")
         ids += tokens
     return ids
 
@@ -133,7 +151,8 @@ def parse_voc_xml(path: Path) -> VocRecord:
             box coordinate (the message names the file and the object).
     """
     try:
-        tree = ET.parse(path)
+        with open_regular(path) as f:
+            tree = ET.parse(f)
     except FileNotFoundError:
         raise DatasetError(f"annotation file {path} does not exist") from None
     except ET.ParseError as e:
@@ -164,10 +183,12 @@ def split_records(set_files: list[Path]) -> list[tuple[Path, str, VocRecord]]:
     out = []
     for set_file in set_files:
         root = set_root(set_file)
+        inside = Roots([root])
         for image_id in read_image_set(set_file):
             xml = root / "Annotations" / f"{image_id}.xml"
-            if not xml.is_file():
+            if not os.path.lexists(xml):
                 raise DatasetError(f"image set file {set_file}: image {image_id!r} has no annotation file {xml}")
+            inside.check(xml, f"annotation file {xml}")
             out.append((root, image_id, parse_voc_xml(xml)))
     if not out:
         raise DatasetError(f"image set file {set_files[0]}: no image ids")
@@ -221,13 +242,23 @@ def _splits(root: Path, given: dict[str, list[Any]], names: list[str] | None,
         files = []
         for e in values:
             if not isinstance(e, str) or not e.strip():
-                raise DatasetError(f"{where}: {key}: expected an image set name or an image-set .txt file, got {e!r}")
-            if e.endswith(".txt"):
-                files.append(check_image_set(root / Path(e).expanduser(), f"{where}: {key}"))
+                raise DatasetError(f"{where}: {key}: expected an image set name or an image-set .txt file, "
+                                   f"got {brief(e)}")
+            given_path = Path(e).expanduser()
+            if e.endswith(".txt") and given_path.is_absolute():  # written by the user: its own root
+                files.append(check_image_set(given_path, f"{where}: {key}"))
+            elif e.endswith(".txt"):
+                if escapes(e):
+                    raise DatasetError(f"{where}: {key}: {brief(e)} leads out of the dataset root {root} with '..': "
+                                       f"a relative entry names a file inside path:, or write the absolute path")
+                files.append(check_image_set(root / given_path, f"{where}: {key}", root))
             elif is_voc_root(root):
-                files.append(check_image_set(image_set_file(root, e), f"{where}: {key}"))
+                if escapes(e) or "/" in e or "\\" in e:
+                    raise DatasetError(f"{where}: {key}: {brief(e)} is not an image set name (a file name in "
+                                       f"{root / 'ImageSets' / 'Main'} without .txt)")
+                files.append(check_image_set(image_set_file(root, e), f"{where}: {key}", root))
             else:
-                raise DatasetError(f"{where}: {key}: {e!r} names an image set, but {root} is not a VOC root "
+                raise DatasetError(f"{where}: {key}: {brief(e)} names an image set, but {root} is not a VOC root "
                                    f"(Annotations/, JPEGImages/, ImageSets/Main/); "
                                    f"give <root>/ImageSets/Main/<set>.txt")
         if files:

@@ -14,6 +14,12 @@ with the image size read from the file header (EXIF orientation applied, as the 
 rounded to 1e-4 px (:data:`PIXEL_DECIMALS`); ``area`` = w·h. A polygon line ``class x1 y1 x2 y2 x3 y3 …``
 (a segmentation label) gives its bounding box, as Ultralytics does. An image without a label file, or
 with an empty one, is a background image.
+
+Paths stay inside the dataset (:mod:`detcli.data.paths`): a relative ``train:``/``val:`` entry may not climb
+out of ``path`` with ``..`` (an absolute one is the user's explicit choice, as in Ultralytics, and its dataset
+folder joins the roots); a line of an image list names an image inside those roots (relative to the list's
+folder, or absolute inside them); image lists and label files must really be inside them, symlinks resolved
+(they are parsed, and their text can appear in messages). Only regular files are read.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ from typing import Any
 
 from detcli.data.coco_json import CocoAnnotations, coco_annotations
 from detcli.data.image_size import image_size
-from detcli.data.yaml_fields import entries, parse_names, yaml_root
+from detcli.data.paths import Roots, bad_name, escapes, read_regular_text, within
+from detcli.data.yaml_fields import brief, entries, parse_names, yaml_root
 from detcli.errors import DatasetError
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # what OpenCV decodes
@@ -36,10 +43,11 @@ PIXEL_DECIMALS = 4
 _EXAMPLES = 5
 
 
-def yolo_yaml_splits(data: dict[str, Any], path: Path) -> tuple[dict[str, list[Path]], list[str]]:
-    """Check a YOLO ``data.yaml`` (already parsed) → ({"train"?, "val"}: image sources, names).
+def yolo_yaml_splits(data: dict[str, Any], path: Path) -> tuple[dict[str, list[Path]], list[str], Path]:
+    """Check a YOLO ``data.yaml`` (already parsed) → ({"train"?, "val"}: image sources, names, root).
 
-    Sources are absolute: folders, ``.txt`` image lists, or image files, each checked to exist.
+    Sources are absolute: folders, ``.txt`` image lists, or image files, each checked to exist; a relative
+    one must stay inside the root (``path``), an absolute one is taken as written.
     """
     where = f"dataset file {path}"
     if "names" not in data:
@@ -49,7 +57,7 @@ def yolo_yaml_splits(data: dict[str, Any], path: Path) -> tuple[dict[str, list[P
         )
     names = parse_names(data["names"], where)
     if "nc" in data and data["nc"] != len(names):
-        raise DatasetError(f"{where}: nc is {data['nc']!r} but names has {len(names)} entries")
+        raise DatasetError(f"{where}: nc is {brief(data['nc'])} but names has {len(names)} entries")
     root = yaml_root(data, path)
     if "val" not in data:
         raise DatasetError(f"{where}: no 'val' (the images to evaluate on, e.g. val: images/val)")
@@ -61,13 +69,35 @@ def yolo_yaml_splits(data: dict[str, Any], path: Path) -> tuple[dict[str, list[P
         for e in entries(data, key):
             if not isinstance(e, str) or not e.strip():
                 raise DatasetError(f"{where}: {key}: expected a folder, a .txt list of images or a list of those, "
-                                   f"got {e!r}")
-            p = (root / Path(e.strip()).expanduser()).absolute()
+                                   f"got {brief(e)}")
+            text = e.strip()
+            given = Path(text).expanduser()
+            if not given.is_absolute() and escapes(text):
+                raise DatasetError(f"{where}: {key}: {brief(text)} leads out of the dataset root {root} with '..': "
+                                   f"a relative entry names something inside path:, or write the absolute path")
+            p = (root / given).absolute()
             if not p.exists():
                 raise DatasetError(f"{where}: {key}: {p} does not exist (paths are relative to {root})")
             sources.append(p)
         splits[key] = sources
-    return splits, names
+    return splits, names, root
+
+
+def dataset_roots(root: Path, sources: list[Path]) -> Roots:
+    """The folders a split may read: the root (``path``) and, for each source outside it (an absolute entry of
+    the YAML), its dataset folder: the folder above its last ``images`` folder (where ``labels`` is), else the
+    source folder itself, or the folder of a list or image file."""
+    extra = []
+    for s in sources:
+        if within(s, root):
+            continue
+        parts = s.parts
+        if "images" in parts[:-1] or (s.is_dir() and parts[-1] == "images"):
+            last = len(parts) - 1 - parts[::-1].index("images")
+            extra.append(Path(*parts[:last]))
+        else:
+            extra.append(s if s.is_dir() else s.parent)
+    return Roots([root, *extra])
 
 
 def label_path(image: str | Path) -> str:
@@ -79,12 +109,17 @@ def label_path(image: str | Path) -> str:
     return os.path.splitext(s)[0] + ".txt"
 
 
-def image_files(sources: list[Path]) -> tuple[list[str], list[str]]:
+def image_files(sources: list[Path], roots: Roots) -> tuple[list[str], list[str]]:
     """Images of a split (normalised absolute paths, sorted, without repeats), and the paths a ``.txt`` list
     names that do not exist.
 
     A folder is searched recursively (symlinked folders followed once); a ``.txt`` file lists one image per
-    line, relative to the list's folder unless absolute; any other file is one image.
+    line, relative to the list's folder unless absolute; any other file is one image. ``roots``
+    (:func:`dataset_roots`) confine the lists: a list must really be inside them, and so must every image it
+    names.
+
+    Raises:
+        DatasetError: a list outside the roots, unreadable, or with a line naming a file outside them.
     """
     found: list[str] = []
     missing: list[str] = []
@@ -92,14 +127,27 @@ def image_files(sources: list[Path]) -> tuple[list[str], list[str]]:
         if src.is_dir():
             found += _walk_images(src)
         elif src.suffix.lower() == ".txt":
-            for line in _read_text(src).splitlines():
+            roots.check(src, f"image list {src}")
+            for n, line in enumerate(read_regular_text(src, "image list").splitlines(), start=1):
                 line = line.strip()
                 if line:
-                    p = os.path.normpath(os.path.join(src.parent.absolute(), os.path.expanduser(line)))
+                    p = _list_entry(src, n, line, roots)
                     (found if os.path.isfile(p) else missing).append(p)
         else:
             found.append(os.path.normpath(src.absolute()))
     return sorted(set(found)), missing
+
+
+def _list_entry(src: Path, n: int, line: str, roots: Roots) -> str:
+    """The image a line of an image list names (relative to the list's folder), checked to be in ``roots``."""
+    problem = bad_name(line)
+    if problem:
+        raise DatasetError(f"image list {src}, line {n}: {brief(line)} cannot name a file ({problem})")
+    p = os.path.normpath(os.path.join(src.parent.absolute(), line))
+    if not roots.holds(p):
+        raise DatasetError(f"image list {src}, line {n}: {brief(line)} is outside the dataset ({roots}); a list "
+                           f"names images inside it, relative to the list's folder")
+    return p
 
 
 def _walk_images(folder: Path) -> list[str]:
@@ -114,15 +162,6 @@ def _walk_images(folder: Path) -> list[str]:
     return out
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise DatasetError(f"{path} cannot be read: {e.strerror or e}") from None
-
-
 def read_label_file(path: Path, names: list[str], source: Path) -> list[tuple[int, tuple[float, float, float, float]]]:
     """Objects of one label file: [(class index, (x0, y0, x1, y1) as fractions of the image)].
 
@@ -132,7 +171,7 @@ def read_label_file(path: Path, names: list[str], source: Path) -> list[tuple[in
             outside 0..1 (beyond :data:`COORD_SLACK`).
     """
     out = []
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+    for n, line in enumerate(read_regular_text(path, "label file").splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
@@ -182,13 +221,15 @@ def _number_error(tokens: list[str], where: str) -> None:
     raise DatasetError(f"{where}: numbers too large")
 
 
-def load_yolo_split(sources: list[Path], names: list[str], source: Path) -> tuple[CocoAnnotations, Path]:
+def load_yolo_split(sources: list[Path], names: list[str], source: Path,
+                    root: Path | None = None) -> tuple[CocoAnnotations, Path]:
     """Read a YOLO split into COCO annotations (see the module docstring) and the folder its names are under.
 
     Args:
         sources: folders, ``.txt`` image lists or image files (:func:`image_files`).
         names: class names (index = YOLO class).
         source: the data.yaml, named in messages and as the annotations' ``path``.
+        root: the dataset root (the YAML's ``path``; default the YAML's folder), see :func:`dataset_roots`.
     Returns:
         (annotations, image folder): image ``file_name``s are relative to the folder, the deepest one
         holding every image. Listed images that do not exist or whose header cannot be read are left out
@@ -196,7 +237,8 @@ def load_yolo_split(sources: list[Path], names: list[str], source: Path) -> tupl
     """
     from detcli.data.coco import DatasetWarning
 
-    files, missing = image_files(sources)
+    roots = dataset_roots(Path(root) if root is not None else Path(source).parent, sources)
+    files, missing = image_files(sources, roots)
     images, anns, unreadable = [], [], []
     for path in files:
         size = image_size(path)
@@ -207,8 +249,9 @@ def load_yolo_split(sources: list[Path], names: list[str], source: Path) -> tupl
         image_id = len(images) + 1
         images.append({"id": image_id, "path": path, "width": w, "height": h})
         lbl = label_path(path)
-        if not os.path.isfile(lbl):
+        if not os.path.lexists(lbl):
             continue  # a background image
+        roots.check(lbl, f"label file {lbl}")
         for cls, box in read_label_file(Path(lbl), names, source):
             x0, y0, x1, y1 = (round(v * side, PIXEL_DECIMALS) for v, side in zip(box, (w, h, w, h)))
             anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cls + 1,

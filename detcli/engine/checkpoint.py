@@ -17,9 +17,14 @@ A ``detcli-1`` checkpoint is a dict of tensors, dicts, lists, strings and number
 
 Reading never runs code from a file. Every read is ``torch.load(weights_only=True)``, which rebuilds
 tensors and plain containers only; official checkpoints may also name the exact classes listed in
-:func:`official_globals` (config dicts, MMEngine's log buffers, NumPy arrays), read as inert data. A
-TorchScript archive is refused before ``torch.load`` sees it (loading one runs its program), and a file
-that names any other class or function is refused with :class:`CheckpointRefused`.
+:func:`official_globals` (config dicts, MMEngine's log buffers, NumPy arrays), read as inert data: NumPy's
+names are bound to stand-ins that build plain numeric arrays, dtypes and scalars only
+(:mod:`detcli.engine.safe_numpy`). A TorchScript archive is refused before ``torch.load`` sees it (loading one
+runs its program), and a file that names any other class or function is refused with :class:`CheckpointRefused`.
+Around the read (:mod:`detcli.engine.checkpoint_checks`): a zip whose records declare more than a bounded
+multiple of the file's size is refused before anything is read (a zip bomb), and a loaded object nested too
+deeply, holding itself, or sharing containers into a pickle bomb is refused. A ``detcli-1`` file is then
+validated once, as a :class:`~detcli.engine.run_record.RunRecord` (:func:`read_any_checkpoint` returns it).
 """
 from __future__ import annotations
 
@@ -34,14 +39,17 @@ import types
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write
+
+if TYPE_CHECKING:
+    from detcli.engine.run_record import RunRecord
 
 FORMAT = "detcli-1"
 
@@ -59,41 +67,55 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a ``detcli-1`` checkpoint (plain ``weights_only``: no class beyond torch's own is allowed).
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RunRecord:
+    """Read a ``detcli-1`` checkpoint as its validated :class:`~detcli.engine.run_record.RunRecord`.
 
     Raises:
-        DetcliError: the file is missing, truncated/corrupt, or not a detcli checkpoint.
+        DetcliError: the file is missing, truncated/corrupt, refused (see the module docstring), not a detcli
+            checkpoint, or a field does not fit the record (the message names it).
         CheckpointRefused: the file contains code.
     """
     path = Path(path)
-    payload = _safe_load(path, map_location, allowed=())
-    if not is_detcli_checkpoint(payload, path):
-        found = type(payload).__name__ if not isinstance(payload, dict) else "no 'format' key"
+    found = read_any_checkpoint(path, map_location)
+    if not is_detcli_checkpoint(found, path):
+        kind = type(found).__name__ if not isinstance(found, dict) else "no 'format' key"
         raise DetcliError(
-            f"{path}: not a detcli checkpoint ({found}, expected format {FORMAT!r}); "
+            f"{path}: not a detcli checkpoint ({kind}, expected format {FORMAT!r}); "
             "official NanoDet/MMDetection weights are read with --weights and --preset"
         )
-    return payload
+    return found
 
 
-def read_any_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+def read_any_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RunRecord | Any:
     """Read a detcli or an official checkpoint (Lightning ``.ckpt``, NanoDet ``.pth``, MMDetection ``.pth``,
     a plain state dict) without running any of its code.
 
+    Returns:
+        a ``detcli-1`` file as its validated :class:`~detcli.engine.run_record.RunRecord`; any other file as
+        torch read it (dicts, lists, tensors, the stand-ins of :func:`official_globals`).
+
     Raises:
-        DetcliError: the file is missing, truncated or corrupt.
+        DetcliError: the file is missing, truncated, corrupt or refused, or a detcli file whose fields do not
+            fit the record (naming the field).
         CheckpointRefused: the file contains code (see the module docstring); nothing from it has run.
     """
-    return _safe_load(Path(path), map_location, allowed=official_globals())
+    from detcli.engine.run_record import RunRecord
+
+    path = Path(path)
+    raw = _safe_load(path, map_location)
+    return RunRecord.read(raw, path) if is_detcli_checkpoint(raw, path) else raw
 
 
 def is_detcli_checkpoint(raw: Any, path: Path) -> bool:
-    """True for a ``detcli-1`` dict, False for anything without a ``format`` key (an official checkpoint).
+    """True for a ``detcli-1`` dict or record, False for anything without a ``format`` key (an official checkpoint).
 
     Raises:
         DetcliError: a ``format`` that is not ``detcli-1`` (another version, or not a string at all).
     """
+    from detcli.engine.run_record import RunRecord
+
+    if isinstance(raw, RunRecord):
+        return True
     if not isinstance(raw, Mapping) or "format" not in raw:
         return False
     found = raw["format"]
@@ -103,24 +125,10 @@ def is_detcli_checkpoint(raw: Any, path: Path) -> bool:
     return True
 
 
-def require_keys(ckpt: Mapping[str, Any], path: Path, keys: Iterable[str]) -> None:
-    """Raise :class:`DetcliError` naming the keys of ``keys`` that the detcli checkpoint lacks."""
-    missing = [k for k in keys if ckpt.get(k) is None]
-    if missing:
-        raise DetcliError(
-            f"{path}: detcli checkpoint without {', '.join(repr(k) for k in missing)} "
-            "(an incomplete or edited file); use a best.pt or last.pt written by detcli train"
-        )
-
-
-def inference_weights(ckpt: Mapping[str, Any], path: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The weights to run: the EMA when the checkpoint has one (``last.pt``), else ``model``."""
-    from detcli.models.convert import tensor_state_dict
-
-    ema = ckpt.get("ema")
-    if ema:
-        return tensor_state_dict(ema.get("module") if isinstance(ema, Mapping) else None, f"{path}: 'ema.module'")
-    return tensor_state_dict(ckpt.get("model"), f"{path}: 'model'")
+def inference_weights(record: RunRecord, path: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The weights to run: the EMA when the checkpoint has one (``last.pt``), else ``model``
+    (:meth:`RunRecord.weights_to_run <detcli.engine.run_record.RunRecord.weights_to_run>`)."""
+    return record.weights_to_run(path)
 
 
 # ---------------------------------------------------------------------------------------- safe reading
@@ -135,13 +143,11 @@ def official_globals() -> tuple[tuple[Any, str], ...]:
 
     Exact names only (never attribute paths). Config dicts (yacs/NanoDet ``CfgNode``, Lightning
     ``AttributeDict``) read as ``OrderedDict``: torch's reader fills only exact dict types, and sets a
-    node's pickled attributes (``__immutable__``…) as plain attributes. NumPy functions are the ones
-    NumPy itself pickles arrays, dtypes and scalars with, under their NumPy 1 and NumPy 2 module names.
+    node's pickled attributes (``__immutable__``…) as plain attributes. NumPy's names (the ones NumPy pickles
+    arrays, dtypes and scalars with) are bound to detcli's checking stand-ins, never to NumPy's own functions.
     """
-    import numpy as np
+    from detcli.engine.safe_numpy import numpy_globals
 
-    reconstruct = np.arange(1).__reduce__()[0]  # numpy(._)core.multiarray._reconstruct
-    scalar = np.float64(0).__reduce__()[0]  # numpy(._)core.multiarray.scalar
     pairs: list[tuple[Any, str]] = [
         (OrderedDict, "yacs.config.CfgNode"),
         (OrderedDict, "nanodet.util.yacs.CfgNode"),
@@ -149,32 +155,32 @@ def official_globals() -> tuple[tuple[Any, str], ...]:
         (OrderedDict, "lightning_fabric.utilities.data.AttributeDict"),
         (OrderedDict, "lightning.fabric.utilities.data.AttributeDict"),
         (ForeignObject, "mmengine.logging.history_buffer.HistoryBuffer"),
-        (np.ndarray, "numpy.ndarray"),
-        (np.dtype, "numpy.dtype"),
+        *numpy_globals(),
     ]
-    for core in ("numpy.core", "numpy._core"):
-        pairs += [(reconstruct, f"{core}.multiarray._reconstruct"), (scalar, f"{core}.multiarray.scalar")]
-    # the class of each dtype instance (numpy.dtypes.Float64DType, …): torch rebuilds only allowed types
-    for code in ("?", "b", "B", "h", "H", "i", "I", "l", "L", "q", "Q", "e", "f", "d", "g", "F", "D", "G",
-                 "S", "U", "V", "O", "M8", "m8"):
-        cls = type(np.dtype(code))
-        pairs.append((cls, f"{cls.__module__}.{cls.__qualname__}"))
     return tuple(pairs)
 
 
-def _safe_load(path: Path, map_location: Any, allowed: Iterable[tuple[Any, str]]) -> Any:
+def _safe_load(path: Path, map_location: Any) -> Any:
+    """``torch.load(weights_only=True)`` with :func:`official_globals`, between the checks of
+    :mod:`detcli.engine.checkpoint_checks`."""
+    from detcli.engine.checkpoint_checks import finish_loaded, zip_records
+    from detcli.engine.safe_numpy import NumpyRefused
+
     if not path.is_file():
         raise DetcliError(f"checkpoint not found: {path}")
-    if _is_torchscript(path):
+    records = zip_records(path)  # a zip bomb is refused here, before any record is read
+    if records is not None and _is_torchscript(records):
         raise CheckpointRefused(
             f"{path}: refused because it contains code: it is a TorchScript archive (a program, not only "
             "weights); nothing in it was run. Give the checkpoint the model was exported from."
         )
-    allowed = list(allowed)
+    allowed = list(official_globals())
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(allowed):
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols and TorchScript
-            return torch.load(path, map_location=map_location, weights_only=True)
+            loaded = torch.load(path, map_location=map_location, weights_only=True)
+    except NumpyRefused as e:
+        raise DetcliError(f"{path}: refused: it holds {e}. Nothing from it was used.") from None
     except pickle.UnpicklingError as e:
         name = _refused_global(str(e)) or _first_unknown_global(path, {n for _, n in allowed})
         if name is not None:
@@ -186,21 +192,30 @@ def _safe_load(path: Path, map_location: Any, allowed: Iterable[tuple[Any, str]]
         raise DetcliError(f"{path}: not a readable checkpoint ({_unpickler_reason(str(e))})") from None
     except Exception as e:  # corrupt zip, truncated file, not a torch file at all
         raise DetcliError(
-            f"{path}: not a readable checkpoint ({_short(e)}). "
+            f"{path}: not a readable checkpoint ({_reason(e)}). "
             "The file may be truncated or corrupt, or written by another tool."
         ) from None
+    return finish_loaded(loaded, path)
 
 
-def _is_torchscript(path: Path) -> bool:
-    """A ``torch.jit.save`` archive: a zip whose records include ``constants.pkl`` or ``code/``."""
-    try:
-        if not zipfile.is_zipfile(path):
-            return False
-        with zipfile.ZipFile(path) as archive:
-            records = [name.split("/", 1)[-1] for name in archive.namelist()]
-    except (OSError, zipfile.BadZipFile):
-        return False  # torch.load(weights_only=True) refuses TorchScript too; this only gives the message
-    return "constants.pkl" in records or any(r.startswith("code/") for r in records)
+def _is_torchscript(records: list[str]) -> bool:
+    """A ``torch.jit.save`` archive: a zip whose records include ``constants.pkl`` or ``code/``.
+
+    torch.load(weights_only=True) refuses TorchScript too; this gives the message."""
+    inner = [name.split("/", 1)[-1] for name in records]
+    return "constants.pkl" in inner or any(r.startswith("code/") for r in inner)
+
+
+def _reason(e: BaseException) -> str:
+    """Why torch could not read a file, in words: an exception whose text is only a number or empty (a
+    ``KeyError: 101`` for a pickle that refers to a memo entry it never stored) is named by its kind."""
+    text = _short(e)
+    if re.search(r"[A-Za-z]{3}", text) and text != type(e).__name__:
+        return text
+    kind = {KeyError: "refers to data it never stored", EOFError: "ends too early",
+            IndexError: "takes more values than it pushed"}.get(type(e), "cannot be parsed")
+    detail = "" if text == type(e).__name__ else f": {type(e).__name__} {text}"
+    return f"its pickled data {kind}{detail}"
 
 
 def _refused_global(message: str) -> str | None:
@@ -312,7 +327,6 @@ __all__ = [
     "load_checkpoint",
     "read_any_checkpoint",
     "is_detcli_checkpoint",
-    "require_keys",
     "inference_weights",
     "official_globals",
     "versions",

@@ -22,13 +22,18 @@ def predict_dataset(
 ) -> None:
     """``model.predict`` on every batch (eval mode), boxes mapped back to original pixels, into ``evaluator``.
 
-    The model's train/eval mode is restored afterwards.
+    Images the dataset could not read (``Batch.skipped``) go to :meth:`CocoEvaluator.skip`. The model's
+    train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
     try:
         bar = reporter.progress(loader, total=len(loader), description=description)
         for batch in bar:
+            for meta in batch.skipped:
+                evaluator.skip(meta.image_id, meta.file_name)
+            if not batch.metas:
+                continue
             batch = batch.to(device)
             dets = model.predict(batch.images, batch.metas, test_cfg.score_thr, test_cfg.iou_thr, test_cfg.max_det)
             for det, meta in zip(dets, batch.metas):
@@ -45,7 +50,8 @@ def evaluate(
     """COCO bbox evaluation of ``model`` on ``dataset`` (a CocoDetection: ``coco``, ``cat_ids``, ``class_names``).
 
     Under DDP every rank predicts its share of ``loader`` (a DistributedSampler), results are gathered,
-    rank 0 runs COCOeval and every rank gets the same :class:`EvalResult`. ``keep_detections`` also puts
+    rank 0 runs COCOeval and every rank gets the same :class:`EvalResult`. Unreadable images are scored with
+    no detection and named in a warning (``EvalResult.unreadable_images``). ``keep_detections`` also puts
     the scored COCO results (the dataset's image and category ids) into ``EvalResult.detections``;
     ``confusion_conf`` is the score a detection needs to enter ``EvalResult.confusion``.
     """
@@ -55,7 +61,13 @@ def evaluate(
     result = evaluator.evaluate() if is_main() else None
     if result is not None and keep_detections:
         result.detections = evaluator.results_json()
-    return broadcast_object(result)
+    result = broadcast_object(result)
+    if result.unreadable_images:
+        shown = ", ".join(result.unreadable_images[:5]) + (" …" if len(result.unreadable_images) > 5 else "")
+        reporter.warn(f"{description}: {len(result.unreadable_images)} of {result.num_images} image(s) could not be "
+                      f"read (corrupt, truncated or not a regular file), scored with no detection so their boxes "
+                      f"count as missed: {shown}")
+    return result
 
 
 __all__ = ["evaluate", "predict_dataset"]

@@ -74,6 +74,8 @@ class EvalResult:
             asked for (``evaluate(..., keep_detections=True)``); not part of :meth:`to_dict`.
         curves: per-class PR / P / R / F1 curves at IoU 0.50.
         confusion: the confusion matrix at ``CocoEvaluator.confusion_conf``.
+        unreadable_images: files of the evaluated images that could not be read (:meth:`CocoEvaluator.skip`):
+            scored with no detection, so their ground truth counts as missed; included in ``num_images``.
     """
 
     stats: dict[str, float]
@@ -85,6 +87,7 @@ class EvalResult:
     detections: list[dict] | None = field(default=None, repr=False)
     curves: DetectionCurves | None = field(default=None, repr=False)
     confusion: ConfusionMatrix | None = field(default=None, repr=False)
+    unreadable_images: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-safe dict (NaN → ``None``); the pycocotools log and the detections are left out."""
@@ -107,6 +110,7 @@ class EvalResult:
             "raw_stats": [float(s) for s in self.raw_stats],
             "num_images": self.num_images,
             "num_detections": self.num_detections,
+            "unreadable_images": list(self.unreadable_images),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -129,8 +133,11 @@ class CocoEvaluator:
         cat_ids: COCO category id of each model class index (``cat_ids[label]``).
         class_names: name of each model class index.
 
-    Only the images passed to :meth:`add` are evaluated (all GT images if none was added), so a
-    subset of a dataset is scored on that subset alone; only ``cat_ids`` categories are scored.
+    Only the images passed to :meth:`add` or :meth:`skip` are evaluated (all GT images if none was), so a
+    subset of a dataset is scored on that subset alone; only ``cat_ids`` categories are scored. An image
+    that could not be read (:meth:`skip`) stays in COCOeval's ``imgIds`` with no detection, so its ground
+    truth counts as missed: what pycocotools reports for a results file without that image when it scores
+    the whole set, and a score that cannot rise because an image broke.
     ``confusion_conf``: the score a detection needs to enter the confusion matrix.
     """
 
@@ -147,9 +154,19 @@ class CocoEvaluator:
         self.confusion_conf = float(confusion_conf)
         # image_id -> COCO result dicts of that image; a dict so DDP padding duplicates collapse.
         self._results: dict[int, list[dict]] = {}
+        self._skipped: dict[int, str] = {}  # image_id -> file of an image that could not be read
 
     def reset(self) -> None:
         self._results = {}
+        self._skipped = {}
+
+    def skip(self, image_id: int, file_name: str) -> None:
+        """Record an image that could not be read: evaluated with no detection (its GT count as missed)."""
+        image_id = int(image_id)
+        if image_id not in self.coco_gt.imgs:
+            raise ValueError(f"image id {image_id} is not in the ground truth")
+        self._results[image_id] = []
+        self._skipped[image_id] = str(file_name)
 
     def add(self, image_id: int, det: Detections) -> None:
         """Record the detections of one image.
@@ -181,9 +198,10 @@ class CocoEvaluator:
         """
         if not (dist.is_available() and dist.is_initialized()):
             return
-        parts: list[dict[int, list[dict]] | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, self._results)
-        self._results = merge_results(parts)
+        parts: list[tuple[dict[int, list[dict]], dict[int, str]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self._results, self._skipped))
+        self._results = merge_results([p[0] for p in parts if p is not None])
+        self._skipped = {k: v for p in parts if p is not None for k, v in p[1].items()}
 
     def results_json(self) -> list[dict]:
         """COCO results format: image_id, category_id, bbox [x, y, w, h] (2 decimals), score (5 decimals)."""
@@ -211,6 +229,7 @@ class CocoEvaluator:
             num_images=len(img_ids),
             num_detections=len(results),
             log=log.getvalue(),
+            unreadable_images=[self._skipped[i] for i in sorted(self._skipped)],
         )
         self._add_analysis(result, coco_eval)
         return result
@@ -279,7 +298,12 @@ def _fill_missing_area(coco_gt: COCO) -> None:
 
 def stats_table(result: EvalResult) -> Table:
     """The 12 COCO stats, labelled."""
-    table = Table(title="COCO bbox", title_justify="left")
+    title = "COCO bbox"
+    if result.unreadable_images:
+        n = len(result.unreadable_images)
+        title += (f" ({n} of {result.num_images} images unreadable: scored with no detection, their boxes count "
+                  f"as missed)")
+    table = Table(title=title, title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     table.add_column("definition", style="dim")

@@ -30,17 +30,23 @@ def parse_device(spec: str | None) -> tuple[str, list[int]]:
     ``"mps"`` → ("mps", []); ``""``/None → GPU 0 when CUDA is available, else CPU.
 
     Raises:
-        DetcliError: malformed spec, CUDA unavailable, or an id beyond the visible devices.
+        DetcliError: malformed spec, CUDA or MPS unavailable, or an id beyond the visible devices.
     """
     text = (spec or "").strip().lower()
     if text == "":
         return ("cuda", [0]) if torch.cuda.is_available() else ("cpu", [])
-    if text in ("cpu", "mps"):
+    if text == "cpu":
+        return text, []
+    if text == "mps":
+        if not torch.backends.mps.is_available():
+            built = "not built with MPS" if not torch.backends.mps.is_built() else "no MPS device on this machine"
+            raise DetcliError(f"--device mps: Apple's MPS is not available (torch {torch.__version__}: {built}); "
+                              f"use --device {'0' if torch.cuda.is_available() else 'cpu'}")
         return text, []
     body = text.removeprefix("cuda").removeprefix(":") or "0"
     parts = [p.strip() for p in body.split(",")]
-    if not all(p.isdigit() for p in parts):
-        raise DetcliError(f"--device {spec!r}: expected cpu, 0, 0,1 or cuda:0")
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise DetcliError(f"--device {spec!r}: expected cpu, mps, a GPU id (0, cuda:0) or GPU ids (0,1)")
     ids = [int(p) for p in parts]
     if len(set(ids)) != len(ids):
         raise DetcliError(f"--device {spec!r}: a device is listed twice")

@@ -2,11 +2,17 @@
 
 Layout of a training run::
 
+    run.json         manifest: argv, versions, devices, seed, world size, dataset fingerprint, batch, lr, times;
+                     its ``start`` record (the first file a run writes) says how to start the run again
     preset.yaml      the resolved preset (train section as actually run)
-    run.json         manifest: argv, versions, devices, seed, world size, dataset fingerprint, batch, lr, times
     results.csv      one row per epoch: epoch, time, train/<loss>…, lr/pg0, metrics/<COCO stat>…
     weights/last.pt  every epoch (resume from it)
     weights/best.pt  when metrics/AP50-95 improves (EMA weights as ``model``)
+    .lock            while a process trains there (:mod:`detcli.engine.run_lock`)
+
+``--resume`` continues from ``weights/last.pt``; a run stopped before its first ``last.pt`` starts again from
+epoch 1 with its ``start`` record (:class:`StartRecord`): the same preset, data, input size, seed and initial
+weights, so it ends as the uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -19,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from detcli.config.schema import Preset, TrainConfig
+from detcli.config.schema import MAX_INPUT_SIZE, MIN_INPUT_SIZE, Preset, TrainConfig
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write_text
+
+MAX_SEED = 2**32 - 1  # NumPy's seed range (0 … 2**32 − 1), as Lightning's seed_everything bounds it
 
 
 def new_run_dir(project: str | Path = "runs/train", name: str = "train", exist_ok: bool = False) -> Path:
@@ -69,11 +78,66 @@ def _folder_error(path: Path, e: OSError) -> DetcliError:
 
 
 def latest_run(project: str | Path = "runs/train") -> Path | None:
-    """The run under ``project`` whose ``weights/last.pt`` was written last (None if there is none)."""
-    candidates = list(Path(project).glob("**/weights/last.pt"))
-    if not candidates:
+    """The run under ``project`` that ``--resume`` can continue (a ``weights/last.pt`` or a start record) and was
+    written last (None if there is none)."""
+    stamps: dict[Path, float] = {}
+    for last in Path(project).glob("**/weights/last.pt"):
+        stamps[last.parent.parent] = last.stat().st_mtime
+    for manifest in Path(project).glob("**/run.json"):
+        if "start" in read_manifest(manifest.parent):
+            run = manifest.parent
+            stamps[run] = max(stamps.get(run, 0.0), manifest.stat().st_mtime)
+    return max(stamps, key=stamps.__getitem__) if stamps else None
+
+
+class StartArgs(BaseModel):
+    """The invocation of a run (``train_args`` of run.json's start record and of every checkpoint)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    argv: list[str] = Field(default_factory=list)
+    data: str = Field(min_length=1, description="the --data given: a path, 'demo', or 'files' (--train-ann …)")
+    imgsz: int | None = Field(None, ge=MIN_INPUT_SIZE, le=MAX_INPUT_SIZE)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    device: str | None = None
+    weights: str | None = Field(None, description="initial --weights, as an absolute path")
+    run_id: str | None = Field(None, description="tells this run's checkpoints from an earlier run's (--exist-ok)")
+
+
+class StartRecord(BaseModel):
+    """What starts a run again from epoch 1: written to ``run.json`` before anything else of the run."""
+
+    preset: dict[str, Any] = Field(description="resolved_preset(): the train section as run")
+    dataset: dict[str, Any] = Field(description="the DatasetConfig dump")
+    train_args: StartArgs
+
+
+def write_start_record(run_dir: Path, record: StartRecord) -> Path:
+    """A new ``run.json`` holding ``record`` (the trainer adds the rest of the manifest to it)."""
+    args = record.train_args
+    return write_manifest(run_dir, {"command": "train", "argv": args.argv, "start_time": now_iso(),
+                                    "start": record.model_dump(mode="json")})
+
+
+def read_start_record(run_dir: Path) -> StartRecord | None:
+    """The start record of ``run_dir/run.json``; None when there is none (no file, an older detcli's run).
+
+    Raises:
+        DetcliError: a record that does not validate, naming run.json and the field.
+    """
+    start = read_manifest(run_dir).get("start")
+    if start is None:
         return None
-    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent
+    try:
+        return StartRecord.model_validate(start)
+    except ValidationError as e:
+        problems = "; ".join(f"start.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:3])
+        raise DetcliError(f"{Path(run_dir) / 'run.json'}: not a start record ({problems})") from None
+
+
+def resumable(run_dir: Path) -> bool:
+    """Whether ``detcli train --resume run_dir`` has something to continue from."""
+    return (Path(run_dir) / "weights" / "last.pt").is_file() or "start" in read_manifest(run_dir)
 
 
 def resolved_preset(preset: Preset, train_cfg: TrainConfig) -> dict[str, Any]:
@@ -96,11 +160,13 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` as a dict; ``{}`` when it is missing or not a JSON object."""
     path = Path(run_dir) / "run.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def now_iso() -> str:
@@ -173,6 +239,12 @@ def _as_int(text: str | None) -> int | None:
 __all__ = [
     "new_run_dir",
     "latest_run",
+    "MAX_SEED",
+    "StartArgs",
+    "StartRecord",
+    "write_start_record",
+    "read_start_record",
+    "resumable",
     "resolved_preset",
     "write_preset",
     "write_manifest",

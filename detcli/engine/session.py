@@ -60,6 +60,8 @@ class TrainSetup:
         seed: base seed; process ``r`` uses ``seed + r``.
         amp: mixed precision (None → ``train_cfg.amp``).
         resume_from: ``last.pt`` to continue.
+        restart: the run folder holds a run stopped before its first ``last.pt``: train it from epoch 1 again
+            (its temporaries removed, its manifest kept with the restart recorded).
         train_args: recorded in ``run.json`` and checkpoints (``argv`` at least).
         force_plain: console mode for :class:`detcli.console.Reporter` (None → auto).
     """
@@ -72,6 +74,7 @@ class TrainSetup:
     seed: int = 0
     amp: bool | str | None = None
     resume_from: Path | None = None
+    restart: bool = False
     train_args: dict[str, Any] = field(default_factory=dict)
     force_plain: bool | None = None
 
@@ -97,7 +100,7 @@ def run_training(setup: TrainSetup) -> dict[str, Any]:
         setup.preset, setup.train_cfg, parts.model, parts.train_loader, parts.val_loader, parts.val_dataset,
         setup.run_dir, reporter, device, setup.seed,
         setup.train_cfg.amp if setup.amp is None else setup.amp,
-        setup.resume_from, setup.train_args, parts.dataset_info,
+        setup.resume_from, setup.train_args, parts.dataset_info, restarted=setup.restart,
     )
     return trainer.fit()
 

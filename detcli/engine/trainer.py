@@ -13,7 +13,10 @@ What is on disk stays consistent whenever the run stops (killed, full disk, NaN)
 * ``best.pt`` is written before ``last.pt`` (each atomically), so the best AP that ``last.pt`` records is
   always held by ``best.pt``. Stopped between the two writes, ``best.pt`` is one epoch ahead of ``last.pt``;
   the resumed run repeats that epoch, compares it with the best AP of ``last.pt`` and rewrites ``best.pt``;
-* a resumed run deletes the temporaries a killed atomic write left in the run folder.
+* a resumed run deletes the temporaries a killed atomic write left in the run folder;
+* a run stopped before its first ``last.pt`` is started again from epoch 1 (``restarted``: the CLI's start
+  record in ``run.json`` gives the same preset, data and seed), so a kill at any write is resumable;
+* a file that cannot be written (full disk) stops the run with what is kept and the ``--resume`` command.
 
 The per-process entry points that build a Trainer live in :mod:`detcli.engine.session`.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,40 +38,25 @@ from detcli.config.schema import Preset, TrainConfig
 from detcli.data.build import input_size
 from detcli.distributed import barrier, is_dist, rank as dist_rank, reduce_mean, world_size
 from detcli.fileio import atomic_write_json, remove_stale_temporaries
+from detcli.engine.amp import AMP_DTYPES, amp_enabled, amp_note, amp_warning
 from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
+from detcli.engine.run_record import RunRecord
 from detcli.engine.ddp import TrainingGraph, unused_parameters, wrap_ddp
 from detcli.engine.ema import ModelEMA
 from detcli.engine.evaluate import evaluate
 from detcli.engine.evaluator import STAT_NAMES, EvalResult
 from detcli.engine.optim import build_optimizer
 from detcli.engine.run_dir import (
-    ResultsCSV, now_iso, read_manifest, resolved_preset, write_manifest, write_preset,
+    ResultsCSV, now_iso, read_manifest, resolved_preset, resumable, write_manifest, write_preset,
 )
 from detcli.engine.schedule import LRSchedule, scaled_schedule
 from detcli.engine.seed import get_rng_state, seed_everything, set_rng_state
-from detcli.errors import DetcliError, NonFiniteLossError
+from detcli.errors import DetcliError, NonFiniteLossError, WriteError
 from detcli.models.base import Detector
 from detcli.plots.training import TRAIN_BATCHES, TrainingPlots
+from detcli.progress import RunClock, format_duration
 
 FITNESS = "metrics/AP50-95"
-# mixed precision per device type: float16 with loss scaling on CUDA, bfloat16 (AMX / AVX512-BF16) on CPU
-AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
-_AUTO_AMP_REASON = {
-    (True, True): "CUDA",
-    (False, True): "this CPU has native bfloat16",
-    (False, False): "no native bfloat16 on this CPU",
-}
-
-
-def amp_enabled(amp: bool | str, device: torch.device) -> bool:
-    """Whether a run autocasts: ``train.amp`` true on CUDA or CPU; ``"auto"`` on CUDA, and on a CPU only where
-    oneDNN has native bfloat16 (AVX512-BF16 / AMX), where it is faster than float32 (elsewhere it is emulated,
-    and slower)."""
-    if device.type not in AMP_DTYPES:
-        return False
-    if amp == "auto":
-        return device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return bool(amp)
 
 
 class Trainer:
@@ -85,13 +74,15 @@ class Trainer:
         reporter: console (a silent one on ranks > 0).
         device: this process' device.
         seed: base seed (this process used ``seed + rank``).
-        amp: mixed precision: float16 autocast with loss scaling on CUDA, bfloat16 autocast on CPU (fast where the
-            CPU has AMX / AVX512-BF16; warned otherwise); ignored with a warning on other devices. ``"auto"``:
-            on where it is fast, silently off elsewhere (:func:`amp_enabled`).
+        amp: mixed precision: float16 autocast with loss scaling on CUDA, bfloat16 autocast on CPU (warned where
+            the CPU has no native bfloat16); ignored with a warning on other devices. ``"auto"``: on CUDA and on a
+            CPU with AMX, silently off elsewhere (:mod:`detcli.engine.amp`).
         resume_from: ``last.pt`` to continue from.
         train_args: what to record about the invocation (``argv``, CLI options); JSON-able.
         dataset_info: recorded in checkpoints as ``dataset`` (e.g. ``{"config": DatasetConfig dump}``);
             files and fingerprints of the datasets are added.
+        restarted: ``run_dir`` holds this run stopped before its first ``last.pt``; it starts again from epoch 1
+            (temporaries removed, the manifest's start record kept and the restart added to its ``resumes``).
     """
 
     def __init__(
@@ -110,6 +101,7 @@ class Trainer:
         resume_from: Path | None,
         train_args: dict[str, Any],
         dataset_info: dict[str, Any] | None = None,
+        restarted: bool = False,
     ) -> None:
         self.preset, self.cfg = preset, train_cfg
         self.model = model
@@ -123,6 +115,7 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES.get(self.device.type, torch.float32)
         self.amp_name = str(self.amp_dtype).removeprefix("torch.") if self.use_amp else None  # "bfloat16", …
         self.resume_from = Path(resume_from) if resume_from is not None else None
+        self.restarted = bool(restarted) and resume_from is None
         self.train_args = json.loads(json.dumps(train_args or {}, default=str))
         self.dataset_info = json.loads(json.dumps(dataset_info or {}, default=str))
         self.last_path = self.run_dir / "weights" / "last.pt"
@@ -138,6 +131,7 @@ class Trainer:
         self.last_result: EvalResult | None = None
         self.last_result_epoch = 0
         self.last_row: dict[str, Any] = {}
+        self.run_clock: RunClock | None = None  # the run ETA of the progress bars, from the first epoch trained
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -167,11 +161,9 @@ class Trainer:
                 f"({cfg.epochs} epochs × {self.iters_per_epoch} iterations): warming up over "
                 f"{self.schedule.warmup_steps} iterations so the run reaches its lr"
             )
-        if self.amp_requested is True and not self.use_amp:
-            rep.warn(f"AMP runs on CUDA (float16) and CPU (bfloat16); training in fp32 on {self.device.type}")
-        elif self.use_amp and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            rep.warn("AMP on this CPU: it has no native bfloat16 (AVX512-BF16 / AMX), so bfloat16 is emulated and "
-                     "likely slower than fp32; --no-amp turns it off")
+        amp_warned = amp_warning(self.amp_requested, self.use_amp, self.device)
+        if amp_warned:
+            rep.warn(amp_warned)
         # float16 needs loss scaling; bfloat16 has float32's exponent range and needs none
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         ckpt = load_checkpoint(self.resume_from) if self.resume_from is not None else None
@@ -188,17 +180,20 @@ class Trainer:
         if self.rank == 0:
             described = _describe_datasets(self.train_loader.dataset, self.val_dataset)  # hashes the json files
             self.dataset_info = json.loads(json.dumps({**described, **self.dataset_info}, default=str))
-            self._write_run_files(lr_note, device_names, resumed=ckpt is not None)
+            try:
+                self._write_run_files(lr_note, device_names, resumed=ckpt is not None)
+            except WriteError as e:
+                kept = (f"{self.last_path} still holds epoch {self.start_epoch}" if ckpt is not None
+                        else "no checkpoint was written")
+                raise self._write_failed(e, f"Training stopped before epoch {self.start_epoch + 1}: {kept}") from None
             if ckpt is None:
                 self.plots.labels(self.train_loader.dataset)
         rep.info(f"optimizer: {lr_note}")
-        amp_note = f"on ({self.amp_name})" if self.use_amp else "off"
-        if self.amp_requested == "auto":
-            amp_note += f" (auto: {_AUTO_AMP_REASON[self.device.type == 'cuda', self.use_amp]})"
+        amp_line = amp_note(self.amp_requested, self.use_amp, self.device)
         rep.info(
             f"schedule: {cfg.epochs} epochs × {self.iters_per_epoch} iterations, {self.schedule.warmup_note()}, "
             f"{cfg.schedule.type}; EMA "
-            f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {amp_note}; "
+            f"{'decay %g' % cfg.ema.decay if cfg.ema else 'off'}; AMP {amp_line}; "
             f"{self.world} process(es) on {self.device.type}"
             + (f"; early stopping after {cfg.patience} validation(s) without a better AP50-95"
                if cfg.patience is not None else "")
@@ -207,24 +202,41 @@ class Trainer:
             self._restore_rng(ckpt)
         barrier()
 
-    def _restore_training_state(self, ckpt: dict[str, Any]) -> None:
+    def _restore_training_state(self, ckpt: RunRecord) -> None:
+        """Weights, optimizer, scaler, epoch, best AP and early-stopping state from ``last.pt``'s validated record;
+        parts that do not fit this run (edited, or another model) are a :class:`DetcliError` naming the field."""
         path, rep = self.resume_from, self.reporter
-        if ckpt.get("optimizer") is None:
+        if ckpt.optimizer is None:
             raise DetcliError(f"{path} has no optimizer state (a best.pt?); resume from weights/last.pt")
-        if list(ckpt.get("class_names", [])) != list(self.class_names):
-            raise DetcliError(
-                f"{path} was trained on classes {ckpt.get('class_names')} but the data has {self.class_names}"
-            )
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch = int(ckpt["epoch"])
-        self.best_map = float(ckpt.get("best_map", -1.0))
-        self.train_time = float(ckpt.get("train_time", 0.0))
-        early = ckpt.get("early_stopping") or {}
-        self.best_epoch, self.stale_validations = int(early.get("best_epoch", 0)), int(early.get("stale", 0))
-        if early.get("stopped"):
+        ckpt.require(path, "epoch", "model")
+        if ckpt.class_names != list(self.class_names):
+            raise DetcliError(f"{path} was trained on classes {ckpt.class_names} but the data has {self.class_names}")
+
+        def restore(field: str, load) -> None:
+            try:
+                load()
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                raise DetcliError(f"{path}: {field} does not fit this run ({first}); an edited checkpoint, or "
+                                  "one of another model") from None
+
+        restore("model", lambda: self.model.load_state_dict(ckpt.model))
+        own = {k: v.shape for k, v in self.model.state_dict().items()}
+        if ckpt.ema is not None and {k: v.shape for k, v in ckpt.ema.module.items()} != own:
+            raise DetcliError(f"{path}: ema.module holds other tensors than the model (an edited checkpoint)")
+        restore("optimizer", lambda: self.optimizer.load_state_dict(ckpt.optimizer.stored()))
+        for param, buffers in self.optimizer.state.items():
+            if any(isinstance(b, torch.Tensor) and b.dim() > 0 and b.shape != param.shape for b in buffers.values()):
+                raise DetcliError(f"{path}: optimizer.state holds buffers of another shape than their parameters "
+                                  "(an edited checkpoint, or one of another model)")
+        if ckpt.scaler:
+            restore("scaler", lambda: self.scaler.load_state_dict(dict(ckpt.scaler)))
+        self.start_epoch = ckpt.epoch
+        self.best_map = ckpt.best_map if ckpt.best_map is not None else -1.0
+        self.train_time = ckpt.train_time or 0.0
+        early = ckpt.early_stopping
+        self.best_epoch, self.stale_validations = (early.best_epoch, early.stale) if early else (0, 0)
+        if early and early.stopped:
             raise DetcliError(f"{path}: training stopped early at epoch {self.start_epoch}/{self.cfg.epochs} "
                               f"(train.patience {self.cfg.patience}); nothing to resume (start a new run)")
         if self.start_epoch >= self.cfg.epochs:
@@ -232,7 +244,7 @@ class Trainer:
                 f"{path}: training already finished ({self.start_epoch}/{self.cfg.epochs} epochs); "
                 "nothing to resume (start a new run, or raise --epochs)"
             )
-        changed = self.schedule.differences(ckpt.get("schedule_state") or {})
+        changed = self.schedule.differences(ckpt.schedule_state or {})
         if changed:
             rep.warn("the lr schedule differs from the interrupted run: " + "; ".join(changed))
         best = f", best AP50-95 {self.best_map:.4f}" if self.best_map >= 0 else ""
@@ -270,7 +282,7 @@ class Trainer:
         return wrap_ddp(self.model, self.device, bool(find_unused))
 
     def _write_run_files(self, lr_note: str, device_names: list[str], resumed: bool) -> None:
-        if resumed:  # an interrupted atomic write leaves its temporary behind
+        if resumed or self.restarted:  # an interrupted atomic write leaves its temporary behind
             removed = remove_stale_temporaries(self.run_dir) + remove_stale_temporaries(self.last_path.parent)
             if removed:
                 self.reporter.info(
@@ -278,18 +290,19 @@ class Trainer:
                     + ", ".join(p.name for p in removed)
                 )
         write_preset(self.run_dir, resolved_preset(self.preset, self.cfg))
-        if resumed:
-            manifest = read_manifest(self.run_dir)
+        manifest = read_manifest(self.run_dir)  # a new run: the CLI's start record, if any
+        if resumed or self.restarted:
             manifest.setdefault("resumes", []).append(
                 {"time": now_iso(), "from_epoch": self.start_epoch, "argv": self.train_args.get("argv"),
                  "world_size": self.world, "device": str(self.device)}
             )
+        if resumed:
             self.results.truncate(self.start_epoch)
         else:
-            manifest = {
+            manifest.update({
                 "command": "train",
-                "argv": self.train_args.get("argv"),
-                "start_time": now_iso(),
+                "argv": manifest.get("argv", self.train_args.get("argv")),
+                "start_time": manifest.get("start_time", now_iso()),
                 "versions": versions(),
                 "device": str(self.device),
                 "device_names": device_names,
@@ -307,9 +320,16 @@ class Trainer:
                 "dataset": self.dataset_info,
                 "fitness": f"best.pt = highest {FITNESS} (EMA weights when the preset has an EMA)",
                 "train_args": self.train_args,
-            }
+            })
             self.results.remove()
         write_manifest(self.run_dir, manifest)
+
+    def _write_failed(self, error: DetcliError, kept: str) -> WriteError:
+        """``error`` (a file not written: full disk, read-only folder) with what the run folder holds and, when
+        ``--resume`` can continue from it, the command."""
+        resume = (f"; fix that and continue with: detcli train --resume {self.run_dir}"
+                  if resumable(self.run_dir) else "")
+        return WriteError(f"{error}. {kept}{resume}")
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
@@ -344,9 +364,11 @@ class Trainer:
         sums: dict[str, float] = {}
         n = 0
         lr = self.schedule.lr_at(epoch, 0)
-        bar = self.reporter.progress(
-            self.train_loader, total=self.iters_per_epoch, description=f"epoch {epoch + 1}/{cfg.epochs}"
-        )
+        if self.run_clock is None:  # the run ETA: every epoch's iterations, at this process' rate
+            self.run_clock = RunClock(cfg.epochs * self.iters_per_epoch, epoch * self.iters_per_epoch)
+        bar = self.reporter.progress(self.train_loader, total=self.iters_per_epoch,
+                                     description=f"epoch {epoch + 1}/{cfg.epochs}", run=self.run_clock)
+        labels: dict[str, str] = {}
         for it, batch in enumerate(bar):
             if epoch == 0 and it < TRAIN_BATCHES and self.rank == 0:
                 self.plots.train_batch(batch, it)
@@ -355,7 +377,12 @@ class Trainer:
             images = batch.images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                losses = self.graph(images, batch.targets, batch.metas, epoch)
+                try:
+                    losses = self.graph(images, batch.targets, batch.metas, epoch)
+                except ValueError as e:
+                    if not _one_value_per_channel(e):
+                        raise
+                    raise _batch_too_small(images, len(self.train_loader.dataset), self.model) from None
             total = sum(losses.values())
             terms = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()]).tolist()
             values = dict(zip(losses, terms[:-1]))  # one device sync for every term and the total
@@ -371,8 +398,8 @@ class Trainer:
             n += 1
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
-            postfix = {k: s / n for k, s in sums.items()}
-            postfix["lr"] = lr
+            labels = labels or _loss_labels(sums)
+            postfix = {"loss": sum(sums.values()) / n, **{labels[k]: s / n for k, s in sums.items()}, "lr": lr}
             if self.device.type == "cuda":
                 postfix["mem_GB"] = torch.cuda.memory_reserved(self.device) / 1e9
             bar.update_postfix(postfix)
@@ -468,12 +495,9 @@ class Trainer:
                     save_checkpoint(self.best_path, self._best_payload(payload))
                     best_written = True
                 save_checkpoint(self.last_path, payload)
-            except DetcliError as e:  # a full disk, a folder made read-only: the previous files are intact
-                resume = f"; fix that and continue with: detcli train --resume {self.run_dir}"
-                raise DetcliError(
-                    f"{e}. Training stopped at epoch {done}/{self.cfg.epochs}: {self._kept(epoch, best_written)}"
-                    + (resume if self.last_path.exists() else "")
-                ) from None
+            except WriteError as e:  # a full disk, a folder made read-only: the previous files are intact
+                kept = f"Training stopped at epoch {done}/{self.cfg.epochs}: {self._kept(epoch, best_written)}"
+                raise self._write_failed(e, kept) from None
             self.plots.results(self.results)
             self.reporter.epoch_row(_console_row(row, self.cfg.epochs, self.best_map))
         barrier()
@@ -561,6 +585,23 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- helpers
+def _one_value_per_channel(error: ValueError) -> bool:
+    """torch's refusal of BatchNorm statistics over one value per channel (training mode)."""
+    return "Expected more than 1 value per channel when training" in str(error)
+
+
+def _batch_too_small(images: torch.Tensor, split_size: int, model: nn.Module) -> DetcliError:
+    """Why BatchNorm saw one value per channel: a batch of one image whose coarsest feature map is 1×1."""
+    n, (h, w) = images.shape[0], images.shape[-2:]
+    stride = max(getattr(model, "strides", None) or (0,))
+    coarsest = f"its stride-{stride} feature map is {-(-w // stride)}×{-(-h // stride)}, " if stride else ""
+    split = f" (the training split has {split_size} image)" if split_size < 2 else ""
+    return DetcliError(
+        f"BatchNorm cannot train on a batch of {n} image of {w}×{h}: {coarsest}one value per channel{split}. "
+        "Use --batch 2 or more per process with at least 2 training images, or a larger --imgsz"
+    )
+
+
 def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors of ``state`` holding NaN or inf (one device sync)."""
     floats = [(k, v) for k, v in state.items() if v.is_floating_point()]
@@ -581,10 +622,31 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _loss_labels(names: Iterable[str]) -> dict[str, str]:
+    """Console labels of loss terms: ``loss_qfl`` → ``qfl``, ``aux_loss_dfl`` → ``aux_dfl`` (the full name where
+    the short one would be empty, ``loss`` (the total's label) or taken)."""
+    names = list(names)
+    labels: dict[str, str] = {}
+    for name in names:
+        short = name.replace("loss_", "", 1)
+        taken = short in labels.values() or (short != name and short in names)
+        labels[name] = name if not short or short == "loss" or taken else short
+    return labels
+
+
 def _console_row(row: dict[str, Any], epochs: int, best: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"epoch": f"{row['epoch']}/{epochs}", "time": f"{row['time']:.0f}s"}
-    out.update({k.removeprefix("train/"): v for k, v in row.items() if k.startswith("train/")})
-    out["lr"] = row["lr/pg0"]
+    """The console's row of a results.csv ``row``: ``elapsed`` is the run's training time so far (validation
+    included, all epochs), ``loss`` the sum of the epoch's mean loss terms, which follow as a group (below the
+    row where the row would not fit the console: :class:`~detcli.console.EpochTable`)."""
+    terms = {k.removeprefix("train/"): v for k, v in row.items() if k.startswith("train/")}
+    labels = _loss_labels(terms)
+    out: dict[str, Any] = {
+        "epoch": f"{row['epoch']:>{len(str(epochs))}}/{epochs}",
+        "elapsed": format_duration(row["time"]),
+        "loss": float(sum(terms.values())) if terms else math.nan,
+        "losses": {labels[k]: v for k, v in terms.items()},
+        "lr": row["lr/pg0"],
+    }
     for stat in ("AP50-95", "AP50"):
         value = row.get(f"metrics/{stat}")
         out[stat] = math.nan if value is None else value

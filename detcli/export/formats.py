@@ -5,9 +5,14 @@ Both are traced from a graph of :mod:`detcli.export.graph`; the metadata travels
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from detcli.errors import DetcliError
 
 MIN_OPSET, MAX_OPSET = 11, 20  # NonMaxSuppression needs 11; 20 is the newest of torch's TorchScript exporter
 EXPORT_EXTRA = "pip install 'detcli[export]'  (onnx, onnxruntime)"
+SIMPLIFIER = "onnxsim"  # what --simplify runs; not part of the export extra
 
 
 def require(module: str, purpose: str) -> Any:
@@ -27,6 +33,15 @@ def require(module: str, purpose: str) -> Any:
         return __import__(module)
     except ImportError:
         raise DetcliError(f"{purpose} needs the '{module}' package: {EXPORT_EXTRA}") from None
+
+
+def require_simplifier() -> Any:
+    """``onnxsim`` for ``--simplify``, or a message naming the package to install."""
+    try:
+        return __import__(SIMPLIFIER)
+    except ImportError:
+        raise DetcliError(f"--simplify runs {SIMPLIFIER}, which is not installed (the export extra does not include "
+                          f"it): pip install {SIMPLIFIER}, or export without --simplify") from None
 
 
 def check_opset(opset: int) -> None:
@@ -44,13 +59,38 @@ def onnx_bytes(
     require("onnx", "ONNX export")
     axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in output_names}} if dynamic else None
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about Python ints / the deprecated exporter path
-        torch.onnx.export(
-            graph, (sample,), buf, dynamo=False, opset_version=opset, input_names=["images"],
-            output_names=output_names, dynamic_axes=axes, do_constant_folding=True,
-        )
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), _native_stdout_silenced():
+            warnings.simplefilter("ignore")  # tracer warnings about Python ints / the deprecated exporter path
+            torch.onnx.export(
+                graph, (sample,), buf, dynamo=False, opset_version=opset, input_names=["images"],
+                output_names=output_names, dynamic_axes=axes, do_constant_folding=True,
+            )
+    except torch.onnx.errors.OnnxExporterError as e:  # an operator without a symbolic at this opset, …
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+        raise DetcliError(f"torch cannot export this model to ONNX opset {opset}: {first}") from None
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 to a scratch file: torch's exporter prints the whole TorchScript graph (thousands of
+    lines) from C++ when it fails, before the error reaches Python."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1: nothing to silence
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
 
 
 def finish_onnx(data: bytes, metadata: dict[str, Any], simplify: bool) -> tuple[bytes, bool]:
@@ -59,11 +99,7 @@ def finish_onnx(data: bytes, metadata: dict[str, Any], simplify: bool) -> tuple[
     model = onnx.load_from_string(data)
     simplified = False
     if simplify:
-        try:
-            import onnxsim
-        except ImportError:
-            raise DetcliError("--simplify needs onnxsim: pip install onnxsim (or export without --simplify)") from None
-        model, ok = onnxsim.simplify(model)
+        model, ok = require_simplifier().simplify(model)
         if not ok:
             raise DetcliError("onnxsim could not validate the simplified model; export without --simplify")
         simplified = True

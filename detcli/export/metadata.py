@@ -1,14 +1,46 @@
-"""What an exported model says about itself: classes, preprocessing, output layout, provenance."""
+"""What an exported model says about itself: classes, preprocessing, output layout, provenance.
+
+:func:`export_metadata` writes it; :class:`ExportedMetadata` is what a reader may rely on (``detcli predict`` /
+``eval --weights model.onnx`` validate a file's metadata with it before onnxruntime loads the file).
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveFloat, PositiveInt, model_validator
 
 import detcli
-from detcli.config.schema import Preset
+from detcli.config.schema import (
+    NanoDetAugmentConfig, Preset, ResizeFlipAugmentConfig, RTMDetAugmentConfig,
+)
 from detcli.models.base import Detector, HeadOutput, Priors
 from detcli.postprocess import PostprocessConfig
 
 END2END_OUTPUTS = ["num_dets", "boxes", "scores", "labels"]
+PREDICT_SCORE_THR = 0.35  # ``detcli predict``'s default --conf, recorded for users of the file
+
+
+def inference_resize(preset: Preset, size: tuple[int, int]) -> dict[str, Any]:
+    """The family's test-time resize (``detcli.data.build``'s val transform) at ``size`` (w, h), as data.
+
+    - ``warp_stretch`` (NanoDet-Plus): ``cv2.warpPerspective(img, diag(w / W, h / H, 1), (w, h))``, bilinear,
+      border 0: a stretch, sampled as the training warp samples (not ``cv2.resize``'s pixel-centre grid);
+    - ``keep_ratio`` (RetinaNet, DeFCN, RTMDet): ``cv2.resize`` (bilinear) to ``int(W·f + 0.5) × int(H·f + 0.5)``
+      with ``f = min(max(w, h) / max(W, H), min(w, h) / min(W, H))``; RTMDet then pads to w × h with
+      ``pad_value`` (a pixel value, before normalisation).
+
+    Every family then normalises and pads bottom/right with 0 to ``input_shape``.
+    """
+    match preset.augment:
+        case NanoDetAugmentConfig():
+            method, pad = "warp_stretch", None
+        case ResizeFlipAugmentConfig():
+            method, pad = "keep_ratio", None
+        case RTMDetAugmentConfig() as aug:
+            method, pad = "keep_ratio", float(aug.pad.pad_val)
+        case other:  # pragma: no cover - the union is exhaustive
+            raise AssertionError(other)
+    return {"method": method, "size": [int(size[0]), int(size[1])], "pad_value": pad, "interpolation": "bilinear"}
 
 
 def output_names(end_to_end: bool, head: HeadOutput) -> list[str]:
@@ -56,8 +88,11 @@ def export_metadata(
     imgsz: int | None,
 ) -> dict[str, Any]:
     """The metadata dictionary (JSON-serialisable) written into the model and beside it."""
+    from detcli.data.build import input_size
+
     h, w = image_size
     inp = preset.input
+    resize = inference_resize(preset, input_size(preset, imgsz))
     meta: dict[str, Any] = {
         "detcli_version": detcli.__version__,
         "format": fmt,
@@ -74,11 +109,14 @@ def export_metadata(
         "channel_order": inp.channel_order,
         "mean": list(inp.mean),
         "std": list(inp.std),
+        "resize": resize,
         "preprocess": (
-            f"{'keep-ratio resize into' if inp.keep_ratio else 'stretch resize to'} {w}×{h} (W×H), "
-            f"{inp.channel_order.upper()} 0..255, (pixel - mean) / std, NCHW"
-            + (", pad bottom/right with 0" if inp.keep_ratio else "")
+            f"{'keep-ratio resize into' if resize['method'] == 'keep_ratio' else 'stretch (warpPerspective) to'} "
+            f"{resize['size'][0]}×{resize['size'][1]} (W×H, see resize)"
+            + (f", pad to it with {resize['pad_value']:g}" if resize["pad_value"] is not None else "")
+            + f", {inp.channel_order.upper()} 0..255, (pixel - mean) / std, NCHW, pad bottom/right to {w}×{h} with 0"
         ),
+        "predict_score_thr": PREDICT_SCORE_THR,
         "strides": list(model.strides),
         "mode": "end2end" if end_to_end else "raw",
         "outputs": {k: v for k, v in output_layout(end_to_end, cfg.max_det, priors).items() if k in names},
@@ -116,3 +154,72 @@ def _cell_anchors(priors: Priors) -> list[list[list[float]]]:
         out.append(priors.boxes[start:start + priors.per_cell].tolist())
         start += count
     return out
+
+
+# --------------------------------------------------------------------------- reading
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class PostprocessMeta(_Section):
+    """The post-processing an end-to-end file has built in."""
+
+    score_thr: float = Field(ge=0, le=1)
+    iou_thr: float = Field(ge=0, le=1)
+    max_det: PositiveInt
+
+
+class ResizeMeta(_Section):
+    """:func:`inference_resize` as recorded."""
+
+    method: Literal["warp_stretch", "keep_ratio"]
+    size: tuple[PositiveInt, PositiveInt]
+    pad_value: FiniteFloat | None = None
+
+
+class ExportedMetadata(_Section):
+    """The metadata of a detcli export as read back (``metadata_props`` values, JSON-decoded where they parse).
+
+    Fields not listed are kept in the file but not relied on. ``cat_ids`` may be missing (then 1…C, as for a
+    checkpoint without them); a present one must give one id per class.
+    """
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, coerce_numbers_to_str=True)
+
+    format: Literal["onnx", "torchscript"]
+    class_names: list[str] = Field(min_length=1)
+    num_classes: PositiveInt
+    cat_ids: list[int] | None = None
+    imgsz: PositiveInt | None = None
+    input_name: str = Field(min_length=1)
+    input_shape: tuple[Literal["batch"] | PositiveInt, Literal[3], PositiveInt, PositiveInt]
+    input_dtype: Literal["float32", "float16"]
+    channel_order: Literal["bgr", "rgb"]
+    mean: tuple[FiniteFloat, FiniteFloat, FiniteFloat]
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+    mode: Literal["end2end", "raw"]
+    preset_config: Preset
+    dataset: dict[str, Any] | None = None
+    postprocess: PostprocessMeta | None = None
+    resize: ResizeMeta | None = None
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return self.input_shape[0] == "batch"
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the input."""
+        return int(self.input_shape[2]), int(self.input_shape[3])
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExportedMetadata":
+        c = len(self.class_names)
+        if self.num_classes != c:
+            raise ValueError(f"num_classes {self.num_classes} but class_names lists {c} names")
+        if self.cat_ids is not None and len(self.cat_ids) != c:
+            raise ValueError(f"cat_ids gives {len(self.cat_ids)} ids for {c} classes")
+        if self.mode == "end2end" and self.postprocess is None:
+            raise ValueError("mode end2end needs the postprocess section (score_thr, iou_thr, max_det)")
+        return self

@@ -1,6 +1,7 @@
 """The check that runs after every export: the exported file against PyTorch on the same input."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,16 +39,46 @@ class ParityReport:
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON values: a NaN or infinite figure (nothing to compare) becomes None."""
+        return _json_floats(asdict(self))
 
 
-def compare_raw(reference: list[Tensor], exported: list[np.ndarray | Tensor], report: ParityReport) -> None:
-    """Max |Δ| of the raw outputs, and the check: |Δ| ≤ tolerance · max(1, |PyTorch value|) everywhere."""
+def _json_floats(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_floats(v) for v in value]
+    return value
+
+
+def non_finite(t: Tensor, what: str) -> str | None:
+    """``"<what>: 3 NaN/inf values, the first at (0, 12, 4)"``, or None when every value is finite."""
+    bad = ~torch.isfinite(t) if t.dtype.is_floating_point else torch.zeros(t.shape, dtype=torch.bool)
+    if not bool(bad.any()):
+        return None
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    return f"{what}: {int(bad.sum())} NaN/inf value(s), the first at {first}"
+
+
+def compare_raw(reference: list[Tensor], exported: list[np.ndarray | Tensor], report: ParityReport,
+                names: list[str] | None = None) -> None:
+    """Max |Δ| of the raw outputs, and the check: |Δ| ≤ tolerance · max(1, |PyTorch value|) everywhere.
+    A NaN or infinity on either side fails it (``names``: the outputs', for the message)."""
     diff = scaled = 0.0
-    for ref, got in zip(reference, exported):
+    names = names or [f"output {k}" for k in range(len(reference))]
+    said = len(report.problems)
+    for name, ref, got in zip(names, reference, exported):
         got = torch.as_tensor(np.asarray(got) if not isinstance(got, Tensor) else got.cpu())
         if tuple(got.shape) != tuple(ref.shape):
             report.problems.append(f"raw output shape {tuple(got.shape)} != PyTorch {tuple(ref.shape)}")
+            diff = scaled = float("inf")
+            continue
+        bad = [m for m in (non_finite(ref.detach().cpu(), f"PyTorch {name}"), non_finite(got, f"exported {name}"))
+               if m is not None]
+        if bad:
+            report.problems.extend(bad)
             diff = scaled = float("inf")
             continue
         if ref.numel():
@@ -56,7 +87,7 @@ def compare_raw(reference: list[Tensor], exported: list[np.ndarray | Tensor], re
             diff = max(diff, float(delta.max()))
             scaled = max(scaled, float((delta / ref.abs().clamp(min=1.0)).max()))
     report.raw_max_abs_diff, report.raw_max_scaled_diff = diff, scaled
-    if scaled > report.raw_tolerance:
+    if scaled > report.raw_tolerance and len(report.problems) == said:  # else: a shape or NaN/inf, said above
         report.problems.append(f"raw outputs differ by {diff:.3g} (> {report.raw_tolerance:g} · max(1, |value|))")
 
 
@@ -76,6 +107,13 @@ def compare_detections(
         n_ref, n_got = int(ref[0][i]), int(got[0][i])
         a = [t[i, :n_ref].float() if t.dtype.is_floating_point else t[i, :n_ref] for t in ref[1:]]
         b = [t[i, :n_got].float() if t.dtype.is_floating_point else t[i, :n_got] for t in got[1:]]
+        bad = [m for side, dets in (("PyTorch", a), ("exported", b)) for name, t in zip(("boxes", "scores"), dets)
+               if (m := non_finite(t, f"image {i}: {side} {name}")) is not None]
+        if bad:  # no detection of a NaN box or score can be compared: the check fails
+            report.problems.extend(bad)
+            rows.append({"image": i, "pytorch": n_ref, "exported": n_got, "matched": 0, "unmatched_ties_or_cutoff": 0,
+                         "max_box_diff": float("inf"), "max_score_diff": float("inf"), "match": False})
+            continue
         box_d = (a[0][:, None] - b[0][None]).abs().amax(-1) if n_ref and n_got else torch.zeros(n_ref, n_got)
         same_score = (a[2][:, None] == b[2][None]) & ((a[1][:, None] - b[1][None]).abs() <= score_tol)
         matched, lone_ref, lone_got = _pair(same_score & (box_d <= box_tol), np.arange(n_ref), np.arange(n_got))

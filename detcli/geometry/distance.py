@@ -64,7 +64,7 @@ def integral(reg_logits: Tensor, reg_max: int) -> Tensor:
     """
     # the bins moved to the front: PyTorch's CPU softmax over a short innermost dimension (8 values) runs one
     # row at a time, over a leading one it is vectorised across the rows (~5× faster for a NanoDet decode)
-    logits = reg_logits.unflatten(-1, (4, reg_max + 1))
+    logits = reg_logits.reshape(*reg_logits.shape[:-1], 4, reg_max + 1)  # unflatten has no ONNX op below opset 13
     logits = logits.permute(logits.dim() - 1, *range(logits.dim() - 1))  # (R+1, ..., 4); ONNX wants dims ≥ 0
     probs = F.softmax(logits, dim=0)
     bins = torch.arange(reg_max + 1, device=reg_logits.device, dtype=probs.dtype)

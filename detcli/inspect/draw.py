@@ -2,7 +2,7 @@
 
 Each panel shows the network-input image with every GT box in its own colour, the positive priors of that
 level at their points (filled dots in their GT's colour; anchor boxes drawn too for anchor priors) and the
-ignored priors as grey crosses. OpenCV draws ASCII only, so text here is ASCII.
+ignored priors as grey crosses. Text is drawn with :mod:`detcli.plots.text` (any script: σ, ·, é).
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from detcli.predict import class_color
+from detcli.plots.palette import class_color
+from detcli.plots.text import Text, draw_texts, fit
 
-FONT = cv2.FONT_HERSHEY_SIMPLEX
 PANEL_SIDE = 400  # long side of a panel in pixels
 BAR = 22  # height of a text line
+TEXT_PX = 14  # font size of the text lines
 IGNORED = (150, 150, 150)
 BACKGROUND = (32, 32, 32)
 TEXT = (235, 235, 235)
@@ -43,11 +44,6 @@ class ImageAssignment:
     levels: np.ndarray
     notes: list[str]
     aux_gt_inds: np.ndarray | None = None
-
-
-def ascii_text(text: str) -> str:
-    """What OpenCV can draw: non-ASCII characters become '?'."""
-    return text.encode("ascii", "replace").decode("ascii")
 
 
 def gt_color(k: int) -> tuple[int, int, int]:
@@ -94,9 +90,9 @@ def level_panels(a: ImageAssignment, level_names: list[str], strides: tuple[int,
 
 def legend(a: ImageAssignment, class_names: list[str], level_names: list[str], width: int) -> np.ndarray:
     """The key to the marks, then one line per GT in its colour: class, size, positives per level, notes."""
-    key = ("o positive prior (its GT's colour)" + ("  [] positive anchor box" if a.anchors is not None else "")
-           + ("  ring: auxiliary positive" if a.aux_gt_inds is not None else "")
-           + "  x ignored prior  thick box: GT")
+    key = ("● positive prior (its GT's colour)" + ("   □ positive anchor box" if a.anchors is not None else "")
+           + ("   ○ auxiliary positive" if a.aux_gt_inds is not None else "")
+           + "   × ignored prior   thick box: GT")
     lines, colors = [key], [TEXT]
     for k, (box, label) in enumerate(zip(a.gt_boxes, a.gt_labels)):
         owned = a.gt_inds == k + 1
@@ -104,7 +100,7 @@ def legend(a: ImageAssignment, class_names: list[str], level_names: list[str], w
                      if (owned & (a.levels == lv)).any()]
         bw, bh = box[2] - box[0], box[3] - box[1]
         name = class_names[int(label)] if 0 <= int(label) < len(class_names) else f"class{int(label)}"
-        text = f"GT {k} {name} {bw:.0f}x{bh:.0f}: {int(owned.sum())} pos"
+        text = f"GT {k} {name} {bw:.0f}×{bh:.0f}: {int(owned.sum())} pos"
         text += f" ({', '.join(per_level)})" if per_level else ""
         if a.aux_gt_inds is not None:
             text += f", {int((a.aux_gt_inds == k + 1).sum())} aux"
@@ -115,15 +111,12 @@ def legend(a: ImageAssignment, class_names: list[str], level_names: list[str], w
 
 
 def text_bar(lines: list[str], width: int, colors: list[tuple[int, int, int]] | None = None) -> np.ndarray:
-    """Lines of text on a dark bar ``width`` pixels wide; lines too long are cut with '...'."""
+    """Lines of text on a dark bar ``width`` pixels wide (one line every ``BAR`` pixels); a line too long is cut
+    with '…'."""
     bar = np.full((BAR * len(lines) + 4, width, 3), BACKGROUND, dtype=np.uint8)
-    for i, line in enumerate(lines):
-        text = ascii_text(line)
-        while len(text) > 4 and cv2.getTextSize(text, FONT, 0.5, 1)[0][0] > width - 10:
-            text = text[: max(4, len(text) - 8)] + "..."
-        color = TEXT if colors is None else colors[i]
-        cv2.putText(bar, text, (5, BAR * (i + 1) - 6), FONT, 0.5, color, 1, cv2.LINE_AA)
-    return bar
+    texts = [Text((5, BAR * i + 3), fit(line, TEXT_PX, width - 10), TEXT if colors is None else colors[i])
+             for i, line in enumerate(lines)]
+    return draw_texts(bar, texts, TEXT_PX)
 
 
 def hstack(panels: list[np.ndarray], gap: int = 4) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 The first look that tells a user the boxes line up with the objects. Images are de-normalised with the
 preset's mean/std and channel order and shown up to their ``img_shape`` (batch padding cut off), tiled in a
-square grid. OpenCV draws ASCII only.
+square grid. Class names and file names are drawn in any script (:mod:`detcli.plots.text`).
 """
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import cv2
 import numpy as np
 
 from detcli.fileio import atomic_write
-from detcli.inspect.draw import FONT, ascii_text
-from detcli.predict import class_color
+from detcli.plots.palette import class_color, text_color_on
+from detcli.plots.text import Text, draw_texts, fit, text_size
 from detcli.structures import Batch
 
 MAX_IMAGES = 16
 TILE = 320  # long side of one tile in pixels
 GAP = 2
+TEXT_PX = 10  # font size of the class and file names
 
 
 def to_bgr_uint8(image: np.ndarray, mean, std, channel_order: str) -> np.ndarray:
@@ -33,16 +34,19 @@ def _tile(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, class_names: l
     h, w = img.shape[:2]
     scale = TILE / max(h, w, 1)
     img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    texts = []
     for box, label in zip(np.round(boxes * scale).astype(int), labels):
         color = class_color(int(label))
         x1, y1, x2, y2 = (int(v) for v in box)
         cv2.rectangle(img, (x1, y1), (x2, y2), color, 1, cv2.LINE_AA)
-        name = ascii_text(class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label)))
-        (tw, th), _ = cv2.getTextSize(name, FONT, 0.35, 1)
-        ty = y1 - 2 if y1 - th - 3 >= 0 else y1 + th + 2
-        cv2.rectangle(img, (x1, ty - th - 1), (x1 + tw + 2, ty + 2), color, -1)
-        cv2.putText(img, name, (x1 + 1, ty), FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-    cv2.putText(img, ascii_text(title), (3, img.shape[0] - 4), FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
+        th = text_size(name, TEXT_PX)[1]
+        ty = y1 - th - 1 if y1 - th - 1 >= 0 else y1 + 2  # above the box, else inside it at the top edge
+        texts.append(Text((x1 + 1, ty), name, text_color_on(color), background=color, pad=1))
+    title = fit(title, TEXT_PX, img.shape[1] - 6)
+    title_y = img.shape[0] - text_size(title, TEXT_PX)[1] - 2
+    texts.append(Text((3, title_y), title, (255, 255, 255), background=(0, 0, 0), pad=1))
+    draw_texts(img, texts, TEXT_PX)
     out = np.full((TILE, TILE, 3), 114, dtype=np.uint8)
     out[: img.shape[0], : img.shape[1]] = img
     return out

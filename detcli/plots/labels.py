@@ -12,14 +12,22 @@ import numpy as np
 
 from detcli.data.label_stats import LabelStats
 from detcli.plots.figure import new_figure, save_figure
-from detcli.predict import class_color
+from detcli.plots.palette import class_rgb
 
 PER_CLASS_LINES = 10
+MAX_COUNT_BARS = 50  # bars of the boxes-per-image histogram: one per count up to this many, else wider bins
 
 
-def _rgb(label: int) -> tuple[float, float, float]:
-    b, g, r = class_color(label)
-    return r / 255, g / 255, b / 255
+def count_bins(top: int, max_bars: int = MAX_COUNT_BARS) -> np.ndarray:
+    """Bin edges for counts 0..``top``: one bar per count while they fit in ``max_bars``, else bars ``w`` counts
+    wide (``w = ceil((top + 1) / max_bars)``), edges at half-integers so every bar holds whole counts.
+
+    Returns:
+        (B + 1,) float64 edges, B ≤ ``max_bars``: drawing costs O(images + B), never O(top).
+    """
+    width = max(1, -(-(int(top) + 1) // max_bars))
+    bars = -(-(int(top) + 1) // width)
+    return np.arange(bars + 1, dtype=np.float64) * width - 0.5
 
 
 def _log_bins(values: np.ndarray, n: int = 40) -> np.ndarray:
@@ -56,7 +64,7 @@ def _class_histograms(ax, stats: LabelStats, values: np.ndarray, xlabel: str) ->
         for c, name in enumerate(stats.class_names):
             sel = values[stats.labels == c]
             if sel.size:
-                ax.hist(sel, bins=bins, histtype="step", linewidth=1.5, color=_rgb(c), label=name)
+                ax.hist(sel, bins=bins, histtype="step", linewidth=1.5, color=class_rgb(c), label=name)
         if values.size:
             ax.legend(fontsize=7)
     else:
@@ -74,7 +82,7 @@ def plot_labels(stats: LabelStats, path: str | Path, title: str = "") -> Path:
     k = len(stats.class_names)
     counts = stats.per_class()
     ax = axes[0, 0]
-    ax.bar(np.arange(k), counts, color=[_rgb(c) for c in range(k)])
+    ax.bar(np.arange(k), counts, color=[class_rgb(c) for c in range(k)])
     ax.set_xticks(np.arange(k), stats.class_names if k <= 40 else [""] * k, rotation=90, fontsize=8)
     ax.set_ylabel("instances")
     ax.set_title(f"{int(counts.sum())} boxes, {k} classes")
@@ -82,8 +90,10 @@ def plot_labels(stats: LabelStats, path: str | Path, title: str = "") -> Path:
     ax = axes[0, 1]
     per_image = stats.boxes_per_image()
     top = int(per_image.max()) if per_image.size else 0
-    ax.hist(per_image, bins=np.arange(top + 2) - 0.5, color="tab:gray")
-    ax.set_xlabel("boxes per image")
+    edges = count_bins(top)
+    ax.hist(per_image, bins=edges, color="tab:gray")
+    width = int(edges[1] - edges[0])
+    ax.set_xlabel("boxes per image" + (f" (bars {width} counts wide)" if width > 1 else ""))
     ax.set_ylabel("images")
     for a in (axes[0, 0], ax, axes[1, 1], axes[1, 2]):
         a.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -123,4 +133,4 @@ def plot_labels(stats: LabelStats, path: str | Path, title: str = "") -> Path:
     return save_figure(fig, path)
 
 
-__all__ = ["plot_labels"]
+__all__ = ["MAX_COUNT_BARS", "count_bins", "plot_labels"]

@@ -1,9 +1,10 @@
 """The curves and the confusion matrix of an evaluation: ``PR_curve.png``, ``F1_curve.png``, ``P_curve.png``,
 ``R_curve.png``, ``confusion_matrix.png`` and the raw counts in ``confusion_matrix.json``.
 
-Per-class curves are thin (named in the legend up to ``LEGEND_CLASSES`` classes), the mean over the classes
-with ground truth is thick and blue, as in Ultralytics' plots. The confidence curves mark the confidence at
-which the per-class table reads P and R (the highest mean F1).
+Per-class curves are thin, each in its class colour (:func:`detcli.plots.palette.class_rgb`, as its boxes and
+``labels.jpg``) and named in the legend up to ``LEGEND_CLASSES`` classes (grey and unnamed beyond); the mean over
+the classes with ground truth is thick and black, a colour no class has. The confidence curves mark the
+confidence at which the per-class table reads P and R (the highest mean F1).
 """
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ from detcli.engine.confusion import ConfusionMatrix
 from detcli.engine.curves import DetectionCurves
 from detcli.fileio import atomic_write_json
 from detcli.plots.figure import new_figure, save_figure
+from detcli.plots.palette import class_rgb
 
 LEGEND_CLASSES = 20
 ANNOTATE_CLASSES = 30  # numbers in the confusion cells up to this many classes
-MEAN_COLOR = "tab:blue"
+MEAN_COLOR = "black"
 
 
-def _per_class_style(n: int) -> dict:
-    return {"linewidth": 1.0} if n <= LEGEND_CLASSES else {"linewidth": 0.8, "color": "grey", "alpha": 0.5}
+def _per_class_style(c: int, n: int) -> dict:
+    """The line of class ``c`` of ``n``: its class colour, or thin grey when there are too many to tell apart."""
+    if n <= LEGEND_CLASSES:
+        return {"linewidth": 1.0, "color": class_rgb(c)}
+    return {"linewidth": 0.8, "color": "grey", "alpha": 0.5}
 
 
 def _finish(ax, xlabel: str, ylabel: str, title: str, n_classes: int) -> None:
@@ -40,9 +45,9 @@ def plot_pr(curves: DetectionCurves, path: str | Path) -> Path:
     """Precision against recall at IoU 0.50 per class (COCO-interpolated) and their mean."""
     fig, ax = new_figure(9, 6)
     x, k = curves.recall_points, len(curves.class_names)
-    for name, row, ap in zip(curves.class_names, curves.pr, curves.ap50):
+    for c, (name, row, ap) in enumerate(zip(curves.class_names, curves.pr, curves.ap50)):
         if np.isfinite(ap):
-            ax.plot(x, row, label=f"{name} {ap:.3f}" if k <= LEGEND_CLASSES else None, **_per_class_style(k))
+            ax.plot(x, row, label=f"{name} {ap:.3f}" if k <= LEGEND_CLASSES else None, **_per_class_style(c, k))
     if curves.with_gt.any():
         ax.plot(x, curves.pr[curves.with_gt].mean(axis=0), color=MEAN_COLOR, linewidth=3,
                 label=f"all classes {np.nanmean(curves.ap50):.3f} AP50")
@@ -66,9 +71,9 @@ def plot_confidence_curve(curves: DetectionCurves, which: str, path: str | Path)
     ylabel = {"f1": "F1", "precision": "precision", "recall": "recall"}[which]
     fig, ax = new_figure(9, 6)
     x, k = curves.confidence, len(curves.class_names)
-    for name, row, has_gt in zip(curves.class_names, getattr(curves, which), curves.with_gt):
+    for c, (name, row, has_gt) in enumerate(zip(curves.class_names, getattr(curves, which), curves.with_gt)):
         if has_gt:
-            ax.plot(x, row, label=name if k <= LEGEND_CLASSES else None, **_per_class_style(k))
+            ax.plot(x, row, label=name if k <= LEGEND_CLASSES else None, **_per_class_style(c, k))
     mean = mean_curve(curves, which)
     best = curves.best_index
     ax.plot(x, mean, color=MEAN_COLOR, linewidth=3,

@@ -1,6 +1,7 @@
 """NanoDet-Plus (RangiLyu/nanodet ``nanodet/model/arch/nanodet_plus.py``, config ``nanodet-plus-m_*.yml``).
 
-Inference graph: ShuffleNetV2 → GhostPAN → NanoDetPlusHead. Training adds the Assign Guidance Module (AGM):
+Inference graph: backbone (ShuffleNetV2 as in the official configs, or NanoDet's GhostNet) → GhostPAN →
+NanoDetPlusHead. Training adds the Assign Guidance Module (AGM):
 ``aux_fpn`` (a copy of the neck) and ``aux_head`` (SimpleConvHead on concat(main, aux) features), whose
 predictions drive the label assignment for both heads.
 """
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.dsl import DynamicSoftLabelAssigner
@@ -29,7 +30,7 @@ from detcli.losses.nanodet_plus_loss import (
     gfl_target_logits,
     nanodet_plus_loss,
 )
-from detcli.models.backbones.shufflenetv2 import ShuffleNetV2, load_imagenet_weights
+from detcli.models.backbones import ghostnet, shufflenetv2
 from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
 from detcli.models.convert import official_nanodet_class_names, official_nanodet_state_dict
 from detcli.models.heads.nanodet_plus_head import NanoDetPlusHead
@@ -52,7 +53,8 @@ class NanoDetPlus(Detector):
 
     Args:
         num_classes: C.
-        width: ShuffleNetV2 width, "1.0x" (NanoDet-Plus-m) or "1.5x" (-m-1.5x).
+        width: backbone width, "1.0x" (NanoDet-Plus-m) or "1.5x" (-m-1.5x): ShuffleNetV2's model size, GhostNet's
+            width multiplier.
         neck_channels: GhostPAN / head channels (96 for 1.0x, 128 for 1.5x).
         head_kernel: dw kernel of the head towers.
         stacked_convs: head tower depth.
@@ -64,9 +66,13 @@ class NanoDetPlus(Detector):
         detach_epoch: from this 0-indexed epoch on the AGM trains on detached features.
         assigner_topk, assigner_iou_factor: DSLA parameters.
         qfl_weight, dfl_weight, giou_weight: loss weights.
-        backbone_weights: None = random init; "imagenet" = torchvision ShuffleNetV2 file from the torch hub
-            cache if present (else random init, see ``backbone_init_message``); any other string = path of
-            such a file (must exist).
+        backbone_weights: None = random init; "imagenet" = the backbone's ImageNet file from the torch hub
+            cache if present (torchvision's ShuffleNetV2, Huawei's GhostNet; else random init, see
+            ``backbone_init_message``); any other string = path of such a file (must exist).
+        backbone: "shufflenetv2" or "ghostnet" (:func:`nanodet_backbone`).
+        backbone_act: the backbone's activation (LeakyReLU in NanoDet-Plus).
+        backbone_out_stages: the backbone stages fed to the neck (strides 8, 16, 32); None = the backbone's
+            default ((2, 3, 4), GhostNet (4, 6, 9)).
         postprocess: test-time settings; default the official ones (multi-label score > 0.05, no top-k,
             class-aware NMS 0.6, 100 per image).
     """
@@ -94,6 +100,9 @@ class NanoDetPlus(Detector):
         giou_weight: float = 2.0,
         backbone_weights: str | None = None,
         postprocess: PostprocessConfig | None = None,
+        backbone: str = "shufflenetv2",
+        backbone_act: str = "LeakyReLU",
+        backbone_out_stages: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         strides = tuple(int(s) for s in strides)
@@ -107,7 +116,7 @@ class NanoDetPlus(Detector):
         self.assigner = DynamicSoftLabelAssigner(topk=assigner_topk, iou_factor=assigner_iou_factor)
         self.postprocess_cfg = postprocess or PostprocessConfig(score_thr=0.05, iou_thr=0.6, max_det=100)
 
-        self.backbone = ShuffleNetV2(width, out_stages=(2, 3, 4), act="LeakyReLU")
+        self.backbone = nanodet_backbone(backbone, width, backbone_act, backbone_out_stages)
         self.fpn = GhostPAN(self.backbone.out_channels, neck_channels, kernel_size=5,
                             num_extra_level=len(strides) - 3, act="LeakyReLU")
         self.head = NanoDetPlusHead(num_classes, neck_channels, neck_channels, stacked_convs, head_kernel,
@@ -121,7 +130,7 @@ class NanoDetPlus(Detector):
         self.backbone_init_message: str | None = None
         if backbone_weights is not None:
             path = None if backbone_weights == "imagenet" else backbone_weights
-            self.backbone_init_message = load_imagenet_weights(self.backbone, path)
+            self.backbone_init_message = load_backbone_imagenet_weights(self.backbone, path)
 
     # ------------------------------------------------------------------ inference graph
     def forward(self, images: Tensor) -> HeadOutput:
@@ -291,6 +300,26 @@ class NanoDetPlus(Detector):
         return has_agm
 
 
+def nanodet_backbone(kind: str, width: str, act: str = "LeakyReLU",
+                     out_stages: tuple[int, ...] | None = None) -> nn.Module:
+    """The backbone a NanoDet-Plus preset names (``model.backbone.type``), with C3/C4/C5 outputs (strides 8, 16,
+    32) and their ``out_channels``: ShuffleNetV2 of ``width`` (stages (2, 3, 4)), or GhostNet with width
+    multiplier ``width`` (stages (4, 6, 9) unless given)."""
+    match kind:
+        case "shufflenetv2":
+            return shufflenetv2.ShuffleNetV2(width, out_stages=tuple(out_stages or (2, 3, 4)), act=act)
+        case "ghostnet":
+            return ghostnet.GhostNet(float(width.removesuffix("x")), out_stages=tuple(out_stages or (4, 6, 9)), act=act)
+    raise ValueError(f"unknown NanoDet-Plus backbone {kind!r}; expected 'shufflenetv2' or 'ghostnet'")
+
+
+def load_backbone_imagenet_weights(backbone: nn.Module, path: str | None) -> str:
+    """The ImageNet weights of a :func:`nanodet_backbone` (each backbone's own loader); a one-line message."""
+    if isinstance(backbone, ghostnet.GhostNet):
+        return ghostnet.load_imagenet_weights(backbone, path)
+    return shufflenetv2.load_imagenet_weights(backbone, path)
+
+
 def build_nanodet_plus(
     cfg: NanoDetPlusConfig, test: TestConfig, num_classes: int, backbone_weights: str | None
 ) -> NanoDetPlus:
@@ -313,4 +342,7 @@ def build_nanodet_plus(
         giou_weight=cfg.loss.giou_weight,
         backbone_weights=backbone_weights,
         postprocess=PostprocessConfig.from_test(test),
+        backbone=cfg.backbone.type,
+        backbone_act=cfg.backbone.act,
+        backbone_out_stages=getattr(cfg.backbone, "out_stages", None),
     )
