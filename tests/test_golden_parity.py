@@ -45,7 +45,8 @@ PRESETS = [
 ]
 FULL = ["nanodet-plus-m", "retinanet-r18-fpn", "rtmdet-tiny"]  # with official detections and assignment
 DETECTIONS = [*FULL, "defcn-r50-fpn"]  # with official detections (DeFCN's assignment: its own tests below)
-RAW_TOL = 1e-4  # max abs diff of the raw outputs
+RAW_TOL = 1e-4  # raw outputs: |detcli - official| ≤ RAW_TOL + RAW_RTOL·|official|, element by element
+RAW_RTOL = 1e-5  # float32 summation-order noise grows with the value (RTMDet/DeFCN distances are hundreds of px)
 DET_TOL = 1e-4  # scores; boxes (relative to box size end to end, absolute on the official raw outputs)
 
 
@@ -163,6 +164,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+def raw_excess(a, b) -> float:
+    """Worst ``|a − b| / (RAW_TOL + RAW_RTOL·|b|)`` over the elements (≤ 1: within tolerance), so the check does not
+    depend on how a machine under load or another oneDNN kernel orders float32 sums, yet still fails on any real
+    change (a wrong weight or op moves outputs by far more than 1e-5 of their size)."""
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    assert a.shape == b.shape, f"shape {tuple(a.shape)} vs official {tuple(b.shape)}"
+    return float(((a - b).abs() / (RAW_TOL + RAW_RTOL * b.abs())).max()) if a.numel() else 0.0
+
+
 def max_abs(a, b) -> float:
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
     assert a.shape == b.shape, f"shape {tuple(a.shape)} vs official {tuple(b.shape)}"
@@ -218,12 +228,14 @@ def test_raw_outputs_match_official(name, case):
     d_cls, d_reg = max_abs(cls, c.arrays["cls"]), max_abs(reg, c.arrays["reg"])
     print(f"{name}: max |dcls| {d_cls:.2e}, max |dreg| {d_reg:.2e} "
           f"(scale {np.abs(c.arrays['cls']).max():.2f} / {np.abs(c.arrays['reg']).max():.2f})")
-    assert d_cls <= RAW_TOL and d_reg <= RAW_TOL, f"cls {d_cls:.3e}, reg {d_reg:.3e} > {RAW_TOL}"
+    e_cls, e_reg = raw_excess(cls, c.arrays["cls"]), raw_excess(reg, c.arrays["reg"])
+    assert e_cls <= 1 and e_reg <= 1, (f"cls {d_cls:.3e}, reg {d_reg:.3e}: {max(e_cls, e_reg):.2f}× the tolerance "
+                                       f"{RAW_TOL} + {RAW_RTOL}·|official|")
     assert (factor is None) == ("filter" not in c.arrays)
     if factor is not None:  # DeFCN's 3D-Max-Filtering filter logits
         d_filter = max_abs(factor, c.arrays["filter"])
         print(f"{name}: max |dfilter| {d_filter:.2e}")
-        assert d_filter <= RAW_TOL
+        assert raw_excess(factor, c.arrays["filter"]) <= 1, f"filter {d_filter:.3e}"
 
 
 NANODET = [n for n in PRESETS if n.startswith("nanodet")]
@@ -266,7 +278,8 @@ def test_agm_outputs_match_official(case):
     cls, reg = aux_outputs(c.loaded.model, torch.from_numpy(c.arrays["input"]))
     d_cls, d_reg = max_abs(cls, c.arrays["aux_cls"]), max_abs(reg, c.arrays["aux_reg"])
     print(f"nanodet-plus-m AGM: max |dcls| {d_cls:.2e}, max |dreg| {d_reg:.2e}")
-    assert d_cls <= RAW_TOL and d_reg <= RAW_TOL, f"cls {d_cls:.3e}, reg {d_reg:.3e} > {RAW_TOL}"
+    assert raw_excess(cls, c.arrays["aux_cls"]) <= 1 and raw_excess(reg, c.arrays["aux_reg"]) <= 1, \
+        f"cls {d_cls:.3e}, reg {d_reg:.3e}"
 
 
 def official_test_cfg(doc: dict) -> tuple[float, float, int]:
@@ -343,7 +356,7 @@ def test_dsl_assignment_matches_official(case):
     own = model.priors(tuple(images.shape[-2:]))
     assert max_abs(own.points, priors) == 0.0
     reg = torch.from_numpy(a["reg"][:1])
-    assert max_abs(model.decode_boxes(HeadOutput(reg[..., :0], reg), own)[0], a["assign_pred_boxes"]) <= RAW_TOL
+    assert raw_excess(model.decode_boxes(HeadOutput(reg[..., :0], reg), own)[0], a["assign_pred_boxes"]) <= 1
 
     cfg = c.loaded.preset.model.assigner
     assigner = DynamicSoftLabelAssigner(topk=cfg.topk, iou_factor=cfg.iou_factor)
@@ -412,7 +425,7 @@ def test_rtmdet_dsl_assignment_matches_official(case):
     own = model.priors(tuple(a["input"].shape[-2:]))
     assert max_abs(own.points, priors) == 0.0
     reg = torch.from_numpy(a["reg"][:1])
-    assert max_abs(model.decode_boxes(HeadOutput(reg[..., :0], reg), own)[0], a["assign_pred_boxes"]) <= RAW_TOL
+    assert raw_excess(model.decode_boxes(HeadOutput(reg[..., :0], reg), own)[0], a["assign_pred_boxes"]) <= 1
 
     cfg = c.loaded.preset.model.assigner
     assigner = DynamicSoftLabelAssigner(cfg.topk, cfg.iou_factor, cfg.soft_center_radius)
