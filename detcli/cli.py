@@ -208,6 +208,16 @@ NmsOpt = typer.Option(
 )
 
 
+ExactOpt = typer.Option(
+    False, "--exact",
+    help="Run the network as loaded (float32, NCHW, BatchNorms not folded, no TF32 on CUDA), one image per forward "
+         "pass, as the official code runs it: the path that reproduces the official numbers (raw outputs bit for bit on the same CPU and "
+         "thread count). Default: the optimised model (BatchNorms folded, channels_last on CPU), faster but equal "
+         "only to float32 rounding (up to ~3e-5 relative; two near-tied detections may swap). DETCLI_NO_FUSE=1 "
+         "is the same as --exact.",
+)
+
+
 def _nms_override(nms: Optional[bool]) -> list[str]:
     """``--nms/--no-nms`` as the ``--set`` override it stands for."""
     return [] if nms is None else [f"test.nms={'class_aware' if nms else 'none'}"]
@@ -243,6 +253,7 @@ def eval_(
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
     max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
     nms: Optional[bool] = NmsOpt,
+    exact: bool = ExactOpt,
     confusion_conf: float = typer.Option(
         0.25, "--confusion-conf", min=0.0, max=1.0,
         help="Score a detection needs to enter the confusion matrix (matched to GT at IoU ≥ 0.45).",
@@ -267,6 +278,7 @@ def eval_(
             weights=weights, data=data, preset=preset, batch=batch, imgsz=imgsz, device=device, workers=workers,
             conf=conf, iou=iou, max_det=max_det, project=project, name=name,
             overrides=list(overrides) + _nms_override(nms), files=files, confusion_conf=confusion_conf,
+            exact=exact,
         )
     )
 
@@ -293,6 +305,7 @@ def predict(
     iou: Optional[float] = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU (default: preset)."),
     max_det: Optional[int] = typer.Option(None, "--max-det", min=1, help="Detections per image (default: preset)."),
     nms: Optional[bool] = NmsOpt,
+    exact: bool = ExactOpt,
     imgsz: Optional[int] = InferImgszOpt,
     batch: int = typer.Option(8, "--batch", min=1, help="Images per forward pass."),
     device: Optional[str] = InferDeviceOpt,
@@ -310,7 +323,7 @@ def predict(
     predict_command(
         PredictRequest(
             source=source, weights=weights, preset=preset, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz,
-            batch=batch, device=device, project=project, name=name, exist_ok=exist_ok, save=save,
+            batch=batch, device=device, project=project, name=name, exist_ok=exist_ok, save=save, exact=exact,
             overrides=list(overrides) + _nms_override(nms),
         )
     )

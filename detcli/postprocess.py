@@ -6,9 +6,14 @@ The families differ only in their settings (:class:`PostprocessConfig`, from the
   class-aware NMS 0.6, 100 per image;
 - RetinaNet (MMDetection ``_predict_by_feat_single``): per level score > 0.05 then the best ``nms_pre=1000``
   pairs, boxes of size ≤ ``min_bbox_size=0`` dropped, class-aware NMS 0.5, 100 per image;
+- RTMDet (the same MMDetection code): score > 0.001, the best ``nms_pre=30000`` per level, class-aware NMS 0.65,
+  300 per image;
 - ``nms="none"``: the best ``max_det`` by score, for NMS-free heads (DeFCN).
 
 NMS runs per image (one ``torchvision.ops.batched_nms`` call with the classes as groups), as both references.
+Exactly tied scores keep MMDetection's order: the per-level ranking is the same (not stable) ``torch.sort`` call
+on the same tensor as ``filter_scores_and_topk``'s (:func:`_image_top_pairs`), so the candidates reach NMS in the
+reference's order and ties there resolve as in the reference.
 """
 from __future__ import annotations
 
@@ -99,9 +104,8 @@ def postprocess(
         img, prior, label, score = _candidates(scores, cfg.score_thr, scores_are_logits)
     else:
         parts, start = [], 0
-        for size, count in zip(priors.level_sizes, priors.level_counts):
-            level = scores[:, start:start + count]
-            img, label, score, prior = _level_candidates(level, size, priors.per_cell, cfg, scores_are_logits)
+        for count in priors.level_counts:
+            img, label, score, prior = _level_candidates(scores[:, start:start + count], cfg, scores_are_logits)
             parts.append((img, prior + start, label, score))
             start += count
         img, prior, label, score = (torch.cat(t) for t in zip(*parts))
@@ -132,61 +136,61 @@ def _candidates(scores: Tensor, score_thr: float, logits: bool) -> tuple[Tensor,
     return img[ok], prior[ok], label[ok], score[ok]
 
 
-def _level_candidates(
-    scores: Tensor, size: tuple[int, int], per_cell: int, cfg: PostprocessConfig, logits: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _level_candidates(scores: Tensor, cfg: PostprocessConfig, logits: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(image, prior, class) triples of one level with score > ``score_thr``, at most ``nms_pre`` per image
-    (MMDetection ``filter_scores_and_topk``: threshold first, then the best ``nms_pre``).
-
-    Few survivors of the threshold (the usual case): select them, then rank them per image. Many survivors:
-    a dense per-image top-``nms_pre``, then the threshold — the same set, cheaper. Either way the pairs are
-    visited in the head's own channel order (image, anchor, class, y, x), so ties and the float rounding of
-    the survivors' sigmoid do not depend on the layout of ``scores``.
+    (MMDetection ``filter_scores_and_topk``: threshold first, then the best ``nms_pre``), image by image.
 
     Args:
         scores: (B, H·W·A, C) scores or logits of the level, prior order (y, x, anchor).
-        size: (H, W).
-        per_cell: A.
 
     Returns:
         image (K,), class (K,), score (K,), prior index inside the level (K,); sorted by score per image.
     """
     b, n, c = scores.shape
-    h, w = size
     k = cfg.nms_pre if cfg.nms_pre > 0 else n * c
     pre = _maybe_above(scores, cfg.score_thr, logits)
-    if int(pre.count_nonzero()) > cfg.dense_topk_factor * k * b:
-        top, flat = _channel_major(scores, h * w).topk(min(k, n * c), dim=1)
+    parts = [_image_top_pairs(scores[i], pre[i], k, cfg, logits) for i in range(b)]
+    prior, label, score = (torch.cat(t) for t in zip(*parts))
+    img = torch.repeat_interleave(torch.arange(b, device=scores.device),
+                                  torch.tensor([len(p[0]) for p in parts], device=scores.device))
+    return img, label, score, prior
+
+
+def _image_top_pairs(
+    scores: Tensor, pre: Tensor, k: int, cfg: PostprocessConfig, logits: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One image's best ``k`` pairs with score > ``score_thr``, in MMDetection's order, ties included.
+
+    The reference takes the survivors in (prior, class) row-major order and ranks them with
+    ``torch.sort(descending=True)``, which is not stable: exactly tied scores (e.g. sigmoids saturated at 1.0)
+    come out in the order of torch's sort algorithm, and when ties straddle the ``k`` cut, that order decides
+    which pairs survive. The same call on the same tensor is made here, so the order is the reference's.
+    Many survivors (more than ``dense_topk_factor · k``): a dense top-(k+1) of the whole map instead, whose
+    result equals that sort's when its k+1 scores are strictly decreasing (then the values alone fix the
+    order); on any tie among them, the sort.
+
+    Args:
+        scores: (N, C) scores or logits of the image's level.
+        pre: (N, C) the pairs that may pass the threshold (:func:`_maybe_above`).
+    Returns:
+        prior (K,), class (K,), score (K,), K ≤ k, best first.
+    """
+    n, c = scores.shape
+    if int(pre.count_nonzero()) > cfg.dense_topk_factor * k:
+        top, flat = scores.reshape(-1).topk(min(k + 1, n * c))
         score = _score_of(top, logits)
-        ok = score > cfg.score_thr
-        img = torch.arange(b, device=flat.device)[:, None].expand_as(flat)[ok]
-        flat, score = flat[ok], score[ok]
-        ch, cell = flat // (h * w), flat % (h * w)
-        return img, ch % c, score, cell * per_cell + ch // c
-    img, prior, label = torch.nonzero(pre, as_tuple=True)
-    channel_major = (img * (per_cell * c) + prior % per_cell * c + label) * (h * w) + prior // per_cell
-    order = torch.argsort(channel_major)
-    img, prior, label = img[order], prior[order], label[order]
-    score = _score_of(scores[img, prior, label], logits)
+        if not bool((score[1:] == score[:-1]).any()):
+            score, flat = score[:k], flat[:k]
+            ok = score > cfg.score_thr
+            flat = flat[ok]
+            return flat // c, flat % c, score[ok]
+    prior, label = torch.nonzero(pre, as_tuple=True)
+    score = _score_of(scores[prior, label], logits)
     ok = score > cfg.score_thr
-    img, prior, label, score = img[ok], prior[ok], label[ok], score[ok]
-    # rank inside each image: sort by score (descending), then stably by image
-    order = torch.argsort(score, descending=True, stable=True)
-    order = order[torch.argsort(img[order], stable=True)]
-    counts = torch.bincount(img, minlength=b)
-    rank = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[img[order]]
-    order = order[rank < k]
-    return img[order], label[order], score[order], prior[order]
-
-
-def _channel_major(scores: Tensor, cells: int) -> Tensor:
-    """(B, H·W·A, C) → (B, A·C·H·W) contiguous, the head's (A·C, H, W) layout, by one 2-D transpose per image
-    (PyTorch blocks that copy for the cache)."""
-    b = scores.shape[0]
-    out = scores.new_empty((b, scores.shape[1] * scores.shape[2]))
-    for i in range(b):
-        out[i].view(-1, cells).copy_(scores[i].reshape(cells, -1).t())
-    return out
+    prior, label, score = prior[ok], label[ok], score[ok]
+    score, order = score.sort(descending=True)  # not stable, as the reference (see above)
+    order = order[:k]
+    return prior[order], label[order], score[:k]
 
 
 def _maybe_above(scores: Tensor, score_thr: float, logits: bool) -> Tensor:

@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 import torch
 
+from detcli.data.collate import split_by_shape
 from detcli.data.image_io import read_image_bgr
-from detcli.data.transforms.common import inverse_warp_boxes
+from detcli.engine.coco_results import coco_boxes_scores
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write_json
 from detcli.models.base import Detector
@@ -112,15 +113,17 @@ Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator], 
 Collate = Callable[[list[dict]], Batch]
 
 
-def to_original_pixels(det: Detections, meta: ImageMeta) -> Detections:
-    """Map detections from network-input pixels back to the original image, clipped to it (on CPU).
+def to_original_pixels(model: Detector, det: Detections, meta: ImageMeta) -> Detections:
+    """Map detections from network-input pixels back to the original image (on CPU), by the family's official
+    rule (:meth:`Detector.to_original`).
 
     Args:
         det: boxes (K, 4) xyxy in network-input pixels.
-        meta: the image's ``warp_matrix`` (original → input) and ``ori_shape`` (h, w).
+        meta: the image's ``warp_matrix`` (original → input), ``ori_shape`` (h, w) and ``img_shape``.
     """
-    boxes = inverse_warp_boxes(det.boxes.detach().float().cpu().reshape(-1, 4), meta.warp_matrix, meta.ori_shape)
-    return Detections(boxes=boxes, scores=det.scores.detach().float().cpu(), labels=det.labels.detach().cpu())
+    cpu = Detections(boxes=det.boxes.detach().float().cpu().reshape(-1, 4), scores=det.scores.detach().float().cpu(),
+                     labels=det.labels.detach().cpu())
+    return model.to_original(cpu, meta)
 
 
 def predict_batches(
@@ -134,10 +137,15 @@ def predict_batches(
     max_det: int,
     collate: Collate,
 ) -> Iterator[tuple[Frame, Detections]]:
-    """Run ``model`` over ``frames`` in batches; yield each frame with its detections in original pixels.
+    """Run ``model`` over ``frames`` in batches; yield each frame, in order, with its detections in original pixels.
+
+    Up to ``batch_size`` frames are read ahead; those whose padded shape is equal share one forward pass, the
+    others run in passes of their own (:func:`~detcli.data.collate.split_by_shape`), so a frame's detections
+    are those it gets alone, whatever frames surround it (a video's frames, all of one shape, fill whole batches).
 
     ``transform(img_bgr, boxes (0, 4), labels (0,), rng)`` must return ``img, boxes, labels, warp_matrix,
-    img_shape``; ``collate`` turns the sample dicts (``img, boxes, labels, meta``) into a :class:`Batch`.
+    img_shape``; ``collate`` turns the sample dicts (``img, boxes, labels, meta``) into a :class:`Batch`
+    (with ``pad_shapes``, as :func:`~detcli.data.collate.collate` gives).
     The model runs in eval mode under ``torch.inference_mode()``; its previous mode is restored at the end.
     """
     if batch_size < 1:
@@ -180,10 +188,12 @@ def _run_batch(
     collate: Collate,
 ) -> Iterator[tuple[Frame, Detections]]:
     batch = collate([s for _, s in pending])
-    with torch.inference_mode():
-        dets = model.predict(batch.images.to(device), batch.metas, score_thr, iou_thr, max_det)
-    for (frame, _), det, meta in zip(pending, dets, batch.metas):
-        yield frame, to_original_pixels(det, meta)
+    dets: dict[int, Detections] = {}  # index in pending → detections in input pixels
+    for idx, group in split_by_shape(batch):  # one forward pass per padded shape: batch-1 inputs
+        with torch.inference_mode():
+            dets.update(zip(idx, model.predict(group.images.to(device), group.metas, score_thr, iou_thr, max_det)))
+    for i, ((frame, _), meta) in enumerate(zip(pending, batch.metas)):
+        yield frame, to_original_pixels(model, dets[i], meta)
 
 
 # --------------------------------------------------------------------------- drawing
@@ -324,16 +334,15 @@ class PredictionWriter:
         return path
 
     def _records(self, frame: Frame, det: Detections) -> list[dict]:
-        boxes = det.boxes.detach().cpu().double().reshape(-1, 4)
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).numpy().round(2).tolist()
-        scores = det.scores.detach().cpu().double().tolist()
+        """COCO results of one frame, boxes and scores at full float32 precision (:func:`coco_boxes_scores`)."""
+        xywh, scores = coco_boxes_scores(det)
         labels = det.labels.detach().cpu().tolist()
         return [
             {
                 "image_id": frame.index + 1,
                 "category_id": self.cat_ids[int(c)],
                 "bbox": b,
-                "score": round(s, 5),
+                "score": s,
                 "file_name": frame.path,
                 "frame": frame.frame,
                 "category": self.class_names[int(c)],

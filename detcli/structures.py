@@ -38,13 +38,18 @@ class Target:
     Attributes:
         boxes: (G, 4) float32 xyxy.
         labels: (G,) int64 contiguous class indices in [0, num_classes).
+        ignore_boxes: (K, 4) float32 xyxy regions that are no target but whose priors an assigner may leave out
+            of the loss (MMDetection's ``gt_instances_ignore``, e.g. COCO crowd boxes; used by MaxIoU with
+            ``ignore_iof_thr`` > 0), or None for none.
     """
 
     boxes: Tensor
     labels: Tensor
+    ignore_boxes: Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Target":
-        return Target(self.boxes.to(device), self.labels.to(device))
+        ignore = None if self.ignore_boxes is None else self.ignore_boxes.to(device)
+        return Target(self.boxes.to(device), self.labels.to(device), ignore)
 
 
 @dataclass
@@ -57,16 +62,19 @@ class Batch:
         metas: B metas.
         skipped: metas of the images of this batch that could not be read (evaluation leaves them out of
             ``images`` and counts them, see ``CocoDetection(unreadable="skip")``).
+        pad_shapes: B (H_i, W_i), each image's own padded size (its ``img_shape`` rounded up to the divisor: the
+            tensor it has in a batch of one); empty when unknown. See :func:`detcli.data.collate.split_by_shape`.
     """
 
     images: Tensor
     targets: list[Target]
     metas: list[ImageMeta] = field(default_factory=list)
     skipped: list[ImageMeta] = field(default_factory=list)
+    pad_shapes: list[tuple[int, int]] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(self.images.to(device, non_blocking=True), [t.to(device) for t in self.targets], self.metas,
-                     self.skipped)
+                     self.skipped, self.pad_shapes)
 
 
 @dataclass

@@ -392,7 +392,7 @@ def test_transform_output_is_float32_arithmetic_on_img_over_255():
     t = NanoDetTransform((48, 64), train=False)  # identity warp: the output samples the pixels exactly
     out = t(img, np.zeros((0, 4), np.float32), np.zeros(0))
     img01 = img.astype(np.float32) / 255
-    expected = (img01 - np.float32([v / 255 for v in MEAN])) / np.float32([v / 255 for v in STD])
+    expected = (img01 - np.float32(MEAN) / 255) / (np.float32(STD) / 255)  # float32 divisions, as color.py
     assert torch.equal(out["img"], torch.from_numpy(np.ascontiguousarray(expected.transpose(2, 0, 1))))
 
 

@@ -153,11 +153,12 @@ def test_results_json_format_and_category_mapping():
     ev.add(2, _det([[10.123, 20.456, 30.789, 40.0]], [0.123456789], [0]))
     ev.add(1, _det([[1, 2, 3, 4], [5, 6, 9, 10]], [0.5, 0.25], [1, 0]))
     out = ev.results_json()
+    x1, y1, x2, y2 = (float(np.float32(v)) for v in (10.123, 20.456, 30.789, 40.0))
     assert out == [
         {"image_id": 1, "category_id": 3, "bbox": [1.0, 2.0, 2.0, 2.0], "score": 0.5},
         {"image_id": 1, "category_id": 7, "bbox": [5.0, 6.0, 4.0, 4.0], "score": 0.25},
-        {"image_id": 2, "category_id": 7, "bbox": [10.12, 20.46, 20.67, 19.54], "score": 0.12346},
-    ]
+        {"image_id": 2, "category_id": 7, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(np.float32(0.123456789))},
+    ]  # full float32 precision: the float32 corners and score, w and h their float64 differences
     json.dumps(out)  # plain Python types only
     with pytest.raises(ValueError, match="image id 99"):
         ev.add(99, _det([], [], []))
@@ -258,9 +259,10 @@ def test_gather_across_two_processes():
     queue = mp.get_context("fork").SimpleQueue()
     mp.start_processes(_gather_worker, args=(port, queue), nprocs=2, start_method="fork")
     got = dict(queue.get() for _ in range(2))
+    score = float(np.float32(0.9))  # full float32 precision
     expected = [
-        {"image_id": 1, "category_id": 3, "bbox": [10.0, 10.0, 60.0, 60.0], "score": 0.9},
-        {"image_id": 2, "category_id": 3, "bbox": [20.0, 20.0, 60.0, 60.0], "score": 0.9},
+        {"image_id": 1, "category_id": 3, "bbox": [10.0, 10.0, 60.0, 60.0], "score": score},
+        {"image_id": 2, "category_id": 3, "bbox": [20.0, 20.0, 60.0, 60.0], "score": score},
     ]
     assert got[0] == expected and got[1] == expected
 
@@ -498,7 +500,8 @@ def test_writer_images_video_and_json(tmp_path):
     assert cv2.imread(str(out_dir / "a_2.png")).shape == (60, 80, 3)
     records = json.loads((out_dir / "predictions.json").read_text())
     assert len(records) == len(frames)
-    assert records[0] == {"image_id": 1, "category_id": 12, "bbox": [10.0, 20.0, 20.5, 25.25], "score": 0.12346,
+    assert records[0] == {"image_id": 1, "category_id": 12, "bbox": [10.0, 20.0, 20.5, 25.25],
+                          "score": float(np.float32(0.123456)),  # full float32 precision
                           "file_name": "x/a.png", "frame": None, "category": "dog"}
     assert [r["image_id"] for r in records] == list(range(1, len(frames) + 1))  # one id per image / frame
     if video_ok:

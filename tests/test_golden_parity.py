@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from detcli.models.base import HeadOutput
+from golden.checkpoints import write_official_checkpoint
 from golden.weights import checksums, fixture_state_dict, golden_input
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -93,23 +94,6 @@ def fixture(name: str) -> tuple[dict, dict[str, np.ndarray]]:
             "the input recipe or torch's RNG stream changed; regenerate the fixtures")
         arrays["input"] = images.numpy()
     return doc, arrays
-
-
-def write_official_checkpoint(doc: dict, state: dict[str, torch.Tensor], directory: Path) -> tuple[Path, dict]:
-    """``state`` in the official checkpoint format of the preset's family (the file and what it holds)."""
-    if doc["family"] == "nanodet":  # Lightning checkpoint of the official trainer
-        path = directory / f"{doc['preset']}.ckpt"
-        ckpt = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.9.5",
-                "state_dict": {f"model.{k}": v for k, v in state.items()}}
-    elif doc["family"] == "defcn":  # cvpods DefaultCheckpointer
-        path = directory / f"{doc['preset']}.pth"
-        ckpt = {"model": state, "iteration": 270000}
-    else:  # MMEngine checkpoint
-        path = directory / f"{doc['preset']}.pth"
-        ckpt = {"meta": {"mmdet_version": doc["source"].get("mmdet", "3.3.0"), "epoch": 12, "iter": 0},
-                "state_dict": state}
-    torch.save(ckpt, path)
-    return path, ckpt
 
 
 @dataclass
@@ -305,11 +289,15 @@ def run_predict(c: Case, official_raw: bool):
     h, w = images.shape[-2:]
     metas = [ImageMeta(i, f"golden{i}.jpg", (h, w), (h, w), np.eye(3).tolist()) for i in range(len(images))]
     if not official_raw:
-        return model.predict(images, metas, score_thr, iou_thr, max_det)
-    factor = torch.from_numpy(c.arrays["filter"]) if "filter" in c.arrays else None
-    out = forward_output(model, torch.from_numpy(c.arrays["cls"]), torch.from_numpy(c.arrays["reg"]), (h, w), factor)
-    with patch.object(model, "forward", lambda x: out):
-        return model.predict(images, metas, score_thr, iou_thr, max_det)
+        dets = model.predict(images, metas, score_thr, iou_thr, max_det)
+    else:
+        factor = torch.from_numpy(c.arrays["filter"]) if "filter" in c.arrays else None
+        out = forward_output(model, torch.from_numpy(c.arrays["cls"]), torch.from_numpy(c.arrays["reg"]), (h, w),
+                             factor)
+        with patch.object(model, "forward", lambda x: out):
+            dets = model.predict(images, metas, score_thr, iou_thr, max_det)
+    # the official detections are in "original" pixels = the input (DeFCN: detector_postprocess clips there)
+    return [model.to_original(d, m) for d, m in zip(dets, metas)]
 
 
 @pytest.mark.parametrize("name", DETECTIONS)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detcli.app.common import inference_model, load_runnable, model_summary, select_device
+from detcli.app.common import (INFERENCE_PATHS, inference_batch, inference_model, inference_path, load_runnable, model_summary,
+                               select_device)
 from detcli.console import Reporter
 from detcli.errors import DetcliError
 from detcli.models.base import Detector
@@ -28,6 +29,7 @@ class EvalRequest:
     overrides: list[str] = field(default_factory=list)
     files: object | None = None  # a DatasetConfig from --val-ann/--val-images
     confusion_conf: float = 0.25  # detcli.engine.confusion.CONFUSION_CONF
+    exact: bool = False  # the network as loaded (detcli.app.common.inference_model), not the optimised model
 
 
 def eval_command(req: EvalRequest) -> dict:
@@ -45,7 +47,7 @@ def eval_command(req: EvalRequest) -> dict:
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("eval", str(device))
-    loaded, imgsz = load_runnable(req.weights, req.preset, req.overrides, req.imgsz, device, reporter)
+    loaded, imgsz = load_runnable(req.weights, req.preset, req.overrides, req.imgsz, device, reporter, req.exact)
     preset = loaded.preset
     if req.files is not None:
         data_cfg = req.files
@@ -71,14 +73,17 @@ def eval_command(req: EvalRequest) -> dict:
         )
     out = new_run_dir(req.project, req.name)  # before the evaluation: an unwritable --project fails at once
     loader = build_dataloader(
-        dataset, batch_size=req.batch, workers=cap_workers(req.workers), shuffle=False, drop_last=False, seed=0,
+        dataset, batch_size=inference_batch(req.batch, req.exact), workers=cap_workers(req.workers), shuffle=False,
+        drop_last=False, seed=0,
         distributed=False, collate_fn=lambda s: collate(s, size_divisor=preset.input.size_divisor),
     )
     test = preset.test.model_copy(
         update={k: v for k, v in {"score_thr": req.conf, "iou_thr": req.iou, "max_det": req.max_det}.items()
                 if v is not None}
     )
-    model = inference_model(loaded.model, reporter)  # after the summary: it counts the model as trained
+    model = inference_model(loaded.model, reporter, req.exact)  # after the summary: it counts the model as trained
+    path = inference_path(model)
+    reporter.info(f"inference path: {path} ({INFERENCE_PATHS[path]})")
     result = evaluate(model, loader, dataset, device, test, reporter, keep_detections=True,
                       confusion_conf=req.confusion_conf)
     reporter.print(stats_table(result))
@@ -91,6 +96,7 @@ def eval_command(req: EvalRequest) -> dict:
         "annotations": str(data_cfg.val.source),
         "score_thr": test.score_thr, "iou_thr": test.iou_thr, "max_det": test.max_det,
         "nms": test.nms,
+        "inference_path": path,  # INFERENCE_PATHS: "exact" reproduces the official numbers
         "confusion_conf": req.confusion_conf,
         "imgsz": list(size),
         **result.to_dict(),

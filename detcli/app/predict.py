@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detcli.app.common import inference_model, load_runnable, select_device
+from detcli.app.common import INFERENCE_PATHS, inference_batch, inference_model, inference_path, load_runnable, select_device
 from detcli.app.preflight import check_source, check_weights
 from detcli.console import Reporter
 
@@ -24,6 +24,7 @@ class PredictRequest:
     name: str = "predict"
     exist_ok: bool = False  # write into project/name as it is, instead of numbering predict2, predict3, …
     save: bool = True
+    exact: bool = False  # the network as loaded (detcli.app.common.inference_model), not the optimised model
     overrides: list[str] = field(default_factory=list)
 
 
@@ -42,7 +43,7 @@ def predict_command(req: PredictRequest) -> Path:
     reporter = Reporter()
     device = select_device(req.device)
     reporter.header("predict", str(device))
-    loaded, imgsz = load_runnable(req.weights, req.preset, req.overrides, req.imgsz, device, reporter)
+    loaded, imgsz = load_runnable(req.weights, req.preset, req.overrides, req.imgsz, device, reporter, req.exact)
     preset = loaded.preset
     size = input_size(preset, imgsz)
     reporter.info(
@@ -51,13 +52,16 @@ def predict_command(req: PredictRequest) -> Path:
     )
     transform = build_transform(preset, train=False, imgsz=imgsz)
     out = new_run_dir(req.project, req.name, exist_ok=req.exist_ok)
+    model = inference_model(loaded.model, reporter, req.exact)
+    path = inference_path(model)
+    reporter.info(f"inference path: {path} ({INFERENCE_PATHS[path]})")
     iou = req.iou if req.iou is not None else preset.test.iou_thr
     max_det = req.max_det if req.max_det is not None else preset.test.max_det
     frames = iter_sources(req.source, warn=reporter.warn)
     n_images = n_boxes = 0
     with PredictionWriter(out, loaded.class_names, save_images=req.save, cat_ids=loaded.cat_ids) as writer:
         results = predict_batches(
-            inference_model(loaded.model, reporter), frames, transform, req.batch, device, req.conf, iou, max_det,
+            model, frames, transform, inference_batch(req.batch, req.exact), device, req.conf, iou, max_det,
             collate=lambda s: collate(s, size_divisor=preset.input.size_divisor),
         )
         total = len(paths) if all(not p.lower().endswith(VIDEO_EXTENSIONS) for p in paths) else None

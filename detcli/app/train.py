@@ -131,7 +131,7 @@ def build_parts(spec: BuildSpec, info) -> Any:
     train_loader = build_dataloader(
         train_ds, batch_size=per_process, workers=workers, shuffle=True,
         drop_last=len(train_ds) >= per_process * info.world_size, seed=info.seed, distributed=distributed,
-        collate_fn=collate_fn,
+        collate_fn=collate_fn, aspect_ratio_grouping=preset.data.aspect_ratio_grouping,
     )
     val_loader = build_dataloader(
         val_ds, batch_size=per_process, workers=min(workers, 2), shuffle=False, drop_last=False,

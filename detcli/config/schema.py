@@ -105,14 +105,49 @@ class AnchorConfig(Strict):
 
 
 class MaxIoUAssignerConfig(Strict):
+    """MMDetection's ``MaxIoUAssigner`` (``detcli.assigners.max_iou``), field for field."""
+
     pos_iou_thr: Probability = 0.5
-    neg_iou_thr: Probability = 0.4
+    neg_iou_thr: Union[float, tuple[float, float]] = Field(
+        0.4, description="background below this IoU, or [lo, hi]: background in [lo, hi), ignored below lo")
     min_pos_iou: Probability = 0.0
+    match_low_quality: bool = Field(True, description="give every GT its best anchors, even below pos_iou_thr")
+    gt_max_assign_all: bool = Field(True, description="low-quality match: all anchors tied at the GT's best IoU")
+    ignore_iof_thr: float = Field(
+        -1.0, ge=-1, le=1, description="anchors whose IoF with an ignore box exceeds this are ignored; ≤ 0: off "
+        "(MMDetection's RetinaNet: -1). No data loader gives ignore boxes yet, so only ≤ 0 is accepted")
+    ignore_wrt_candidates: bool = Field(True, description="IoF over the anchor's area (true) or the ignore box's")
+
+    @field_validator("neg_iou_thr", mode="before")
+    @classmethod
+    def _number_or_range(cls, value: Any) -> float | tuple[float, float]:
+        """One clear message for every wrong form (the union's own errors name internal types)."""
+        pair = isinstance(value, (list, tuple))
+        values = list(value) if pair else [value]
+        is_iou = [isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values]
+        if (pair and len(values) != 2) or not all(is_iou):
+            raise ValueError("must be an IoU in [0, 1] or a pair [lo, hi] of them")
+        if len(values) == 1:
+            return float(values[0])
+        if not values[0] < values[1]:
+            raise ValueError("[lo, hi]: lo must be below hi (else no anchor is background)")
+        return float(values[0]), float(values[1])
+
+    @field_validator("ignore_iof_thr")
+    @classmethod
+    def _ignore_boxes_available(cls, value: float) -> float:
+        # the assigner and RetinaNet take ignore boxes (Target.ignore_boxes), but the datasets leave COCO crowd
+        # boxes out of the targets and give none: refuse rather than silently do nothing
+        if value > 0:
+            raise ValueError("no data loader gives ignore boxes yet (COCO crowd boxes are left out of the "
+                             "targets), so only values ≤ 0 (off, as MMDetection's RetinaNet) are accepted")
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> "MaxIoUAssignerConfig":
-        if self.neg_iou_thr > self.pos_iou_thr:
-            raise ValueError("neg_iou_thr must not exceed pos_iou_thr")
+        hi = self.neg_iou_thr[1] if isinstance(self.neg_iou_thr, tuple) else self.neg_iou_thr
+        if hi > self.pos_iou_thr:
+            raise ValueError(f"neg_iou_thr ({hi:g}) must not exceed pos_iou_thr ({self.pos_iou_thr:g})")
         return self
 
 
@@ -324,6 +359,12 @@ class ResizeFlipAugmentConfig(AugmentBase):
         None, min_length=1, description="training only: each image's short side drawn from these (the long side "
         "capped at input.size's larger value); scaled with --imgsz like input.size"
     )
+    resize_backend: Literal["cv2", "pil"] = Field(
+        "cv2", description="bilinear resize (train and test): cv2 INTER_LINEAR as MMDetection, or PIL BILINEAR as "
+        "cvpods/detectron2 (a low-pass filter when it shrinks)")
+    size_rule: Literal["mmcv", "shortest_edge"] = Field(
+        "mmcv", description="rounding of the resized size: mmcv rescale_size, or cvpods/detectron2 "
+        "ResizeShortestEdge (short side first, then the long-side cap)")
 
 
 def _ordered(pair: tuple[float, float], name: str) -> None:
@@ -424,6 +465,10 @@ AugmentConfig = Annotated[
 class DataConfig(Strict):
     filter_empty: bool = Field(False, description="drop training images without boxes")
     min_size: int = Field(0, ge=0, description="drop training images smaller than this (px)")
+    aspect_ratio_grouping: Literal["none", "w>=h", "w>h"] = Field(
+        "none", description="training batches of one orientation (detcli.data.samplers): 'w>=h' landscape "
+        "includes squares (MMDetection AspectRatioBatchSampler), 'w>h' it does not (cvpods DistributedGroupSampler); "
+        "'none': batches mix orientations")
 
 
 # --------------------------------------------------------------------------- training

@@ -64,7 +64,8 @@ def _family_transform(preset: Preset, augment: AugmentBase, train: bool, imgsz: 
                 short_sides = [max(32, round(s * f)) for s in aug.short_sides]
             return KeepRatioResizeTransform(
                 scale=size, mean=inp.mean, std=inp.std, to_rgb=inp.channel_order == "rgb",
-                flip=aug.flip, train=train, short_sides=short_sides,
+                flip=aug.flip, train=train, short_sides=short_sides, backend=aug.resize_backend,
+                size_rule=aug.size_rule,
             )
         case RTMDetAugmentConfig() as aug:
             from detcli.data.transforms.rtmdet import rtmdet_test_pipeline, rtmdet_train_pipeline

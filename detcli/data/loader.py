@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detcli.cpus import available_cpus
+from detcli.data.samplers import GroupedBatchSampler, GroupingRule, dataset_orientations
 
 
 def seed_worker(worker_id: int) -> None:
@@ -44,6 +45,7 @@ def build_dataloader(
     seed: int,
     distributed: bool,
     collate_fn: Callable,
+    aspect_ratio_grouping: GroupingRule | Literal["none"] = "none",
 ) -> DataLoader:
     """A DataLoader; ``batch_size`` is per process.
 
@@ -51,9 +53,21 @@ def build_dataloader(
     data; call ``loader.sampler.set_epoch(epoch)`` each epoch to reshuffle. Otherwise shuffling uses a
     generator seeded with ``seed``. Workers are started afresh each epoch (their seeds come from ``generator``, so a resumed run
     repeats them) and memory is pinned on CUDA.
+
+    ``aspect_ratio_grouping`` (``data.aspect_ratio_grouping``, with ``shuffle``): batches of one orientation
+    by that rule, from a :class:`~detcli.data.samplers.GroupedBatchSampler` (``loader.batch_sampler``, seeded
+    with ``seed + epoch``: call its ``set_epoch`` each epoch; it splits the batches over the ranks itself).
     """
     generator = torch.Generator()
     sampler = None
+    if shuffle and aspect_ratio_grouping != "none":
+        from detcli.distributed import rank, world_size
+
+        generator.manual_seed(seed + 1000003 * rank())  # worker seeds only: the batches come from seed + epoch
+        processes = world_size() if distributed else 1
+        batches = GroupedBatchSampler(dataset_orientations(dataset, aspect_ratio_grouping), batch_size, seed,
+                                      drop_last, processes, rank() if distributed else 0)
+        return DataLoader(dataset, batch_sampler=batches, **_loader_options(workers, collate_fn, generator))
     if distributed:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
         rank = sampler.rank
@@ -61,15 +75,16 @@ def build_dataloader(
         shuffle = False
     else:
         generator.manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        sampler=sampler,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, drop_last=drop_last,
+                      **_loader_options(workers, collate_fn, generator))
+
+
+def _loader_options(workers: int, collate_fn: Callable, generator: torch.Generator) -> dict:
+    """What every loader shares: workers seeded from ``generator`` and started afresh each epoch, pinned memory."""
+    return dict(
         num_workers=workers,
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
         worker_init_fn=seed_worker,
         generator=generator,
         persistent_workers=False,  # fresh, re-seeded workers each epoch: exact --resume

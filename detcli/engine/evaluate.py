@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from detcli.config.schema import TestConfig
-from detcli.data.transforms.common import inverse_warp_boxes
+from detcli.data.collate import split_by_shape
 from detcli.distributed import broadcast_object, is_main
 from detcli.engine.confusion import CONFUSION_CONF
 from detcli.engine.evaluator import CocoEvaluator, EvalResult
@@ -22,6 +22,9 @@ def predict_dataset(
 ) -> None:
     """``model.predict`` on every batch (eval mode), boxes mapped back to original pixels, into ``evaluator``.
 
+    A batch runs as one forward pass per padded image shape (:func:`~detcli.data.collate.split_by_shape`):
+    each image's detections are those it gets alone, as in the official tests at batch 1.
+
     Images the dataset could not read (``Batch.skipped``) go to :meth:`CocoEvaluator.skip`. The model's
     train/eval mode is restored afterwards.
     """
@@ -32,13 +35,13 @@ def predict_dataset(
         for batch in bar:
             for meta in batch.skipped:
                 evaluator.skip(meta.image_id, meta.file_name)
-            if not batch.metas:
-                continue
-            batch = batch.to(device)
-            dets = model.predict(batch.images, batch.metas, test_cfg.score_thr, test_cfg.iou_thr, test_cfg.max_det)
-            for det, meta in zip(dets, batch.metas):
-                boxes = inverse_warp_boxes(det.boxes.float(), meta.warp_matrix, meta.ori_shape)
-                evaluator.add(meta.image_id, Detections(boxes, det.scores, det.labels))
+            for _, group in split_by_shape(batch):  # one forward pass per padded shape: batch-1 inputs
+                group = group.to(device)
+                dets = model.predict(group.images, group.metas, test_cfg.score_thr, test_cfg.iou_thr,
+                                     test_cfg.max_det)
+                for det, meta in zip(dets, group.metas):
+                    det = Detections(det.boxes.float(), det.scores, det.labels)
+                    evaluator.add(meta.image_id, model.to_original(det, meta))
     finally:
         model.train(was_training)
 

@@ -20,6 +20,7 @@ from pycocotools.cocoeval import COCOeval
 from rich.table import Table
 
 from detcli.engine.coco_backend import bbox_cocoeval
+from detcli.engine.coco_results import coco_boxes_scores
 from detcli.engine.confusion import CONFUSION_CONF, ConfusionMatrix, confusion_from_coco
 from detcli.engine.curves import DetectionCurves, detection_curves
 from detcli.structures import Detections
@@ -178,16 +179,14 @@ class CocoEvaluator:
         image_id = int(image_id)
         if image_id not in self.coco_gt.imgs:
             raise ValueError(f"image id {image_id} is not in the ground truth")
-        boxes = det.boxes.detach().float().cpu().numpy().reshape(-1, 4).astype(np.float64)
-        scores = det.scores.detach().float().cpu().numpy().reshape(-1).astype(np.float64)
         labels = det.labels.detach().cpu().numpy().reshape(-1).astype(np.int64)
         if len(labels) and (labels.min() < 0 or labels.max() >= len(self.cat_ids)):
             raise ValueError(f"labels must be in [0, {len(self.cat_ids)}), got {labels.min()}..{labels.max()}")
-        xywh = np.round(np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1), 2)
+        xywh, scores = coco_boxes_scores(det)
         cats = np.asarray(self.cat_ids, dtype=np.int64)[labels]
         self._results[image_id] = [
-            {"image_id": image_id, "category_id": int(c), "bbox": b, "score": round(s, 5)}
-            for c, b, s in zip(cats.tolist(), xywh.tolist(), scores.tolist())
+            {"image_id": image_id, "category_id": int(c), "bbox": b, "score": s}
+            for c, b, s in zip(cats.tolist(), xywh, scores)
         ]
 
     def gather(self) -> None:
@@ -204,7 +203,8 @@ class CocoEvaluator:
         self._skipped = {k: v for p in parts if p is not None for k, v in p[1].items()}
 
     def results_json(self) -> list[dict]:
-        """COCO results format: image_id, category_id, bbox [x, y, w, h] (2 decimals), score (5 decimals)."""
+        """COCO results format: image_id, category_id, bbox [x, y, w, h], score, at full float32 precision
+        (:func:`detcli.engine.coco_results.coco_boxes_scores`)."""
         return [r for image_id in sorted(self._results) for r in self._results[image_id]]
 
     def evaluate(self) -> EvalResult:

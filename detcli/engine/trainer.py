@@ -658,7 +658,8 @@ def _set_epoch(loader: DataLoader, epoch: int) -> bool:
     """``set_epoch`` on the loader's sampler(s) (DistributedSampler reshuffles by epoch) and on its dataset
     (the transform's stage and caches: ``augment.switch``), where they have one; True when the dataset's
     pipeline stage changed. Called before the epoch's workers start, so they copy the new stage."""
-    samplers = [getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)]
+    samplers = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                getattr(getattr(loader, "batch_sampler", None), "sampler", None)]
     seen: set[int] = set()
     for s in samplers:
         if s is not None and id(s) not in seen and hasattr(s, "set_epoch"):

@@ -27,20 +27,25 @@ def inference_resize(preset: Preset, size: tuple[int, int]) -> dict[str, Any]:
       border 0: a stretch, sampled as the training warp samples (not ``cv2.resize``'s pixel-centre grid);
     - ``keep_ratio`` (RetinaNet, DeFCN, RTMDet): ``cv2.resize`` (bilinear) to ``int(W·f + 0.5) × int(H·f + 0.5)``
       with ``f = min(max(w, h) / max(W, H), min(w, h) / min(W, H))``; RTMDet then pads to w × h with
-      ``pad_value`` (a pixel value, before normalisation).
+      ``pad_value`` (a pixel value, before normalisation). ``backend`` "pil" (DeFCN, as cvpods): PIL's bilinear
+      resize instead of ``cv2.resize``; ``size_rule`` "shortest_edge" (DeFCN): cvpods' ``ResizeShortestEdge`` size
+      (:func:`detcli.data.transforms.resize.shortest_edge_size`) instead of mmcv's ``int(W·f + 0.5)``.
 
     Every family then normalises and pads bottom/right with 0 to ``input_shape``.
     """
+    backend, rule = "cv2", "mmcv"
     match preset.augment:
         case NanoDetAugmentConfig():
             method, pad = "warp_stretch", None
-        case ResizeFlipAugmentConfig():
+        case ResizeFlipAugmentConfig() as aug:
             method, pad = "keep_ratio", None
+            backend, rule = aug.resize_backend, aug.size_rule
         case RTMDetAugmentConfig() as aug:
             method, pad = "keep_ratio", float(aug.pad.pad_val)
         case other:  # pragma: no cover - the union is exhaustive
             raise AssertionError(other)
-    return {"method": method, "size": [int(size[0]), int(size[1])], "pad_value": pad, "interpolation": "bilinear"}
+    return {"method": method, "size": [int(size[0]), int(size[1])], "pad_value": pad, "interpolation": "bilinear",
+            "backend": backend, "size_rule": rule}
 
 
 def output_names(end_to_end: bool, head: HeadOutput) -> list[str]:
@@ -117,6 +122,7 @@ def export_metadata(
             + f", {inp.channel_order.upper()} 0..255, (pixel - mean) / std, NCHW, pad bottom/right to {w}×{h} with 0"
         ),
         "predict_score_thr": PREDICT_SCORE_THR,
+        "to_original": model.to_original_rule,  # Detector.to_original_rule: how boxes go back to original pixels
         "strides": list(model.strides),
         "mode": "end2end" if end_to_end else "raw",
         "outputs": {k: v for k, v in output_layout(end_to_end, cfg.max_det, priors).items() if k in names},
@@ -176,6 +182,8 @@ class ResizeMeta(_Section):
     method: Literal["warp_stretch", "keep_ratio"]
     size: tuple[PositiveInt, PositiveInt]
     pad_value: FiniteFloat | None = None
+    backend: Literal["cv2", "pil"] = "cv2"  # files written before the field resized with cv2
+    size_rule: Literal["mmcv", "shortest_edge"] = "mmcv"
 
 
 class ExportedMetadata(_Section):

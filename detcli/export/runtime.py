@@ -59,9 +59,9 @@ class OnnxDetector(nn.Module):
         self.input_dtype = torch.float16 if self.meta.input_dtype == "float16" else torch.float32
         self.end_to_end = self.meta.mode == "end2end"
         self.fixed = self.meta.postprocess.model_dump() if self.end_to_end else {}
-        self.decoder = None
-        if not self.end_to_end:  # the family's own decode + postprocess, weights not needed
-            self.decoder = build_model(self.meta.preset_config, self.meta.num_classes, pretrained=False).eval()
+        # the family's own rules (decode + postprocess of raw exports, the way back to original pixels); no weights
+        self.family = build_model(self.meta.preset_config, self.meta.num_classes, pretrained=False).eval()
+        self.decoder = None if self.end_to_end else self.family
 
     @torch.no_grad()
     def predict(self, images: Tensor, metas: list[ImageMeta], score_thr: float, iou_thr: float,
@@ -85,6 +85,10 @@ class OnnxDetector(nn.Module):
             cfg = self.decoder.postprocess_cfg.replace(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
             dets = self.decoder.detections(HeadOutput(*[o.float() for o in outs]), shape, metas, cfg)
         return self._finite(dets)
+
+    def to_original(self, det: Detections, meta: ImageMeta) -> Detections:
+        """The exported family's :meth:`~detcli.models.base.Detector.to_original`."""
+        return self.family.to_original(det, meta)
 
     def _end_to_end(self, outs: list[Tensor], shape: tuple[int, ...], metas: list[ImageMeta], score_thr: float,
                     max_det: int) -> list[Detections]:

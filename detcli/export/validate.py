@@ -187,8 +187,9 @@ def _check_against_preset(meta: ExportedMetadata, path: Path) -> None:
                               f"{name} is {getattr(preset.input, name)}")
     want = inference_resize(preset, (w, h))
     got = meta.resize
-    if got is not None and (got.method, list(got.size), got.pad_value) != (want["method"], want["size"],
-                                                                           want["pad_value"]):
+    fields = ("method", "size", "pad_value", "backend", "size_rule")
+    if got is not None and [getattr(got, f) for f in fields] != [tuple(want[f]) if f == "size" else want[f]
+                                                                 for f in fields]:
         raise DetcliError(f"{path}: metadata field 'resize' is {got.model_dump(mode='json')}, but its preset_config "
                           f"resizes as {want}")
 

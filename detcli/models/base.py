@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.prior_fit import PriorFit
+from detcli.data.transforms.common import inverse_warp_boxes
 from detcli.errors import DetcliError
 from detcli.postprocess import PostprocessConfig, clip_boxes, image_limits, postprocess
 from detcli.structures import Detections, ImageMeta, Target
@@ -149,6 +150,11 @@ class Detector(nn.Module, ABC):
     # as one FLOP (MMDetection's get_flops, RTMDet's README). ``flop_count_source`` names who counts that way.
     flop_count_convention: ClassVar[Literal["2macs", "macs"]] = "2macs"
     flop_count_source: ClassVar[str | None] = None
+    # How :meth:`to_original` brings boxes back to the original image, in the words exports record for their users
+    # (``to_original`` in the ONNX metadata): "clip" = scale back, clip to the original image (NanoDet-Plus,
+    # RetinaNet); "unclipped" = scale back only (RTMDet: the boxes were clipped at the padded input);
+    # "clip_drop_empty" = scale back, clip, drop boxes left with no width or height (DeFCN, after the top-k cut).
+    to_original_rule: ClassVar[Literal["clip", "unclipped", "clip_drop_empty"]] = "clip"
 
     # ------------------------------------------------------------------ the contract
     @abstractmethod
@@ -269,6 +275,22 @@ class Detector(nn.Module, ABC):
         boxes = clip_boxes(boxes, image_limits(metas, batch_shape, boxes))
         scores = outputs.cls_logits if self.select_on_logits else self.decode_scores(outputs)
         return self.postprocess(boxes, scores, priors, cfg, scores_are_logits=self.select_on_logits)
+
+    def to_original(self, det: Detections, meta: ImageMeta) -> Detections:
+        """One image's detections from network-input pixels to original-image pixels, by the family's official rule.
+
+        Default (NanoDet-Plus: ``warp_boxes`` with the inverse matrix): each box's 4 corners through
+        ``inverse(meta.warp_matrix)``, their min/max box, clipped to ``meta.ori_shape``. Families whose reference
+        rescales without clipping again, or drops boxes left empty, override this.
+
+        Args:
+            det: boxes (K, 4) xyxy in input pixels (already clipped to ``img_shape`` by :meth:`detections`).
+            meta: the image's ``warp_matrix`` (original → input), ``ori_shape`` (h, w) and ``img_shape``.
+        Returns:
+            (K', 4) boxes in original pixels with their scores and labels, K' ≤ K, same order.
+        """
+        boxes = inverse_warp_boxes(det.boxes, meta.warp_matrix, meta.ori_shape)
+        return Detections(boxes=boxes, scores=det.scores, labels=det.labels)
 
     def inference_state_dict(self) -> dict[str, Tensor]:
         """State dict of the inference graph (training-only modules dropped). Default: everything."""

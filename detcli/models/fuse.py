@@ -1,4 +1,4 @@
-"""The fastest exact eager form of any detector, for inference only (``detcli predict`` / ``eval``).
+"""The fastest eager form of any detector, equal to float32 rounding, for inference only (``predict`` / ``eval``).
 
 :func:`fuse_for_inference` returns a new model, the input model is left untouched:
 
@@ -17,11 +17,17 @@
    ``benchmarks/inference_latency.py``);
 5. :meth:`InferenceDetector.predict` runs under ``torch.inference_mode()``.
 
-Outputs equal the original model's to float rounding (``tests/test_fuse.py``: ≤ 1e-4). The result cannot
-train (``train()`` raises) and is never saved: checkpoints keep the original modules.
+Outputs equal the original model's to float rounding (``tests/test_fuse.py``: ≤ 1e-4), not bit for bit: steps
+1, 2 and 5 (and the priors cache) change no number, steps 3 and 4 each reorder float32 sums. On the golden
+fixtures (``benchmarks/inference_exactness.py``, 1 thread) channels_last alone moves 40–96 % of the raw outputs,
+by up to 4e-6 relative (RTMDet, NanoDet-Plus) and 3e-5 (RetinaNet, DeFCN: ResNet backbones, 256-channel heads);
+folding alone (float64 fold, one float32 rounding) 60–92 %, by up to 3e-6 and 1.5e-5; no fold of a trained
+network's statistics is bit-exact (the BatchNorm's ``y·s + t`` and the folded conv's ``Σ x·(w·s) + b'`` round
+differently). ``fuse_for_inference(model, channels_last=False, fold=False)`` is exact. The result cannot train
+(``train()`` raises) and is never saved: checkpoints keep the original modules.
 
-``detcli predict`` / ``eval`` run it through :func:`detcli.app.common.inference_model` (``DETCLI_NO_FUSE=1``
-turns it off there).
+``detcli predict`` / ``eval`` run it through :func:`detcli.app.common.inference_model`; ``--exact`` (or
+``DETCLI_NO_FUSE=1``) runs the model as loaded instead.
 """
 from __future__ import annotations
 
@@ -38,18 +44,21 @@ from torchvision.ops import FrozenBatchNorm2d
 from detcli.assigners.assignment import Assignment
 from detcli.errors import DetcliError
 from detcli.models.base import Detector, HeadOutput, Priors
+from detcli.postprocess import PostprocessConfig
 from detcli.structures import Detections, ImageMeta, Target
 
 PRIORS_KEPT = 8  # input sizes whose priors an InferenceDetector keeps
 NORMS = (_BatchNorm, FrozenBatchNorm2d)  # what folds into a conv
 
 
-def fuse_for_inference(model: Detector, channels_last: bool | None = None) -> InferenceDetector:
+def fuse_for_inference(model: Detector, channels_last: bool | None = None, fold: bool = True) -> InferenceDetector:
     """A new inference-only detector equal to ``model`` in eval mode, BatchNorms folded (module docstring).
 
     Args:
         model: any detector (its mode and weights are not changed).
         channels_last: NHWC weights and input; default: on CPU.
+        fold: fold the BatchNorms (steps 2–3). ``fold=False, channels_last=False`` is the exact form: the
+            network as loaded (steps 1 and 5 and the priors cache only, none of which changes a number).
     """
     device = next(model.parameters()).device
     if channels_last is None:
@@ -57,9 +66,10 @@ def fuse_for_inference(model: Detector, channels_last: bool | None = None) -> In
     side = max(32, max(model.strides))  # the smallest input every level of every family accepts
     with torch.inference_mode(False):  # normal tensors (also when called in inference mode): autograd pairs them
         fused = copy.deepcopy(_without_training_modules(model)).eval()
-        unshare_modules_(fused)
-        probe = torch.zeros(1, 3, side, side, device=device, dtype=next(model.parameters()).dtype)
-        fold_batchnorms_(fused, probe)
+        if fold:
+            unshare_modules_(fused)
+            probe = torch.zeros(1, 3, side, side, device=device, dtype=next(model.parameters()).dtype)
+            fold_batchnorms_(fused, probe)
     for p in fused.parameters():
         p.requires_grad_(False)
     if channels_last:
@@ -186,7 +196,9 @@ def _without_training_modules(model: Detector) -> Detector:
 class InferenceDetector(Detector):
     """A detector prepared by :func:`fuse_for_inference`: the contract of the wrapped ``model``, inference only.
 
-    ``forward`` makes the input channels_last when the weights are; ``predict`` runs under inference mode.
+    ``forward`` makes the input channels_last when the weights are; ``predict`` runs under inference mode. Every
+    step of the test-time pass that a family may make its own (decoding, ``detections``, ``postprocess``,
+    ``to_original``: e.g. RTMDet's un-padding rule) is the wrapped model's (``tests/test_exact_path.py`` checks it).
     """
 
     def __init__(self, model: Detector, channels_last: bool) -> None:
@@ -195,6 +207,7 @@ class InferenceDetector(Detector):
         self.channels_last = channels_last
         self.strides, self.num_classes = model.strides, model.num_classes
         self.postprocess_cfg, self.select_on_logits = model.postprocess_cfg, model.select_on_logits
+        self.to_original_rule = model.to_original_rule  # type: ignore[misc]  # the family's, for exports
         self._priors: dict[tuple, Priors] = {}
         self.eval()
 
@@ -222,6 +235,21 @@ class InferenceDetector(Detector):
 
     def decode_scores(self, outputs: HeadOutput) -> Tensor:
         return self.model.decode_scores(outputs)
+
+    def detections(self, outputs: HeadOutput, batch_shape: tuple[int, ...], metas: list[ImageMeta],
+                   cfg: PostprocessConfig) -> list[Detections]:
+        """The family's own ``detections`` where it has one (DeFCN: boxes not clipped), else the shared one with
+        the cached priors."""
+        if type(self.model).detections is not Detector.detections:
+            return self.model.detections(outputs, batch_shape, metas, cfg)
+        return super().detections(outputs, batch_shape, metas, cfg)
+
+    def postprocess(self, boxes: Tensor, scores: Tensor, priors: Priors, cfg: PostprocessConfig | None = None,
+                    scores_are_logits: bool = False) -> list[Detections]:
+        return self.model.postprocess(boxes, scores, priors, cfg, scores_are_logits)
+
+    def to_original(self, det: Detections, meta: ImageMeta) -> Detections:
+        return self.model.to_original(det, meta)
 
     def assign(self, outputs: HeadOutput, priors: Priors, targets: list[Target],
                metas: list[ImageMeta] | None = None) -> Assignment:

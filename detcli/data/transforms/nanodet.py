@@ -195,8 +195,9 @@ class NanoDetTransform:
         img01 = np.divide(warped, np.float32(255), dtype=np.float32)
         if self.train:
             img01 = color_jitter(img01, rng, **self.color_kwargs)
-        mean01 = [v / 255 for v in self.mean]
-        std01 = [v / 255 for v in self.std]
+        # float32(mean) / 255 in float32, as color.py::_normalize (not float32(mean / 255): 1 ulp apart for some)
+        mean01 = np.divide(np.asarray(self.mean, dtype=np.float32), np.float32(255), dtype=np.float32)
+        std01 = np.divide(np.asarray(self.std, dtype=np.float32), np.float32(255), dtype=np.float32)
 
         return {
             "img": normalize_chw(img01, mean01, std01),

@@ -5,7 +5,9 @@ ResNet-50 (caffe style, FrozenBN, stem + res2 frozen) → FPN P3–P7 (P6 from P
 GN head with per-level Scale and ReLU(·)·stride distances, plus 3D Max Filtering and a filter logit; score =
 σ(cls)·σ(filter). Training: POTO one-to-one on the detached predictions (focal loss on the probability
 product + 2 × GIoU) and the auxiliary one-to-many focal loss on the class logits. Test: per level the best 1000
-(point, class) pairs with score > 0.05, the best 100 overall, **no NMS** (``test.nms``; ``--nms`` turns it on).
+(point, class) pairs with score > 0.05, the best 100 overall, **no NMS** (``test.nms``; ``--nms`` turns it on);
+then cvpods' ``detector_postprocess`` (:meth:`DeFCN.to_original`): rescaled to the original image, clipped there,
+empty boxes dropped, so an image may keep fewer than 100.
 
 Parameter names: ``backbone.*`` torchvision ResNet, ``neck.*`` the shared FPN, ``head.*`` DeFCN's own names;
 a cvpods checkpoint is renamed on load (:func:`~detcli.models.cvpods_keys.cvpods_to_detcli`).
@@ -31,7 +33,7 @@ from detcli.models.heads.defcn_head import DeFCNHead
 from detcli.models.point_detector import PointDetector
 from detcli.models.necks.fpn import FPN
 from detcli.postprocess import PostprocessConfig
-from detcli.structures import ImageMeta, Target
+from detcli.structures import Detections, ImageMeta, Target
 
 if TYPE_CHECKING:
     from detcli.config.schema import DeFCNConfig, TestConfig
@@ -100,7 +102,7 @@ class DeFCN(PointDetector):
         self.loss_settings = {"focal_alpha": focal_alpha, "focal_gamma": focal_gamma, "reg_weight": reg_weight,
                               "aux_weight": aux_weight}
         self.postprocess_cfg = postprocess or PostprocessConfig(
-            score_thr=0.05, iou_thr=0.6, max_det=100, nms="none", nms_pre=1000, min_bbox_size=0.0)
+            score_thr=0.05, iou_thr=0.6, max_det=100, nms="none", nms_pre=1000, min_bbox_size=None)
 
         if norm not in ("frozen_bn", "bn"):
             raise ValueError(f"norm must be 'frozen_bn' or 'bn', got {norm!r}")
@@ -130,6 +132,38 @@ class DeFCN(PointDetector):
     def decode_scores(self, outputs: HeadOutput) -> Tensor:
         """σ(cls) · σ(filter), (B, N, C)."""
         return outputs.cls_logits.float().sigmoid() * outputs.score_factor.float().sigmoid()
+
+    # ------------------------------------------------------------------ test-time post-processing
+    def detections(self, outputs: HeadOutput, batch_shape: tuple[int, ...], metas: list[ImageMeta],
+                   cfg: PostprocessConfig) -> list[Detections]:
+        """decode → postprocess, boxes **not** clipped (cvpods' ``inference_single_image`` leaves them as decoded;
+        :meth:`to_original` clips once, in original pixels)."""
+        priors = self.priors(tuple(batch_shape[-2:]), outputs.cls_logits.device, outputs.cls_logits.dtype)
+        return self.postprocess(self.decode_boxes(outputs, priors), self.decode_scores(outputs), priors, cfg)
+
+    to_original_rule = "clip_drop_empty"
+
+    def to_original(self, det: Detections, meta: ImageMeta) -> Detections:
+        """cvpods ``detector_postprocess`` of one image's top-``max_det`` detections.
+
+        x × (ori_w / img_w) and y × (ori_h / img_h) (the factors in float64, the product in the boxes' float32,
+        as ``Boxes.scale``), clamped to [0, ori_w] × [0, ori_h] (``Boxes.clip``), then the boxes whose width or
+        height is not > 0 dropped (``Boxes.nonempty``): after the cut, so fewer than ``max_det`` may remain.
+
+        Args:
+            det: (K, 4) xyxy in input pixels (unclipped), scores and labels, best first.
+            meta: ``img_shape`` (the resized image, h, w) and ``ori_shape`` (h, w).
+        Returns:
+            the K' ≤ K non-empty detections in original pixels, same order.
+        """
+        (img_h, img_w), (ori_h, ori_w) = meta.img_shape, meta.ori_shape
+        boxes = det.boxes.clone()
+        boxes[:, 0::2] *= ori_w / img_w
+        boxes[:, 1::2] *= ori_h / img_h
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ori_w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, ori_h)
+        keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+        return Detections(boxes=boxes[keep], scores=det.scores[keep], labels=det.labels[keep])
 
     # ------------------------------------------------------------------ inspection
     @property
@@ -197,7 +231,8 @@ def _matched_boxes(assignment: Assignment, targets: list[Target], n: int) -> Ten
 
 def build_defcn(cfg: DeFCNConfig, test: TestConfig, num_classes: int, backbone_weights: str | None) -> DeFCN:
     """DeFCN from a validated preset's ``model`` (``DeFCNConfig``) and ``test`` sections (``test.nms_pre=None``
-    keeps DeFCN's 1000 per level, ``test.min_bbox_size=None`` its 0: cvpods drops empty boxes)."""
+    keeps DeFCN's 1000 per level, ``test.min_bbox_size=None`` drops no box before the top-``max_det`` cut:
+    cvpods drops the empty ones after it, :meth:`DeFCN.to_original`)."""
     return DeFCN(
         num_classes=num_classes,
         frozen_stages=cfg.frozen_stages,
@@ -216,6 +251,6 @@ def build_defcn(cfg: DeFCNConfig, test: TestConfig, num_classes: int, backbone_w
         focal_gamma=cfg.loss.focal_gamma,
         reg_weight=cfg.loss.reg_weight,
         aux_weight=cfg.loss.aux_weight,
-        postprocess=PostprocessConfig.from_test(test, nms_pre=1000, min_bbox_size=0.0),
+        postprocess=PostprocessConfig.from_test(test, nms_pre=1000, min_bbox_size=None),
         backbone_weights=backbone_weights,
     )

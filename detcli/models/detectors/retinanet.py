@@ -5,6 +5,13 @@
 (α 0.25, γ 2) + L1 on deltas, both divided by Σ_images max(#pos, 1); test: per level score > 0.05,
 top 1000 (anchor, class) pairs, decode + clip, class-aware NMS 0.5, 100 detections.
 
+Back to the original image, RetinaNet keeps :meth:`Detector.to_original`'s default: the inverse of the realised
+resize factors (new_w / w, new_h / h, MMDetection's ``scale_factor``), clipped to the original image, is
+MMDetection's rescale (clip to the resized ``img_shape``, divide by ``scale_factor``, no second clip) up to
+float32 rounding (≤ 6.1e-5 px on ``tests/golden/e2e/retinanet-*.json``). MMDetection filters ``min_bbox_size`` and
+runs NMS on the rescaled boxes, detcli on input pixels: the same for the official ``min_bbox_size=0`` (IoU does
+not change under a per-axis scale); a size > 0 is in input pixels here, in original pixels there.
+
 Parameter names equal MMDetection's state-dict keys (``backbone.*``, ``neck.*``, ``bbox_head.*``), so an
 MMDetection checkpoint loads strictly with :meth:`RetinaNet.load_mmdet_state_dict`.
 """
@@ -46,7 +53,8 @@ class RetinaNet(Detector):
         fpn_channels: FPN width (also the head's input width).
         feat_channels, stacked_convs: head tower width and depth.
         anchor_strides, anchor_ratios, octave_base_scale, scales_per_octave: see :class:`AnchorGenerator`.
-        pos_iou_thr, neg_iou_thr, min_pos_iou, match_low_quality, gt_max_assign_all: see :class:`MaxIoUAssigner`.
+        pos_iou_thr, neg_iou_thr, min_pos_iou, match_low_quality, gt_max_assign_all, ignore_iof_thr,
+            ignore_wrt_candidates: see :class:`MaxIoUAssigner` (ignore boxes: ``Target.ignore_boxes``).
         focal_alpha, focal_gamma: focal-loss parameters.
         loss_cls_weight, loss_bbox_weight: loss weights.
         score_thr, nms_pre, iou_thr, max_det: test-time settings (``postprocess_cfg``; ``predict`` arguments
@@ -82,10 +90,12 @@ class RetinaNet(Detector):
         octave_base_scale: float = 4,
         scales_per_octave: int = 3,
         pos_iou_thr: float = 0.5,
-        neg_iou_thr: float = 0.4,
+        neg_iou_thr: float | tuple[float, float] = 0.4,
         min_pos_iou: float = 0.0,
         match_low_quality: bool = True,
         gt_max_assign_all: bool = True,
+        ignore_iof_thr: float = -1.0,
+        ignore_wrt_candidates: bool = True,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         loss_cls_weight: float = 1.0,
@@ -108,7 +118,8 @@ class RetinaNet(Detector):
             anchor_strides, anchor_ratios, octave_base_scale, scales_per_octave, center_offset=0.0
         )
         self.coder = DeltaXYWHCoder()
-        self.assigner = MaxIoUAssigner(pos_iou_thr, neg_iou_thr, min_pos_iou, match_low_quality, gt_max_assign_all)
+        self.assigner = MaxIoUAssigner(pos_iou_thr, neg_iou_thr, min_pos_iou, match_low_quality, gt_max_assign_all,
+                                       ignore_iof_thr, ignore_wrt_candidates)
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.loss_cls_weight, self.loss_bbox_weight = loss_cls_weight, loss_bbox_weight
         self.postprocess_cfg = PostprocessConfig(
@@ -219,12 +230,16 @@ class RetinaNet(Detector):
         quality = torch.zeros((b, n), dtype=torch.float32, device=device)
         for i, t in enumerate(targets):
             boxes = t.boxes.to(device)
-            # MaxIoU on the valid anchors that may overlap a GT: the others have IoU 0 with every GT, which makes
-            # them background and never a low-quality match (the > 0 guard), so the result is the same as on
-            # every valid anchor, with (G, M) instead of (G, N) IoUs
+            ignore = boxes[:0] if t.ignore_boxes is None else t.ignore_boxes.to(device)
+            # MaxIoU on the valid anchors that may overlap a GT or ignore box: the others have IoU 0 with every
+            # GT, which makes them ``no_overlap_gt_ind`` (background, or ignored below a neg_iou_thr range) and
+            # never a low-quality match (the > 0 guard), so the result is the same as on every valid anchor,
+            # with (G, M) instead of (G, N) IoUs
             pad = padded_shape(metas[i].img_shape, self.size_divisor) if metas else None
-            used = overlap_candidates(self.anchor_generator, priors.level_sizes, boxes, pad)
-            res = self.assigner.assign(anchors[used], boxes, t.labels.to(device))
+            used = overlap_candidates(self.anchor_generator, priors.level_sizes, torch.cat([boxes, ignore]), pad)
+            if len(boxes):
+                gt_inds[i] = torch.where(valid[i], self.assigner.no_overlap_gt_ind, -1)
+            res = self.assigner.assign(anchors[used], boxes, t.labels.to(device), ignore)
             gt_inds[i, used] = res.gt_inds
             labels[i, used] = res.labels
             quality[i, used] = res.quality.float()
@@ -338,6 +353,10 @@ def build_retinanet(
         pos_iou_thr=cfg.assigner.pos_iou_thr,
         neg_iou_thr=cfg.assigner.neg_iou_thr,
         min_pos_iou=cfg.assigner.min_pos_iou,
+        match_low_quality=cfg.assigner.match_low_quality,
+        gt_max_assign_all=cfg.assigner.gt_max_assign_all,
+        ignore_iof_thr=cfg.assigner.ignore_iof_thr,
+        ignore_wrt_candidates=cfg.assigner.ignore_wrt_candidates,
         focal_alpha=cfg.loss.alpha,
         focal_gamma=cfg.loss.gamma,
         loss_cls_weight=cfg.loss.cls_weight,

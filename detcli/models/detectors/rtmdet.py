@@ -5,7 +5,8 @@ CSPNeXt P5 → CSPNeXtPAFPN → RTMDetSepBNHead (shared convs, per-level BN, no 
 at strides 8/16/32; the head predicts side distances in pixels (``exp(·)·stride`` for m/l/x); training assigns
 with the dynamic soft label assigner *with* its soft centre prior on the head's own detached predictions, then
 QFL + 2 × GIoU, both divided by the sum of the IoU targets. Test: sigmoid scores > 0.001, the best 30000 pairs
-per level, class-aware NMS 0.65, 300 per image.
+per level, class-aware NMS 0.65, 300 per image; boxes clipped to the padded 640 × 640 ``img_shape`` and divided
+by the resize's scale factor without a second clip (:meth:`RTMDet.to_original`).
 
 Parameter names equal MMDetection's state-dict keys (``backbone.*``, ``neck.*``, ``bbox_head.*``), so an
 MMDetection checkpoint loads strictly.
@@ -30,7 +31,7 @@ from detcli.models.heads.rtmdet_head import RTMDetSepBNHead
 from detcli.models.point_detector import PointDetector
 from detcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN
 from detcli.postprocess import PostprocessConfig
-from detcli.structures import ImageMeta, Target
+from detcli.structures import Detections, ImageMeta, Target
 
 if TYPE_CHECKING:
     from detcli.config.schema import RTMDetConfig, TestConfig
@@ -120,6 +121,31 @@ class RTMDet(PointDetector):
     def decode_scores(self, outputs: HeadOutput) -> Tensor:
         """Sigmoid of every class logit, (B, N, C)."""
         return outputs.cls_logits.sigmoid()
+
+    to_original_rule = "unclipped"
+
+    def to_original(self, det: Detections, meta: ImageMeta) -> Detections:
+        """MMDetection's ``_bbox_post_process(rescale=True)``: the boxes, already clipped to ``img_shape`` (the test
+        ``Pad`` makes it the padded 640 × 640), are multiplied by ``1 / scale_factor`` in float32 and *not* clipped
+        to the original image again, so a box that reaches into the padding reaches beyond the original image as
+        the official one does.
+
+        ``scale_factor`` is the test ``Resize``'s realised ``(new_w / w, new_h / h)``, the diagonal of
+        ``meta.warp_matrix``. A matrix that is not a pure scaling (not this family's test pipeline) takes the
+        default rule.
+
+        Args:
+            det: boxes (K, 4) xyxy in input pixels, clipped to ``meta.img_shape``.
+            meta: the image's ``warp_matrix`` (original → input).
+        Returns:
+            (K, 4) float32 boxes in original pixels, same scores, labels and order.
+        """
+        m = [[float(v) for v in row] for row in meta.warp_matrix]
+        if (m[0][1], m[0][2], m[1][0], m[1][2], m[2][0], m[2][1], m[2][2]) != (0, 0, 0, 0, 0, 0, 1):
+            return super().to_original(det, meta)
+        # as mmdet.structures.bbox.scale_boxes: Python's 1 / s, then one float32 multiplication
+        inverse = det.boxes.new_tensor([1 / m[0][0], 1 / m[1][1]], dtype=torch.float32).repeat(2)
+        return Detections(boxes=det.boxes.float() * inverse, scores=det.scores, labels=det.labels)
 
     # ------------------------------------------------------------------ inspection
     def prior_fit(self, priors: Priors, gt_boxes: Tensor, meta: ImageMeta | None = None) -> PriorFit:
