@@ -20,7 +20,11 @@ def _start_training(tiny_data: Path, cwd: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", "detcli", "train", "--preset", "nanodet-plus-m", "--data", str(tiny_data),
             "--imgsz", "64", "--batch", "2", "--epochs", "200", "--workers", "0", "--name", "run"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DETCLI_HOME": str(cwd / "home")}
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=open(cwd / "out.txt", "w"), stderr=open(cwd / "err.txt", "w"))
+    # SIGINT back to its default in the child: a suite started from a background job (``.ci/run &``) inherits
+    # SIGINT ignored, and Python keeps an ignored SIGINT ignored, so the interrupt would never arrive
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=open(cwd / "out.txt", "w"),
+                            stderr=open(cwd / "err.txt", "w"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _interrupt_when(proc: subprocess.Popen, ready: Path, cwd: Path, limit: float = 600) -> tuple[int, str]:
