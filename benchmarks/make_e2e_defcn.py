@@ -53,6 +53,7 @@ for extra in (REPO, REPO / "benchmarks", REPO / "tests"):
         sys.path.insert(0, str(extra))
 
 from golden.end_to_end import E2E, IMAGES  # noqa: E402
+from golden_json import dump  # noqa: E402
 from golden.train_step import TRAIN_STEP, grad_checksums  # noqa: E402
 from golden.weights import fixture_state_dict, golden_input  # noqa: E402
 
@@ -252,17 +253,6 @@ def main() -> int:
         print(f"wrote {folder / f'{PRESET}.json'}")
     return 0
 
-
-def dump(doc: dict) -> str:
-    """One line per top-level item, and one per image / gradient (diffable)."""
-    lines = []
-    for key, value in doc.items():
-        if key in ("images", "grads"):
-            body = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
-            lines.append(f'{json.dumps(key)}: {{\n  {body}\n }}')
-        else:
-            lines.append(f"{json.dumps(key)}: {json.dumps(value)}")
-    return "{\n " + ",\n ".join(lines) + "\n}\n"
 
 
 if __name__ == "__main__":

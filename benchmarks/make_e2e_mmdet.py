@@ -62,6 +62,7 @@ for extra in (REPO, REPO / "benchmarks", REPO / "tests"):
 
 from golden.checkpoints import write_official_checkpoint  # noqa: E402
 from golden.end_to_end import E2E, IMAGES  # noqa: E402
+from golden_json import dump  # noqa: E402
 from golden.train_step import TRAIN_STEP, grad_checksums  # noqa: E402
 from golden.weights import calibrate_batchnorms_, fixture_state_dict, golden_input  # noqa: E402
 
@@ -307,24 +308,6 @@ def main() -> int:
             print(f"wrote {folder / f'{preset}.json'}")
     return 0
 
-
-def dump(doc: dict) -> str:
-    """One line per top-level item, and one per image / gradient / margin / calibrated BatchNorm (diffable)."""
-    lines = []
-    for key, value in doc.items():
-        if key in ("images", "grads", "margins"):
-            body = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
-            lines.append(f'{json.dumps(key)}: {{\n  {body}\n }}')
-        elif key == "weights_overrides":
-            parts = []
-            for name, part in value.items():
-                rows = (",\n   ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in part.items())
-                        if isinstance(part, dict) else None)
-                parts.append(f"{json.dumps(name)}: " + (f"{{\n   {rows}\n  }}" if rows else json.dumps(part)))
-            lines.append(f'{json.dumps(key)}: {{\n  ' + ",\n  ".join(parts) + "\n }")
-        else:
-            lines.append(f"{json.dumps(key)}: {json.dumps(value)}")
-    return "{\n " + ",\n ".join(lines) + "\n}\n"
 
 
 if __name__ == "__main__":

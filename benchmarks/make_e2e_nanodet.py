@@ -54,6 +54,7 @@ for extra in (REPO, REPO / "benchmarks", REPO / "tests"):
 
 from golden.checkpoints import write_official_checkpoint  # noqa: E402
 from golden.end_to_end import E2E, IMAGES  # noqa: E402
+from golden_json import dump  # noqa: E402
 from golden.train_step import TRAIN_STEP, grad_checksums  # noqa: E402
 from golden.weights import fixture_state_dict, golden_input  # noqa: E402
 
@@ -164,17 +165,6 @@ def train_step_fixture(demo: types.ModuleType, weights: dict, source: dict) -> d
         "grads": grad_checksums(model.named_parameters()),
     }
 
-
-def dump(doc: dict) -> str:
-    """JSON with one line per top-level item, and one per entry of ``images`` / ``grads`` (diffable)."""
-    lines = []
-    for key, value in doc.items():
-        if key in ("images", "grads"):
-            body = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
-            lines.append(f'{json.dumps(key)}: {{\n  {body}\n }}')
-        else:
-            lines.append(f"{json.dumps(key)}: {json.dumps(value)}")
-    return "{\n " + ",\n ".join(lines) + "\n}\n"
 
 
 def main() -> int:
