@@ -27,14 +27,6 @@ from golden.weights import fixture_state_dict, golden_input
 PRESETS = ["rtmdet-tiny", "rtmdet-s"]
 
 
-@pytest.fixture
-def one_thread():
-    """The official step ran on one thread; with more, torch's convolution and BatchNorm reductions round
-    differently (loss_cls 2e-6 relative apart at 2 threads), so the step is compared on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -177,28 +177,9 @@ def test_predict_exact_writes_the_loaded_models_detections(tmp_path):
 def demo_checkpoint(tmp_path_factory):
     """A detcli NanoDet-Plus-m checkpoint for the 4-image demo val split (class logits biased to 0: every image
     gets detections), trained size 64×64, written in-process."""
-    from detcli.config.loader import load_preset
-    from detcli.data.dataset_config import DatasetConfig
-    from detcli.data.demo import CLASSES, ensure_demo_dataset
-    from detcli.engine.checkpoint import FORMAT, save_checkpoint
-    from detcli.models import build_model
+    from demo_checkpoint import write_confident_checkpoint
 
-    root = tmp_path_factory.mktemp("exact")
-    demo = ensure_demo_dataset(root / "demo", num_train=8, num_val=4)
-    val_ann, val_dir = demo / "annotations" / "instances_val.json", demo / "val"
-    preset, _ = load_preset("nanodet-plus-m")
-    torch.manual_seed(0)
-    model = build_model(preset, len(CLASSES), pretrained=False)
-    with torch.no_grad():
-        for conv in model.head.gfl_cls:
-            conv.bias[: len(CLASSES)] = 0.0
-    path = root / "demo.pt"
-    save_checkpoint(path, {
-        "format": FORMAT, "epoch": 1, "model": model.state_dict(), "ema": None,
-        "preset": preset.model_dump(mode="json"), "input_size": [64, 64],
-        "class_names": list(CLASSES), "cat_ids": list(range(1, len(CLASSES) + 1)),
-        "dataset": {"config": DatasetConfig.from_files(val_ann, val_dir).model_dump(mode="json")},
-    })
+    path, val_ann, val_dir = write_confident_checkpoint(tmp_path_factory.mktemp("exact"), "demo.pt")
     return path, val_ann
 
 
