@@ -26,7 +26,7 @@ from pycocotools.coco import COCO
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from detcli.engine.coco_backend import FASTER, PYCOCOTOOLS, backend_version, bbox_cocoeval  # noqa: E402
+from detcli.evaluation.coco_backend import FASTER, PYCOCOTOOLS, backend_version, bbox_cocoeval  # noqa: E402
 from synthetic_coco import CATEGORIES, synthetic_coco  # noqa: E402
 
 

@@ -41,8 +41,8 @@ from detcli.data.collate import collate  # noqa: E402
 from detcli.data.dataset_config import resolve_dataset  # noqa: E402
 from detcli.engine.checkpoint import save_checkpoint  # noqa: E402
 from detcli.engine.ema import ModelEMA  # noqa: E402
-from detcli.engine.evaluate import predict_dataset  # noqa: E402
-from detcli.engine.evaluator import CocoEvaluator  # noqa: E402
+from detcli.evaluation.evaluate import predict_dataset  # noqa: E402
+from detcli.evaluation.evaluator import CocoEvaluator  # noqa: E402
 from detcli.engine.optim import build_optimizer  # noqa: E402
 from detcli.engine.trainer import _non_finite  # noqa: E402
 from detcli.losses.nanodet_plus_loss import nanodet_plus_loss  # noqa: E402

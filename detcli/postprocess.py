@@ -21,16 +21,14 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from detcli.structures import Detections, ImageMeta
+from detcli.structures import Detections, ImageMeta, Priors
 
-if TYPE_CHECKING:
-    from detcli.models.base import Priors
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 
 from detcli.data.collate import split_by_shape
 from detcli.data.image_io import read_image_bgr
-from detcli.engine.coco_results import coco_boxes_scores
+from detcli.evaluation.coco_results import coco_boxes_scores
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write_json
 from detcli.models.base import Detector

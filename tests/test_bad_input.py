@@ -90,7 +90,7 @@ def test_deeply_nested_annotation_json_names_the_file(tmp_path: Path, markup_dat
 
 def test_deep_but_parsable_extra_field_does_not_reach_the_evaluator(markup_data: Path, tmp_path: Path):
     """pycocotools deep-copies the categories: a 600-deep extra field there would be a RecursionError."""
-    from detcli.engine.evaluator import CocoEvaluator
+    from detcli.evaluation.evaluator import CocoEvaluator
 
     ann_file = tmp_path / "val.json"
     ann_file.write_text(val_json(markup_data).read_text())

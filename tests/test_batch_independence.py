@@ -17,7 +17,7 @@ import torch
 from detcli.console import Reporter
 from detcli.data.build import build_transform
 from detcli.data.collate import collate, split_by_shape
-from detcli.engine.evaluate import predict_dataset
+from detcli.evaluation.evaluate import predict_dataset
 from detcli.predict import Frame, predict_batches
 from detcli.structures import ImageMeta
 

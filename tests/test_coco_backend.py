@@ -11,9 +11,9 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from detcli.engine import coco_backend
-from detcli.engine.coco_backend import BACKENDS, ENV, FASTER, PYCOCOTOOLS, backend_name, bbox_cocoeval
-from detcli.engine.evaluator import CocoEvaluator
+from detcli.evaluation import coco_backend
+from detcli.evaluation.coco_backend import BACKENDS, ENV, FASTER, PYCOCOTOOLS, backend_name, bbox_cocoeval
+from detcli.evaluation.evaluator import CocoEvaluator
 from detcli.errors import DetcliError
 from detcli.structures import Detections
 from synthetic_coco import CATEGORIES, synthetic_coco

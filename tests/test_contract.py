@@ -22,7 +22,8 @@ from detcli.assigners.assignment import Assignment
 from detcli.config.loader import load_preset, presets_dir
 from detcli.export.graph import DecodedGraph
 from detcli.models import build_model
-from detcli.models.base import Detector, HeadOutput, Priors
+from detcli.models.base import Detector
+from detcli.structures import HeadOutput, Priors
 from detcli.postprocess import clip_boxes, image_limits
 from detcli.structures import ImageMeta, Target
 from golden.weights import trained_like_

@@ -30,7 +30,7 @@ from detcli.data.image_io import read_image_bgr
 from detcli.data.image_size import image_size
 from detcli.data.label_stats import LabelStats, duplicate_files
 from detcli.data.paths import NotRegularFile, open_regular
-from detcli.engine.evaluator import CocoEvaluator
+from detcli.evaluation.evaluator import CocoEvaluator
 from detcli.errors import DatasetError, PresetError
 from detcli.structures import Detections
 from test_data import ann, write_coco

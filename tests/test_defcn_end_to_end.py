@@ -13,7 +13,7 @@ import pytest
 
 from cli_subprocess import run_cli, run_cli_forked
 from detcli.data.demo import ensure_demo_dataset
-from detcli.engine.duplicates import duplicate_stats
+from detcli.evaluation.duplicates import duplicate_stats
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from detcli.engine.duplicates import duplicate_stats
+from detcli.evaluation.duplicates import duplicate_stats
 
 
 def rec(image_id: int, cat: int, x1: float, y1: float, x2: float, y2: float, score: float) -> dict:

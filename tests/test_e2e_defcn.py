@@ -21,7 +21,7 @@ from detcli.config.loader import load_preset
 from detcli.data.build import build_transform
 from detcli.data.transforms.resize import KeepRatioResizeTransform, keep_ratio_size, shortest_edge_size
 from detcli.models import build_model
-from detcli.models.base import HeadOutput
+from detcli.structures import HeadOutput
 from detcli.models.cvpods_keys import cvpods_to_detcli
 from detcli.structures import Detections, ImageMeta, Target
 from golden.end_to_end import (GOLDEN, detcli_detections, e2e_fixture, match_detections, official_checkpoint,

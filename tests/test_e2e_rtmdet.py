@@ -16,7 +16,7 @@ import torch
 from cli_subprocess import run_cli_forked
 from detcli.config.loader import load_preset
 from detcli.models import build_model
-from detcli.models.base import Priors
+from detcli.structures import Priors
 from detcli.postprocess import PostprocessConfig, postprocess
 from detcli.structures import Detections, ImageMeta, Target
 from golden.end_to_end import GOLDEN, ImageDetections, detcli_detections, e2e_fixture, match_detections, official_checkpoint, \

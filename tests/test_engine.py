@@ -30,7 +30,7 @@ from detcli.engine import checkpoint as ckpt_mod
 from detcli.engine.checkpoint import inference_weights, load_checkpoint, save_checkpoint
 from detcli.engine.ddp import unused_parameters
 from detcli.engine.ema import ModelEMA
-from detcli.engine.evaluate import evaluate
+from detcli.evaluation.evaluate import evaluate
 from detcli.engine.launch import _as_detcli_error, parse_device
 from detcli.engine.optim import build_optimizer
 from detcli.engine.run_dir import ResultsCSV, latest_run, new_run_dir

@@ -16,7 +16,7 @@ import torch
 from pycocotools.coco import COCO
 from rich.console import Console
 
-from detcli.engine.evaluator import (
+from detcli.evaluation.evaluator import (
     STAT_NAMES,
     CocoEvaluator,
     merge_results,

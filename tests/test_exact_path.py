@@ -146,7 +146,7 @@ def test_predict_exact_writes_the_loaded_models_detections(tmp_path):
     this process; the default run says it took the optimised path."""
     from detcli.data.build import build_transform
     from detcli.data.collate import collate
-    from detcli.engine.coco_results import coco_boxes_scores
+    from detcli.evaluation.coco_results import coco_boxes_scores
     from detcli.predict import iter_sources, predict_batches
 
     preset = "nanodet-plus-m"

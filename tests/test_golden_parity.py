@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from detcli.models.base import HeadOutput
+from detcli.structures import HeadOutput
 from golden.checkpoints import write_official_checkpoint
 from golden.weights import checksums, fixture_state_dict, golden_input
 
@@ -76,7 +76,7 @@ def forward_output(model: torch.nn.Module, cls: torch.Tensor, reg: torch.Tensor,
                    factor: torch.Tensor | None = None):
     """The inverse of :func:`raw_outputs`: official flat outputs as the model's ``forward`` returns them (to
     run detcli's post-processing on exactly the official raw outputs)."""
-    from detcli.models.base import HeadOutput
+    from detcli.structures import HeadOutput
 
     assert model.priors(image_hw).num == cls.shape[1], "the priors do not cover the official outputs"
     return HeadOutput(cls, reg, factor)

@@ -30,7 +30,7 @@ from detcli.inspect.assign import assign_batch
 from detcli.inspect.draw import PANEL_SIDE
 from detcli.inspect.stats import AssignmentStats, level_names
 from detcli.models import build_model
-from detcli.models.base import HeadOutput
+from detcli.structures import HeadOutput
 from detcli.structures import Batch, ImageMeta, Target
 from preset_cases import preset_params
 from tests.cli_subprocess import run_cli

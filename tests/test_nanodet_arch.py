@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from detcli.errors import DetcliError
-from detcli.models.base import HeadOutput, Priors
+from detcli.structures import HeadOutput, Priors
 from detcli.models.complexity import (
     conv_macs,
     conv_params,

@@ -21,7 +21,7 @@ from detcli.geometry.priors import point_priors
 from detcli.losses.gfocal import distribution_focal_loss, quality_focal_loss
 from detcli.losses.iou import generalized_iou_aligned, giou_loss
 from detcli.losses.nanodet_plus_loss import decode_gfl_boxes, nanodet_plus_loss
-from detcli.models.base import HeadOutput
+from detcli.structures import HeadOutput
 from detcli.structures import Target
 
 LN2 = math.log(2.0)

@@ -19,8 +19,8 @@ from rich.console import Console
 
 from cli_subprocess import run_cli_forked
 from detcli.data.demo import ensure_demo_dataset
-from detcli.engine.confusion import add_image, greedy_pairs
-from detcli.engine.evaluator import CocoEvaluator, mean_precision_recall, per_class_table
+from detcli.evaluation.confusion import add_image, greedy_pairs
+from detcli.evaluation.evaluator import CocoEvaluator, mean_precision_recall, per_class_table
 from detcli.engine.run_dir import ResultsCSV
 from detcli.plots.results import plot_results, results_panels
 from detcli.plots.validation import save_validation_plots
@@ -101,7 +101,7 @@ def test_matches_equal_pycocotools_on_random_scenes_with_crowds():
     overlapping boxes, crowd regions, tied scores, more than maxDets detections of one class in one image."""
     from pycocotools.cocoeval import COCOeval
 
-    from detcli.engine.curves import coco_matches
+    from detcli.evaluation.curves import coco_matches
 
     rng = np.random.default_rng(3)
     images, anns, results = [], [], {}

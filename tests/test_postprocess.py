@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detcli.models.base import Priors
+from detcli.structures import Priors
 from detcli.postprocess import PostprocessConfig, clip_boxes, postprocess
 
 # four priors on one 1×4 level: p1 overlaps p0 (IoU 81/119 = 0.68), p2 is apart, p3 equals p0

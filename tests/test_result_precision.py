@@ -16,8 +16,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detcli.engine.coco_results import coco_boxes_scores
-from detcli.engine.evaluator import CocoEvaluator
+from detcli.evaluation.coco_results import coco_boxes_scores
+from detcli.evaluation.evaluator import CocoEvaluator
 from detcli.fileio import atomic_write_json
 from detcli.predict import Frame, PredictionWriter
 from detcli.structures import Detections

@@ -24,7 +24,7 @@ from detcli.errors import DetcliError
 from detcli.models import assigner_name, build_model, strides_of
 from detcli.models.backbones.csp_blocks import ChannelAttention, CSPLayer
 from detcli.models.backbones.cspnext import CSPNeXt, load_imagenet_weights
-from detcli.models.base import HeadOutput
+from detcli.structures import HeadOutput
 from detcli.models.complexity import conv_macs, reported_gflops, total_params
 from detcli.models.detectors.rtmdet import RTMDet
 from detcli.structures import ImageMeta, Target

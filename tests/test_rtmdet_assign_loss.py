@@ -21,7 +21,7 @@ from detcli.config.loader import load_preset
 from detcli.geometry.distance import bbox2distance
 from detcli.losses.rtmdet_loss import rtmdet_loss
 from detcli.models import build_model
-from detcli.models.base import HeadOutput
+from detcli.structures import HeadOutput
 from detcli.structures import Target
 
 torch.set_num_threads(1)

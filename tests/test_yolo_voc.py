@@ -21,7 +21,7 @@ from detcli.data.dataset_config import DatasetConfig, Split, VocSplit, YoloSplit
 from detcli.data.demo import ensure_demo_dataset
 from detcli.data.image_size import image_size
 from detcli.data.voc import VOC_CLASSES
-from detcli.engine.evaluator import CocoEvaluator
+from detcli.evaluation.evaluator import CocoEvaluator
 from detcli.errors import DatasetError
 from detcli.structures import Detections
 

@@ -28,7 +28,7 @@ class EvalRequest:
     name: str = "eval"
     overrides: list[str] = field(default_factory=list)
     files: object | None = None  # a DatasetConfig from --val-ann/--val-images
-    confusion_conf: float = 0.25  # detcli.engine.confusion.CONFUSION_CONF
+    confusion_conf: float = 0.25  # detcli.evaluation.confusion.CONFUSION_CONF
     exact: bool = False  # the network as loaded (detcli.app.common.inference_model), not the optimised model
 
 
@@ -38,9 +38,9 @@ def eval_command(req: EvalRequest) -> dict:
     from detcli.data.dataset_config import resolve_dataset
     from detcli.data.recorded import recorded_dataset
     from detcli.data.loader import build_dataloader, cap_workers
-    from detcli.engine.duplicates import duplicate_stats
-    from detcli.engine.evaluate import evaluate
-    from detcli.engine.evaluator import per_class_table, stats_table
+    from detcli.evaluation.duplicates import duplicate_stats
+    from detcli.evaluation.evaluate import evaluate
+    from detcli.evaluation.evaluator import per_class_table, stats_table
     from detcli.engine.run_dir import new_run_dir
     from detcli.plots.validation import save_validation_plots
 

@@ -43,8 +43,8 @@ from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, v
 from detcli.engine.run_record import RunRecord
 from detcli.engine.ddp import TrainingGraph, unused_parameters, wrap_ddp
 from detcli.engine.ema import ModelEMA
-from detcli.engine.evaluate import evaluate
-from detcli.engine.evaluator import STAT_NAMES, EvalResult
+from detcli.evaluation.evaluate import evaluate
+from detcli.evaluation.evaluator import STAT_NAMES, EvalResult
 from detcli.engine.optim import build_optimizer
 from detcli.engine.run_dir import (
     ResultsCSV, now_iso, read_manifest, resolved_preset, resumable, write_manifest, write_preset,
@@ -557,7 +557,7 @@ class Trainer:
 
     def _final_validation_report(self, result: EvalResult) -> None:
         """Per-class table with P and R, and (rank 0) the curves and confusion matrix of the last validation."""
-        from detcli.engine.evaluator import mean_precision_recall
+        from detcli.evaluation.evaluator import mean_precision_recall
 
         r = result
         epoch = self.last_result_epoch

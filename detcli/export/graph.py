@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms
 
-from detcli.models.base import Detector, Priors
+from detcli.models.base import Detector
+
+from detcli.structures import Priors
 from detcli.postprocess import PostprocessConfig, clip_boxes
 
 

@@ -13,7 +13,8 @@ import detcli
 from detcli.config.schema import (
     NanoDetAugmentConfig, Preset, ResizeFlipAugmentConfig, RTMDetAugmentConfig,
 )
-from detcli.models.base import Detector, HeadOutput, Priors
+from detcli.models.base import Detector
+from detcli.structures import HeadOutput, Priors
 from detcli.postprocess import PostprocessConfig
 
 END2END_OUTPUTS = ["num_dets", "boxes", "scores", "labels"]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from detcli.errors import DetcliError
 from detcli.export.validate import CheckedOnnx, check_onnx, check_outputs
-from detcli.models.base import HeadOutput
+from detcli.structures import HeadOutput
 from detcli.postprocess import clip_boxes, image_limits
 from detcli.structures import Detections, ImageMeta
 

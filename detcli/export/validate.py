@@ -208,7 +208,7 @@ def output_specs(meta: ExportedMetadata, path: Path) -> tuple[OutputSpec, ...]:
     import torch
 
     from detcli.models import build_model
-    from detcli.models.base import HeadOutput
+    from detcli.structures import HeadOutput
 
     try:
         with torch.device("meta"), torch.no_grad():

@@ -22,7 +22,8 @@ from detcli.assigners.prior_fit import PriorFit
 from detcli.data.collate import collate
 from detcli.errors import DatasetError
 from detcli.inspect.stats import AssignmentStats
-from detcli.models.base import Detector, Priors
+from detcli.models.base import Detector
+from detcli.structures import Priors
 from detcli.structures import Batch
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.dsl import pairwise_iou
 from detcli.assigners.prior_fit import REASONS, TAKEN_BY_OTHER_GTS, PriorFit
-from detcli.models.base import Priors
+from detcli.structures import Priors
 from detcli.structures import ImageMeta, Target
 
 SIZE_EDGES = (16, 32, 64, 128, 256, 512)  # √(w·h) of a GT in input pixels

@@ -16,7 +16,6 @@ process).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -26,10 +25,8 @@ from detcli.distributed import reduce_mean
 from detcli.geometry.distance import bbox2distance, distance2bbox, integral
 from detcli.losses.gfocal import distribution_focal_loss, quality_focal_loss
 from detcli.losses.iou import giou_loss
-from detcli.structures import Target
+from detcli.structures import HeadOutput, Target
 
-if TYPE_CHECKING:
-    from detcli.models.base import HeadOutput
 
 
 def decode_gfl_boxes(reg_logits: Tensor, priors: Tensor, reg_max: int) -> Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,75 +30,7 @@ from detcli.assigners.prior_fit import PriorFit
 from detcli.data.transforms.common import inverse_warp_boxes
 from detcli.errors import DetcliError
 from detcli.postprocess import PostprocessConfig, clip_boxes, image_limits, postprocess
-from detcli.structures import Detections, ImageMeta, Target
-
-
-class HeadOutput(NamedTuple):
-    """Raw head output, flattened over levels in prior order.
-
-    Attributes:
-        cls_logits: (B, N, C) class logits (sigmoid classes, no background channel).
-        bbox_reg: (B, N, K) box regression in the family's own coding: NanoDet-Plus K = 4(R+1) GFL distance-bin
-            logits (sides l, t, r, b), RetinaNet K = 4 DeltaXYWH deltas, RTMDet K = 4 side distances in pixels.
-        score_factor: (B, N, 1) optional per-prior logit whose sigmoid multiplies every class score
-            (DeFCN's 3D-Max-Filtering "filter"); None for the families that have none.
-    """
-
-    cls_logits: Tensor
-    bbox_reg: Tensor
-    score_factor: Tensor | None = None
-
-
-class Priors(NamedTuple):
-    """The N priors of one input size, in the order of the head output rows.
-
-    Attributes:
-        points: (N, 4) ``[x, y, stride_w, stride_h]`` in input pixels: the cell point of point priors, the
-            centre of anchor boxes (the layout of mmdet ``MlvlPointGenerator(with_stride=True)`` and NanoDet).
-        boxes: (N, 4) ``xyxy`` anchor boxes, or None for point priors.
-        levels: (N,) int64 pyramid level of each prior (0 = finest).
-        level_sizes: ``(H_l, W_l)`` feature-map size of each level.
-        per_cell: priors per feature-map cell (A anchors; 1 for point priors).
-    """
-
-    points: Tensor
-    boxes: Tensor | None
-    levels: Tensor
-    level_sizes: tuple[tuple[int, int], ...]
-    per_cell: int
-
-    @classmethod
-    def on_grid(
-        cls, points: Tensor, boxes: Tensor | None, level_sizes: tuple[tuple[int, int], ...], per_cell: int
-    ) -> Priors:
-        """Priors laid out level after level on the given grids (``levels`` follows from the sizes)."""
-        levels = torch.cat([
-            torch.full((h * w * per_cell,), i, dtype=torch.long, device=points.device)
-            for i, (h, w) in enumerate(level_sizes)
-        ])
-        return cls(points, boxes, levels, tuple(level_sizes), per_cell)
-
-    @property
-    def num(self) -> int:
-        """N."""
-        return int(self.points.shape[0])
-
-    @property
-    def level_counts(self) -> list[int]:
-        """Priors per level, ``H_l · W_l · per_cell``."""
-        return [h * w * self.per_cell for h, w in self.level_sizes]
-
-
-class Decoded(NamedTuple):
-    """Decoded head output.
-
-    Attributes:
-        boxes: (B, N, 4) ``xyxy`` in input pixels, not clipped.
-        scores: (B, N, C) class probabilities.
-    """
-
-    boxes: Tensor
-    scores: Tensor
+from detcli.structures import Decoded, Detections, HeadOutput, ImageMeta, Priors, Target
 
 
 def level_grid_sizes(image_size: tuple[int, int], strides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:

@@ -43,7 +43,8 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from detcli.assigners.assignment import Assignment
 from detcli.errors import DetcliError
-from detcli.models.base import Detector, HeadOutput, Priors
+from detcli.models.base import Detector
+from detcli.structures import HeadOutput, Priors
 from detcli.postprocess import PostprocessConfig
 from detcli.structures import Detections, ImageMeta, Target
 

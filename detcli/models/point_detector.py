@@ -10,7 +10,8 @@ from torch import Tensor
 from detcli.assigners.prior_fit import larger_input_advice
 from detcli.geometry.distance import bbox2distance, distance2bbox
 from detcli.geometry.priors import point_priors
-from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
+from detcli.models.base import Detector, level_grid_sizes
+from detcli.structures import HeadOutput, Priors
 
 
 class PointDetector(Detector):

@@ -74,7 +74,7 @@ class TrainingPlots:
         return self._guard("results.png", lambda: plot_results(*results_csv.read(), self.run_dir / "results.png"))
 
     def validation(self, result: Any) -> list[Path]:
-        """PR/F1/P/R curves and the confusion matrix of an :class:`~detcli.engine.evaluator.EvalResult`."""
+        """PR/F1/P/R curves and the confusion matrix of an :class:`~detcli.evaluation.evaluator.EvalResult`."""
         from detcli.plots.validation import save_validation_plots
 
         written = self._guard("the validation plots",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detcli.engine.confusion import ConfusionMatrix
-from detcli.engine.curves import DetectionCurves
+from detcli.evaluation.confusion import ConfusionMatrix
+from detcli.evaluation.curves import DetectionCurves
 from detcli.fileio import atomic_write_json
 from detcli.plots.figure import new_figure, save_figure
 from detcli.plots.palette import class_rgb

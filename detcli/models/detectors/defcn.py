@@ -26,7 +26,8 @@ from detcli.assigners.prior_fit import PriorFit, candidate_fit
 from detcli.errors import DetcliError
 from detcli.losses.defcn_loss import defcn_loss
 from detcli.models.backbones.resnet import ResNet
-from detcli.models.base import HeadOutput, Priors, flatten_levels
+from detcli.models.base import flatten_levels
+from detcli.structures import HeadOutput, Priors
 from detcli.models.convert import tensor_state_dict
 from detcli.models.cvpods_keys import cvpods_to_detcli
 from detcli.models.heads.defcn_head import DeFCNHead

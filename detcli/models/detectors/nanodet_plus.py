@@ -31,7 +31,8 @@ from detcli.losses.nanodet_plus_loss import (
     nanodet_plus_loss,
 )
 from detcli.models.backbones import ghostnet, shufflenetv2
-from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
+from detcli.models.base import Detector, level_grid_sizes
+from detcli.structures import HeadOutput, Priors
 from detcli.models.convert import official_nanodet_class_names, official_nanodet_state_dict
 from detcli.models.heads.nanodet_plus_head import NanoDetPlusHead
 from detcli.models.heads.simple_conv_head import SimpleConvHead

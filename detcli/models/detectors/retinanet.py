@@ -32,7 +32,8 @@ from detcli.geometry.delta_xywh import DeltaXYWHCoder
 from detcli.geometry.priors import point_priors
 from detcli.losses.focal import focal_loss, l1_loss
 from detcli.models.backbones.resnet import ResNet
-from detcli.models.base import Detector, HeadOutput, Priors, level_grid_sizes
+from detcli.models.base import Detector, level_grid_sizes
+from detcli.structures import HeadOutput, Priors
 from detcli.models.convert import mmdet_class_names, tensor_state_dict
 from detcli.models.heads.retina_head import RetinaHead
 from detcli.models.necks.fpn import FPN

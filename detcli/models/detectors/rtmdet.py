@@ -25,7 +25,8 @@ from detcli.assigners.prior_fit import PriorFit, point_fit
 from detcli.errors import DetcliError
 from detcli.losses.rtmdet_loss import rtmdet_loss
 from detcli.models.backbones.cspnext import CSPNeXt, load_imagenet_weights
-from detcli.models.base import HeadOutput, Priors, flatten_levels
+from detcli.models.base import flatten_levels
+from detcli.structures import HeadOutput, Priors
 from detcli.models.convert import mmdet_class_names, official_mmdet_state_dict
 from detcli.models.heads.rtmdet_head import RTMDetSepBNHead
 from detcli.models.point_detector import PointDetector

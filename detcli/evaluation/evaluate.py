@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 from detcli.config.schema import TestConfig
 from detcli.data.collate import split_by_shape
 from detcli.distributed import broadcast_object, is_main
-from detcli.engine.confusion import CONFUSION_CONF
-from detcli.engine.evaluator import CocoEvaluator, EvalResult
+from detcli.evaluation.confusion import CONFUSION_CONF
+from detcli.evaluation.evaluator import CocoEvaluator, EvalResult
 from detcli.models.base import Detector
 from detcli.structures import Detections
 

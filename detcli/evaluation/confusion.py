@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from detcli.engine.curves import xyxy_of
+from detcli.evaluation.curves import xyxy_of
 
 CONFUSION_CONF = 0.25  # Ultralytics' ConfusionMatrix default
 CONFUSION_IOU = 0.45

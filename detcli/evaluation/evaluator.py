@@ -1,7 +1,7 @@
 """COCO bbox evaluation: collect detections, run COCOeval, label the numbers.
 
 COCOeval (faster-coco-eval, or pycocotools' ``cocodataset/cocoapi:PythonAPI/pycocotools/cocoeval.py``: see
-:mod:`detcli.engine.coco_backend`) does the maths; this module only feeds it, keeps its prints out of the terminal (they are kept in ``EvalResult.log``), and reads the
+:mod:`detcli.evaluation.coco_backend`) does the maths; this module only feeds it, keeps its prints out of the terminal (they are kept in ``EvalResult.log``), and reads the
 per-class AP out of ``eval['precision']`` (shape [T, R, K, A, M]) the way every toolbox does.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from rich.table import Table
 
-from detcli.engine.coco_backend import bbox_cocoeval
-from detcli.engine.coco_results import coco_boxes_scores
-from detcli.engine.confusion import CONFUSION_CONF, ConfusionMatrix, confusion_from_coco
-from detcli.engine.curves import DetectionCurves, detection_curves
+from detcli.evaluation.coco_backend import bbox_cocoeval
+from detcli.evaluation.coco_results import coco_boxes_scores
+from detcli.evaluation.confusion import CONFUSION_CONF, ConfusionMatrix, confusion_from_coco
+from detcli.evaluation.curves import DetectionCurves, detection_curves
 from detcli.structures import Detections
 
 # Order of ``COCOeval.stats`` for iouType="bbox".
@@ -55,7 +55,7 @@ class ClassAP:
     ap: float  # AP@[.50:.95]
     ap50: float
     ar100: float
-    precision: float = math.nan  # at EvalResult.curves.best_confidence, IoU 0.50 (see detcli.engine.curves)
+    precision: float = math.nan  # at EvalResult.curves.best_confidence, IoU 0.50 (see detcli.evaluation.curves)
     recall: float = math.nan
 
 
@@ -204,7 +204,7 @@ class CocoEvaluator:
 
     def results_json(self) -> list[dict]:
         """COCO results format: image_id, category_id, bbox [x, y, w, h], score, at full float32 precision
-        (:func:`detcli.engine.coco_results.coco_boxes_scores`)."""
+        (:func:`detcli.evaluation.coco_results.coco_boxes_scores`)."""
         return [r for image_id in sorted(self._results) for r in self._results[image_id]]
 
     def evaluate(self) -> EvalResult:
