@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from golden.checkpoints import write_official_checkpoint  # noqa: E402
 from golden.weights import fixture_state_dict  # noqa: E402
 
-from detcli.app.common import load_for_inference  # noqa: E402
+from detcli.inference.loading import load_for_inference  # noqa: E402
 from detcli.models.fuse import fuse_for_inference  # noqa: E402
 from detcli.structures import Detections, ImageMeta  # noqa: E402
 
@@ -49,8 +49,9 @@ def run(model, images: torch.Tensor, cfg: dict) -> tuple[list[torch.Tensor], lis
     metas = [ImageMeta(i, f"{i}.jpg", (h, w), (h, w), np.eye(3).tolist()) for i in range(len(images))]
     with torch.inference_mode():
         raw = [t for t in model(images) if t is not None]
-        dets = model.predict(images, metas, cfg.get("score_thr"), (cfg.get("nms") or {}).get("iou_threshold"),
-                             cfg.get("max_per_img"))
+        dets = model.predict(images, metas, model.postprocess_cfg.replace(
+            score_thr=cfg.get("score_thr"), iou_thr=(cfg.get("nms") or {}).get("iou_threshold"),
+            max_det=cfg.get("max_per_img")))
     return raw, dets
 
 

@@ -53,7 +53,8 @@ def predict_latency(size: tuple[int, int], iters: int) -> dict[str, float]:
     for name, overrides in (("DeFCN, no NMS", []), ("DeFCN, with NMS", ["test.nms=class_aware"])):
         model = build_model(load_preset("defcn-r50-fpn", overrides)[0], 80, pretrained=False).eval()
         with torch.inference_mode():
-            out[name] = median_seconds(lambda: model.predict(images, metas, score_thr=0.05), iters)
+            cfg = model.postprocess_cfg.replace(score_thr=0.05)
+            out[name] = median_seconds(lambda: model.predict(images, metas, cfg), iters)
             raw = model(images)
             out[name + " (post-process only)"] = median_seconds(
                 lambda: model.detections(raw, tuple(images.shape), metas, model.postprocess_cfg), iters * 4)

@@ -39,7 +39,7 @@ from detcli.config.loader import load_preset  # noqa: E402
 from detcli.data.build import build_dataset  # noqa: E402
 from detcli.data.collate import collate  # noqa: E402
 from detcli.data.dataset_config import resolve_dataset  # noqa: E402
-from detcli.engine.checkpoint import save_checkpoint  # noqa: E402
+from detcli.checkpoints.io import save_checkpoint  # noqa: E402
 from detcli.engine.ema import ModelEMA  # noqa: E402
 from detcli.evaluation.evaluate import predict_dataset  # noqa: E402
 from detcli.evaluation.evaluator import CocoEvaluator  # noqa: E402

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from detcli.export import formats  # noqa: E402
 from detcli.export.graph import EndToEndGraph  # noqa: E402
+from detcli.config.schema import NanoDetPlusConfig  # noqa: E402
 from detcli.models.detectors.nanodet_plus import NanoDetPlus  # noqa: E402
 
 
@@ -79,11 +80,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     size = (args.imgsz, args.imgsz)
     torch.manual_seed(0)
-    ours = NanoDetPlus(num_classes=80, width="1.0x", neck_channels=96).eval()
+    ours = NanoDetPlus.from_config(NanoDetPlusConfig(type="nanodet_plus", width="1.0x", neck_channels=96), 80).eval()
     images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(123))
     trained_like_weights(ours, images, args.candidates)
-    thr, iou, max_det = ours.postprocess_cfg.score_thr, ours.postprocess_cfg.iou_thr, ours.postprocess_cfg.max_det
-
     graph = EndToEndGraph(ours, size, ours.postprocess_cfg).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -96,7 +95,7 @@ def main() -> int:
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     feed = {"images": images.numpy()}
 
-    fns = {"detcli eager": lambda: ours.predict(images, [], thr, iou, max_det)}
+    fns = {"detcli eager": lambda: ours.predict(images, [], ours.postprocess_cfg)}
     if args.repo:
         from official_nanodet import build_official, import_official
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from golden.checkpoints import write_official_checkpoint  # noqa: E402
 from golden.weights import fixture_state_dict, golden_input  # noqa: E402
 
-from detcli.app.common import load_for_inference  # noqa: E402
+from detcli.inference.loading import load_for_inference  # noqa: E402
 from detcli.models.fuse import fuse_for_inference  # noqa: E402
 from detcli.structures import Detections, ImageMeta  # noqa: E402
 
@@ -75,8 +75,9 @@ def raw(model, images: torch.Tensor) -> list[torch.Tensor]:
 def detections(model, images: torch.Tensor, cfg: dict) -> list[Detections]:
     h, w = images.shape[-2:]
     metas = [ImageMeta(i, f"{i}.jpg", (h, w), (h, w), np.eye(3).tolist()) for i in range(len(images))]
-    return model.predict(images, metas, cfg.get("score_thr"), (cfg.get("nms") or {}).get("iou_threshold"),
-                         cfg.get("max_per_img"))  # the official test_cfg the fixture records
+    settings = model.postprocess_cfg.replace(score_thr=cfg.get("score_thr"), iou_thr=(cfg.get("nms") or {}).get(
+        "iou_threshold"), max_det=cfg.get("max_per_img"))  # the official test_cfg the fixture records
+    return model.predict(images, metas, settings)
 
 
 def identical(a: Detections, b: Detections) -> int:

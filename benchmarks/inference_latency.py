@@ -143,8 +143,8 @@ def paths(ours: Detector, ref, images: torch.Tensor, score_thr: float, threads: 
             cls, reg = preds.split([NUM_CLASSES, preds.shape[-1] - NUM_CLASSES], dim=-1)
             return [Detections(d[:, :4], d[:, 4], lab) for d, lab in ref.head.get_bboxes(cls, reg, {"img": images})]
         out["official eager"] = (lambda: ref(images), official_detections)
-    out["detcli eager"] = (lambda: ours(images), lambda: ours.predict(images, [], score_thr))
-    out["detcli optimised eager"] = (lambda: fused(images), lambda: fused.predict(images, [], score_thr))
+    out["detcli eager"] = (lambda: ours(images), lambda: ours.predict(images, [], cfg))
+    out["detcli optimised eager"] = (lambda: fused(images), lambda: fused.predict(images, [], cfg))
     for name, optimize in (("TorchScript frozen", False), ("TorchScript optimize_for_inference", True)):
         ts = torchscript(graph, images, optimize)
         out[name] = (lambda ts=ts: ts(images), graph_detections(lambda ts=ts: ts(images)))
@@ -216,7 +216,8 @@ def main() -> int:
         ours, ref, images, score_thr, size = setup(preset_name, args.imgsz, args.repo, args.candidates)
         fns = paths(ours, ref, images, score_thr, args.threads, size)
         with torch.inference_mode():
-            ref_raw, ref_dets = ours(images), ours.predict(images, [], score_thr)
+            cfg = ours.postprocess_cfg.replace(score_thr=score_thr)
+            ref_raw, ref_dets = ours(images), ours.predict(images, [], cfg)
             checks = {k: (raw_difference(raw(), ref_raw, ours, size), same_detections(det(), ref_dets))
                       for k, (raw, det) in fns.items()}
             n_cand = int((ours.decode_scores(ref_raw) > score_thr).sum())

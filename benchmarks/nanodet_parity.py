@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from official_nanodet import build_official, calibrate_bn_, import_official, randomize_  # noqa: E402
 
+from detcli.config.schema import NanoDetPlusConfig  # noqa: E402
 from detcli.models.detectors.nanodet_plus import NanoDetPlus  # noqa: E402
 from detcli.structures import Target  # noqa: E402
 
@@ -41,8 +42,8 @@ def build_pair(official, width: str, imgsz: int, seed: int = 0):
     calibrate_bn_(ref, imgsz, seed)
     ref.eval()
     nc = NECK_CHANNELS[width]
-    ours = NanoDetPlus(num_classes=80, width=width, neck_channels=nc, aux_channels=2 * nc,
-                       detach_epoch=int(cfg.model.arch.detach_epoch))
+    ours = NanoDetPlus.from_config(NanoDetPlusConfig(type="nanodet_plus", width=width, neck_channels=nc,
+                                                     aux_channels=2 * nc, detach_epoch=int(cfg.model.arch.detach_epoch)), 80)
     state = ref.state_dict()
     checkpoint = {"state_dict": {**{f"model.{k}": torch.zeros_like(v) for k, v in state.items()},
                                  **{f"avg_model.{k}": v for k, v in state.items()}}}

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from official_nanodet import build_official, calibrate_bn_, import_official, randomize_  # noqa: E402
 
+from detcli.config.schema import NanoDetPlusConfig  # noqa: E402
 from detcli.models.detectors.nanodet_plus import NanoDetPlus  # noqa: E402
 
 SCORE_THR, IOU_THR, MAX_DET = 0.05, 0.6, 100  # official get_bboxes settings
@@ -64,12 +65,14 @@ def main() -> int:
     images = torch.randn(1, 3, args.imgsz, args.imgsz, generator=torch.Generator().manual_seed(123))
     shift_class_bias_(ref, images, args.candidates)
     nc = {"1.0x": 96, "1.5x": 128}[args.width]
-    ours = NanoDetPlus(num_classes=80, width=args.width, neck_channels=nc, aux_channels=2 * nc)
+    ours = NanoDetPlus.from_config(NanoDetPlusConfig(type="nanodet_plus", width=args.width, neck_channels=nc,
+                                                      aux_channels=2 * nc), 80)
     ours.load_official_state_dict({"state_dict": ref.state_dict()})
     ours.eval()
 
     def run_ours():
-        return ours.predict(images, [], SCORE_THR, IOU_THR, MAX_DET)
+        return ours.predict(images, [], ours.postprocess_cfg.replace(score_thr=SCORE_THR, iou_thr=IOU_THR,
+                                                                     max_det=MAX_DET))
 
     def run_official():
         preds = ref(images)

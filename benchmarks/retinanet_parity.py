@@ -143,19 +143,20 @@ def check_model(rep: Report, src: str, depth: int, size: tuple[int, int], num_cl
     from mmengine.structures import InstanceData
     from mmdet.structures import DetDataSample
 
+    from detcli.config.schema import RetinaNetConfig
     from detcli.models.detectors.retinanet import RetinaNet
     from detcli.structures import ImageMeta, Target
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    ours = RetinaNet(num_classes=num_classes, depth=depth)
+    ours = RetinaNet.from_config(RetinaNetConfig(type="retinanet", depth=depth), num_classes)
     randomise_(ours, gen)
     mm = build_mmdet_retinanet(src, depth, num_classes)
     mm_sd, our_sd = mm.state_dict(), ours.state_dict()
     same_keys = set(mm_sd) == set(our_sd) and all(mm_sd[k].shape == our_sd[k].shape for k in our_sd)
     rep.check("state_dict keys/shapes", same_keys, f"{len(our_sd)} tensors, mmdet {len(mm_sd)}")
     mm.load_state_dict(our_sd, strict=True)
-    ours2 = RetinaNet(num_classes=num_classes, depth=depth)
+    ours2 = RetinaNet.from_config(RetinaNetConfig(type="retinanet", depth=depth), num_classes)
     ours2.load_mmdet_state_dict({"state_dict": mm.state_dict(), "meta": {}})
     rep.check("load_mmdet_state_dict (strict)", all(torch.equal(ours2.state_dict()[k], our_sd[k]) for k in our_sd), "round trip")
 
@@ -224,7 +225,8 @@ def check_model(rep: Report, src: str, depth: int, size: tuple[int, int], num_cl
         with torch.no_grad():
             for model in (ours, mm):
                 model.bbox_head.retina_cls.bias.add_(shift)
-            det_o = ours.predict(images, metas, 0.05, 0.5, 100)
+            det_o = ours.predict(images, metas, ours.postprocess_cfg.replace(score_thr=0.05, iou_thr=0.5,
+                                                                             max_det=100))
             det_m = mm.predict(images, samples, rescale=False)
         for i, (a, b) in enumerate(zip(det_o, det_m)):
             # equal scores (e.g. identical features over padding) may come out in either order: sort canonically

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detcli.config.schema import RetinaNetConfig  # noqa: E402
 from detcli.models.detectors.retinanet import RetinaNet  # noqa: E402
 from detcli.structures import ImageMeta, Target  # noqa: E402
 
@@ -72,7 +73,7 @@ def main() -> int:
     torch.manual_seed(0)
     from torchvision.models.detection import retinanet_resnet50_fpn_v2
 
-    ours = RetinaNet(num_classes=args.num_classes, depth=50).to(device)
+    ours = RetinaNet.from_config(RetinaNetConfig(type="retinanet", depth=50), args.num_classes).to(device)
     tv = retinanet_resnet50_fpn_v2(
         weights=None, weights_backbone=None, num_classes=args.num_classes, min_size=min(h, w), max_size=max(h, w)
     ).to(device)
@@ -103,7 +104,7 @@ def main() -> int:
 
     def ours_infer():
         with torch.no_grad():
-            ours.predict(x1, metas[:1], 0.05, 0.5, 100)
+            ours.predict(x1, metas[:1], ours.postprocess_cfg.replace(score_thr=0.05, iou_thr=0.5, max_det=100))
 
     def tv_infer():
         with torch.no_grad():

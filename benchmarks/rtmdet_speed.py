@@ -19,7 +19,7 @@ Predict paths (rows), from one preprocessed (1, 3, H, W) tensor, test settings o
 - MMDetection eager: raw = ``model._forward``; detections = ``model.predict(inputs, data_samples,
   rescale=False)`` (its ``predict_by_feat``);
 - detcli eager: raw = ``model(images)``; detections = ``model.predict``;
-- detcli optimised eager: :func:`detcli.app.common.inference_model` (BatchNorms folded, channels_last), what
+- detcli optimised eager: :func:`detcli.inference.paths.inference_model` (BatchNorms folded, channels_last), what
   ``detcli predict`` / ``eval`` run;
 - onnxruntime raw: ``detcli export --no-nms`` (:func:`detcli.app.export.export_command`, opset 17, on a detcli-1
   checkpoint written here) run through detcli's runtime (``OnnxDetector``: onnxruntime + detcli's decode and
@@ -75,7 +75,7 @@ from inference_latency import cpu_name, same_detections, time_all  # noqa: E402
 from make_golden_fixtures import shared_aliases, spec_of  # noqa: E402
 from retinanet_speed import random_targets  # noqa: E402
 
-from detcli.app.common import inference_model  # noqa: E402
+from detcli.inference.paths import inference_model  # noqa: E402
 from detcli.config.loader import load_preset  # noqa: E402
 from detcli.models import build_model  # noqa: E402
 from detcli.models.base import Detector  # noqa: E402
@@ -195,8 +195,8 @@ def onnx_models(ours: Detector, preset, size: int, folder: Path, threads: int) -
     import onnxruntime as ort
 
     from detcli.app.export import ExportRequest, export_command
-    from detcli.engine.checkpoint import FORMAT, save_checkpoint
-    from detcli.export.runtime import load_exported
+    from detcli.checkpoints.io import FORMAT, save_checkpoint
+    from detcli.inference.loading import load_exported
 
     ckpt = folder / "rtmdet-tiny.pt"
     if not ckpt.exists():
@@ -237,7 +237,7 @@ def paths(ours: Detector, ref, images: torch.Tensor, onnx: dict) -> dict[str, tu
         return lambda: [torch.from_numpy(t) for t in model.session.run(None, feed)]
 
     def onnx_detections(model):
-        return lambda: model.predict(images, [], cfg.score_thr, cfg.iou_thr, cfg.max_det)
+        return lambda: model.predict(images, [], cfg)
 
     raw_model, end2end_model = onnx["raw"][0], onnx["end2end"][0]
     return {

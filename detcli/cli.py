@@ -167,6 +167,10 @@ def train(
         None, "--patience", min=1, help="Stop after N validations without a better AP50-95 (best.pt is kept). "
         "Default: the preset's train.patience, off in the built-in presets as in MMDetection and NanoDet."
     ),
+    tensorboard: Optional[bool] = typer.Option(
+        None, "--tensorboard/--no-tensorboard", help="Log losses, lr, val metrics and images to RUN/tensorboard/ "
+        "(default: the preset's train.tensorboard; needs pip install \"detcli[tensorboard]\").",
+    ),
     overrides: list[str] = SetOpt,
     train_ann: Optional[Path] = TrainAnnOpt,
     train_images: Optional[Path] = TrainImgOpt,
@@ -179,7 +183,8 @@ def train(
     ),
 ) -> None:
     from detcli.app import preflight
-    from detcli.app.train import TrainRequest, train_command
+    from detcli.api.train import train_request
+    from detcli.app.train import TrainRequest
 
     if preset is None and resume is None:
         raise DetcliError(f"give --preset (one of: {_builtin_names()}) or --resume")
@@ -192,14 +197,14 @@ def train(
         preset=preset, data=data, epochs=epochs, batch=batch, imgsz=imgsz, device=device, workers=workers,
         project=project or Path("runs/check" if check else "runs/train"), name=name or ("check" if check else "train"),
         exist_ok=exist_ok, resume=resume, weights=weights, seed=seed, amp=amp, patience=patience,
-        overrides=list(overrides), argv=list(sys.argv), files=files,
+        tensorboard=tensorboard, overrides=list(overrides), argv=list(sys.argv), files=files,
     )
     if check:
         from detcli.app.check import check_command
 
         check_command(request)
     else:
-        train_command(request)
+        train_request(request)
 
 
 NmsOpt = typer.Option(
@@ -369,7 +374,7 @@ def export(
     ),
 ) -> None:
     from detcli.app import preflight
-    from detcli.app.common import latest_best
+    from detcli.inference.loading import latest_best
 
     preflight.check_weights(weights)  # before the exporter imports torch
     from detcli.app.export import ExportRequest, export_command

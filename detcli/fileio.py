@@ -13,13 +13,69 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from detcli.errors import DetcliError, WriteError
 
+
+# ---------------------------------------------------------------------------------------------- reading: regular files only
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+class NotRegularFile(OSError):
+    """The path exists but is not a regular file (``strerror`` says what it is)."""
+
+    def __init__(self, path: str | Path, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"not a regular file ({kind})", str(path))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def is_regular(path: str | Path) -> bool:
+    """True when ``path`` (symlinks followed) is a regular file; False when missing, unreadable or anything else."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return False
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open ``path`` for binary reading, refusing anything but a regular file before it is opened.
+
+    Raises:
+        NotRegularFile: a folder, FIFO, device or socket (checked with ``stat``, so a FIFO is never opened).
+        OSError: missing, unreadable, name too long, …
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(path, _kind(st.st_mode))
+    # O_NONBLOCK: should the file be swapped for a FIFO after the stat, the open still returns at once
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, _kind(mode))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file (see :func:`open_regular`)."""
+    with open_regular(path) as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------------------------------------- writing
 TEMP_SUFFIX = ".tmp"
 
 

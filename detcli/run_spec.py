@@ -4,7 +4,7 @@ A :class:`RunSpec` is built once, where the run starts (loading a detcli checkpo
 its preset, an exported ONNX file, or a training run being set up), and every later step reads it: the input size
 (``--imgsz`` resolved there and nowhere else), the transforms, the class names and category ids, the dataset. The
 trainer writes it into its checkpoints (:meth:`RunSpec.record_fields`); :meth:`RunSpec.from_record` reads it back.
-The file layout itself is :class:`detcli.engine.run_record.RunRecord`.
+The file layout itself is :class:`detcli.checkpoints.record.RunRecord`.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class RunSpec:
         return dataclasses.replace(self, **changes)
 
     def record_fields(self) -> dict[str, Any]:
-        """What a checkpoint stores of this spec (the :class:`~detcli.engine.run_record.RunRecord` fields
+        """What a checkpoint stores of this spec (the :class:`~detcli.checkpoints.record.RunRecord` fields
         ``input_size``, ``class_names``, ``cat_ids`` and ``dataset``; the preset is stored by the trainer with the
         train section it ran)."""
         out: dict[str, Any] = {

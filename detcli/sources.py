@@ -1,8 +1,8 @@
 """What ``detcli predict SOURCE`` names: an image, a video, a folder of them or a glob pattern.
 
 Only the file system is looked at (nothing is opened or decoded, neither OpenCV nor torch is imported), so a
-source that names nothing is reported before the model and its libraries load. :mod:`detcli.predict` decodes
-the files found here.
+source that names nothing is reported before the model and its libraries load.
+:func:`detcli.inference.frames.iter_sources` decodes the files found here.
 """
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ def _serve() -> None:
     import torch  # noqa: F401 - what every command imports: done once, before forking
     import torchvision  # noqa: F401
 
-    import detcli.app.common  # noqa: F401
+    import detcli.api.model  # noqa: F401
     import detcli.app.evaluate  # noqa: F401
     import detcli.app.export  # noqa: F401
     import detcli.app.predict  # noqa: F401

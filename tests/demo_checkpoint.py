@@ -16,7 +16,7 @@ def write_confident_checkpoint(root: Path, name: str) -> tuple[Path, Path, Path]
     from detcli.config.loader import load_preset
     from detcli.data.dataset_config import DatasetConfig
     from detcli.data.demo import CLASSES, ensure_demo_dataset
-    from detcli.engine.checkpoint import FORMAT, save_checkpoint
+    from detcli.checkpoints.io import FORMAT, save_checkpoint
     from detcli.models import build_model
 
     demo = ensure_demo_dataset(root / "demo", num_train=8, num_val=4)

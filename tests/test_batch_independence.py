@@ -18,7 +18,7 @@ from detcli.console import Reporter
 from detcli.data.build import build_transform
 from detcli.data.collate import collate, split_by_shape
 from detcli.evaluation.evaluate import predict_dataset
-from detcli.predict import Frame, predict_batches
+from detcli.inference.loop import Frame, predict_batches
 from detcli.structures import ImageMeta
 
 
@@ -67,7 +67,7 @@ def _model(name: str, directory: Path):
     from golden.checkpoints import write_official_checkpoint
     from golden.weights import fixture_state_dict
 
-    from detcli.app.common import load_for_inference
+    from detcli.inference.loading import load_for_inference
 
     doc = json.loads((Path(__file__).parent / "golden" / f"{name}.json").read_text())
     path, _ = write_official_checkpoint(doc, fixture_state_dict(doc), directory)
@@ -132,10 +132,10 @@ def test_detections_do_not_depend_on_batch_mates(name, one_thread, tmp_path):
     shapes = [(500, 240), (300, 451), (700, 900), (256, 256)]
     frames = [Frame(img=_photo(h, w, i), path=f"{i}.jpg", index=i) for i, (h, w) in enumerate(shapes)]
     coll = lambda s: collate(s, size_divisor=preset.input.size_divisor)  # noqa: E731
-    test = preset.test.model_copy(update={"score_thr": 0.0})  # every candidate: the strictest comparison
+    test = model.postprocess_cfg.replace(score_thr=0.0)  # every candidate: the strictest comparison
 
     def run(fs, b):
-        return list(predict_batches(model, fs, transform, b, "cpu", test.score_thr, test.iou_thr, test.max_det, coll))
+        return list(predict_batches(model, fs, transform, b, "cpu", test, preset.input.size_divisor))
 
     alone = run([frames[1]], 1)[0][1]
     together = run(frames, 4)

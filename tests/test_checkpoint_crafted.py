@@ -30,12 +30,12 @@ import pytest
 import torch
 
 from cli_subprocess import run_cli_forked
-from detcli.app.common import inference_imgsz, load_for_inference
+from detcli.inference.loading import load_for_inference
 from detcli.config.loader import load_preset
 from detcli.data.dataset_config import DatasetConfig
-from detcli.engine import checkpoint as ckpt_mod
-from detcli.engine.checkpoint_checks import MAX_DEPTH
-from detcli.engine.run_record import RunRecord
+from detcli.checkpoints import io as ckpt_mod
+from detcli.checkpoints.checks import MAX_DEPTH
+from detcli.checkpoints.record import RunRecord
 from detcli.errors import DetcliError
 from detcli.models import build_model
 from test_checkpoint_safety import HistoryBuffer, _torch_zip, image, mmdet3_ckpt, official_names  # noqa: F401
@@ -211,7 +211,7 @@ def test_every_crafted_kind_is_refused_in_a_fresh_interpreter(tmp_path: Path):
     """Each kind through both readers in one fresh interpreter (a crash would end it with a signal)."""
     files = {kind: craft(kind, tmp_path / f"{kind}.pt") for kind in CRAFTED}
     code = textwrap.dedent(f"""
-        from detcli.engine.checkpoint import load_checkpoint, read_any_checkpoint
+        from detcli.checkpoints.io import load_checkpoint, read_any_checkpoint
         from detcli.errors import DetcliError
         for kind, path in {({k: str(v) for k, v in files.items()})!r}.items():
             for read in (read_any_checkpoint, load_checkpoint):
@@ -348,11 +348,12 @@ def test_the_full_record_reads_with_its_types(tmp_path: Path, full_payload: dict
 
 
 def test_the_layout_the_trainer_writes_is_the_record(tmp_path: Path):
-    """``Trainer._payload`` on a small model: every key it writes is a declared field, and it validates."""
+    """The checkpoint payload on a small model: every key it writes is a declared field, and it validates."""
     from detcli.engine.ema import ModelEMA
+    from detcli.engine.hooks.checkpoint import checkpoint_payload
     from detcli.engine.schedule import LRSchedule
     from detcli.engine.seed import get_rng_state
-    from detcli.engine.trainer import Trainer
+    from detcli.run_spec import RunSpec
 
     preset, _ = load_preset("nanodet-plus-m")
     model = torch.nn.Linear(2, 2)
@@ -362,11 +363,12 @@ def test_the_layout_the_trainer_writes_is_the_record(tmp_path: Path):
     cfg = preset.train
     fake = types.SimpleNamespace(
         model=model, ema=ModelEMA(model, 0.9, 10.0), optimizer=optimizer, scaler=torch.amp.GradScaler("cuda",
-        enabled=False), schedule=LRSchedule(cfg.warmup, cfg.schedule, 0.001, cfg.epochs, 4), best_map=-1.0,
-        best_epoch=0, stale_validations=0, stopped_early=False, train_time=1.0, preset=preset, cfg=cfg,
-        train_args={"argv": ["detcli"], "imgsz": 64}, class_names=["a"], cat_ids=[1], dataset_info={"config": {}},
+        enabled=False), schedule=LRSchedule(cfg.warmup, cfg.schedule, 0.001, cfg.epochs, 4), cfg=cfg,
+        state=types.SimpleNamespace(best_map=-1.0, best_epoch=0, stale_validations=0, stopped_early=False,
+                                    train_time=1.0),
+        train_args={"argv": ["detcli"]}, spec=RunSpec(preset, ["a"], [1], imgsz=64, dataset={"config": {}}),
     )
-    payload = Trainer._payload(fake, 1, [get_rng_state([torch.Generator()])], None)
+    payload = checkpoint_payload(fake, 1, [get_rng_state([torch.Generator()])], None)
     assert set(payload) <= set(RunRecord.model_fields), set(payload) - set(RunRecord.model_fields)
     record = RunRecord.read(payload, "last.pt")
     assert record.trained_imgsz == 64 and record.optimizer.param_groups[0].params == [0, 1]
@@ -498,7 +500,7 @@ def test_the_unedited_record_predicts_with_numpy_scalars_where_numbers_may_be(tm
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = load_for_inference(tmp_path / "best.pt", None, [], torch.device("cpu"))
     (tmp_path / "best.pt").unlink()  # the size is what the first read found
-    assert loaded.trained_imgsz == 64 and inference_imgsz(None, loaded, []) == 64
+    assert loaded.spec.trained_imgsz == 64 and loaded.spec.imgsz == 64
 
 
 def test_a_missing_dataset_config_is_a_message_for_eval(tmp_path, full_payload):

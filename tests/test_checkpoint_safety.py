@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import torch
 
-from detcli.app.common import load_for_inference, load_weights_into
+from detcli.inference.loading import load_for_inference, load_weights_into
 from detcli.config.loader import load_preset
 from detcli.data.coco_names import COCO80
-from detcli.engine import checkpoint as ckpt_mod
+from detcli.checkpoints import io as ckpt_mod
 from detcli.errors import DetcliError
 from detcli.models import build_model
 from cli_subprocess import run_cli, run_cli_forked

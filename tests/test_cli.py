@@ -8,7 +8,7 @@ from pathlib import Path
 import cli_subprocess
 import pytest
 
-from detcli.engine.checkpoint import load_checkpoint
+from detcli.checkpoints.io import load_checkpoint
 
 
 # One intra-op thread, as in the other CLI tests: two OpenMP threads on a 2-core machine shared with other work
@@ -65,7 +65,7 @@ def test_eval_and_predict_help_describe_their_own_options(tmp_path: Path, cmd, o
 
 def test_model_summary_labels_each_family_own_parameter_count():
     """NanoDet's README counts Conv2d parameters; MMDetection counts every parameter."""
-    from detcli.app.common import model_summary
+    from detcli.models.summary import model_summary
     from detcli.config.loader import load_preset
     from detcli.models import build_model
 

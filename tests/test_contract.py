@@ -181,7 +181,7 @@ def test_predict_is_decode_clip_and_the_shared_postprocess(case):
     # the clip is idempotent here; DeFCN's predict leaves it to to_original (cvpods clips once, in original pixels)
     limits = image_limits(metas, images.shape, images)
     dets = [type(d)(clip_boxes(d.boxes, limits[i]), d.scores, d.labels)
-            for i, d in enumerate(model.predict(images, metas, 0.008, 0.5, 40))]
+            for i, d in enumerate(model.predict(images, metas, cfg))]
     boxes, scores = model.decode(outputs, priors)
     ref = model.postprocess(clip_boxes(boxes, image_limits(metas, images.shape, boxes)), scores, priors, cfg)
     for d, r, m in zip(dets, ref, metas):

@@ -29,7 +29,7 @@ from detcli.data.dataset_config import resolve_dataset
 from detcli.data.image_io import read_image_bgr
 from detcli.data.image_size import image_size
 from detcli.data.label_stats import LabelStats, duplicate_files
-from detcli.data.paths import NotRegularFile, open_regular
+from detcli.fileio import NotRegularFile, open_regular
 from detcli.evaluation.evaluator import CocoEvaluator
 from detcli.errors import DatasetError, PresetError
 from detcli.structures import Detections

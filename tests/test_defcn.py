@@ -123,9 +123,9 @@ def test_poto_gives_every_gt_exactly_one_positive():
 
 
 def _iou(gts: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    from detcli.assigners.poto import pairwise_iou
+    from detcli.geometry.iou import pairwise_iou
 
-    return pairwise_iou(gts, boxes)
+    return pairwise_iou(gts, boxes, nan=0.0)
 
 
 def test_a_gt_without_a_candidate_point_still_gets_one():
@@ -263,12 +263,15 @@ def test_bn_free_heads_only(model):
 
 # ----------------------------------------------------------------------------- model.norm (cvpods MODEL.RESNETS.NORM)
 def test_random_frozen_bn_backbone_points_to_norm_bn(tmp_path, monkeypatch):
+    from detcli.config.schema import DeFCNConfig
     from detcli.models.detectors.defcn import DeFCN
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    message = DeFCN(5, backbone_weights="imagenet").backbone_init_message
-    assert message is not None and "randomly" in message and "model.norm=bn" in message
-    assert DeFCN(5, norm="bn", backbone_weights="imagenet").backbone_init_message.endswith("initialised randomly")
+    def message(norm: str) -> str | None:
+        return DeFCN.from_config(DeFCNConfig(type="defcn", norm=norm), 5, backbone_weights="imagenet").backbone_init_message
+
+    assert message("frozen_bn") is not None and "randomly" in message("frozen_bn") and "model.norm=bn" in message("frozen_bn")
+    assert message("bn").endswith("initialised randomly")
 
 
 def test_norm_bn_trains_batch_statistics_outside_the_frozen_stages():

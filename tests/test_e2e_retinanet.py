@@ -15,6 +15,7 @@ import torch
 
 from cli_subprocess import run_cli_forked
 from detcli.config.loader import load_preset
+from detcli.config.schema import RetinaNetConfig
 from detcli.data.transforms.resize import KeepRatioResizeTransform
 from detcli.models import build_model
 from detcli.models.detectors.retinanet import RetinaNet
@@ -64,7 +65,7 @@ def test_to_original_is_mmdet_rescale(width, height):
     det = Detections(boxes, torch.rand(len(boxes), generator=g), torch.zeros(len(boxes), dtype=torch.long))
     scale = torch.tensor([new_w / width, new_h / height] * 2, dtype=torch.float32)
     mmdet = boxes * (1 / scale)  # scale_boxes(bboxes, [1 / s for s in scale_factor])
-    ours = RetinaNet(num_classes=1, depth=18).to_original(det, meta)
+    ours = RetinaNet.from_config(RetinaNetConfig(type="retinanet", depth=18), 1).to_original(det, meta)
     assert len(ours.boxes) == len(boxes)
     assert float((ours.boxes.double() - mmdet.double()).abs().max()) <= 1e-3
     assert ours.boxes[-1].tolist() == [0.0, 0.0, float(width), float(height)]

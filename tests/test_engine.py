@@ -26,12 +26,13 @@ from detcli.config.schema import (
 from detcli.config.schema import TestConfig as EvalConfig  # aliased: pytest would try to collect Test*
 from detcli.data.collate import collate
 from detcli.data.loader import build_dataloader
-from detcli.engine import checkpoint as ckpt_mod
-from detcli.engine.checkpoint import inference_weights, load_checkpoint, save_checkpoint
+from detcli.checkpoints import io as ckpt_mod
+from detcli.checkpoints.io import inference_weights, load_checkpoint, save_checkpoint
 from detcli.engine.ddp import unused_parameters
 from detcli.engine.ema import ModelEMA
 from detcli.evaluation.evaluate import evaluate
-from detcli.engine.launch import _as_detcli_error, parse_device
+from detcli.engine.launch import _as_detcli_error
+from detcli.inference.device import parse_device
 from detcli.engine.optim import build_optimizer
 from detcli.engine.run_dir import ResultsCSV, latest_run, new_run_dir
 from detcli.engine.schedule import LRSchedule, warmup_steps
@@ -374,7 +375,7 @@ class ToyDetector(Detector):
 
     priors = decode_boxes = encode_boxes = decode_scores = assign = _unused
 
-    def predict(self, images, metas, score_thr, iou_thr, max_det):
+    def predict(self, images, metas, cfg=None):  # the Predictor contract (detcli.inference.predictor)
         scores = self(images).sigmoid()
         box = torch.tensor([[2.0, 2.0, 10.0, 10.0]], device=images.device)
         return [Detections(box.repeat(2, 1), s, torch.arange(2, device=images.device)) for s in scores]
@@ -542,7 +543,7 @@ def test_evaluate_matches_a_hand_scored_case(preset):
     """Perfect scores on the right class → AP 1.0; the other class' box at lower score is a false positive."""
 
     class Oracle(ToyDetector):
-        def predict(self, images, metas, score_thr, iou_thr, max_det):
+        def predict(self, images, metas, cfg=None):
             out = []
             for meta in metas:
                 label = (meta.image_id - 1) % 2
@@ -645,7 +646,7 @@ def test_interrupted_checkpoint_writes_leave_consistent_files(tmp_path, preset, 
     best.pt, and after --resume best.pt holds the best epoch and agrees with last.pt."""
     import errno
 
-    from detcli.engine import trainer as trainer_mod
+    from detcli.engine.hooks import checkpoint as trainer_mod  # where last.pt and best.pt are written
     from detcli.fileio import atomic_write
 
     run = new_run_dir(tmp_path, "run")

@@ -269,16 +269,12 @@ def test_gather_across_two_processes():
 
 # --------------------------------------------------------------------------- prediction sources
 
-from detcli import predict as P  # noqa: E402
-from detcli.predict import (  # noqa: E402
-    Frame,
-    PredictionWriter,
-    class_color,
-    draw_detections,
-    iter_sources,
-    place_labels,
-    predict_batches,
-)
+from detcli.inference import writer as W  # noqa: E402
+from detcli.inference.loop import Frame, iter_sources, predict_batches  # noqa: E402
+from detcli.inference.writer import PredictionWriter  # noqa: E402
+from detcli.models.base import Detector  # noqa: E402
+from detcli.plots.detections import class_color, draw_detections, place_labels  # noqa: E402
+from detcli.postprocess import PostprocessConfig  # noqa: E402
 
 
 def _img(h: int, w: int, value: int) -> np.ndarray:
@@ -373,7 +369,7 @@ def test_source_video_and_mixed_folder(tmp_path):
 
 # --------------------------------------------------------------------------- batching and back-mapping
 
-class _FixedBoxDetector(P.Detector):
+class _FixedBoxDetector(Detector):
     """Returns the same two boxes (network-input pixels) for every image and records what it saw."""
 
     strides = (8,)
@@ -395,17 +391,11 @@ class _FixedBoxDetector(P.Detector):
 
     priors = decode_boxes = encode_boxes = decode_scores = assign = _unused
 
-    def predict(self, images, metas, score_thr, iou_thr, max_det):
+    def predict(self, images, metas, cfg=None):
         self.calls.append(dict(shape=tuple(images.shape), metas=list(metas), training=self.training,
-                               inference=torch.is_inference_mode_enabled(), args=(score_thr, iou_thr, max_det)))
+                               inference=torch.is_inference_mode_enabled(), cfg=cfg))
         boxes = torch.tensor([[10.0, 4.0, 50.0, 20.0], [90.0, 30.0, 110.0, 50.0]])
         return [Detections(boxes, torch.tensor([0.9, 0.4]), torch.tensor([1, 0])) for _ in metas]
-
-
-def _collate():
-    from detcli.data.collate import collate
-
-    return collate
 
 
 def test_predict_batches_maps_boxes_back_through_stretch_resize():
@@ -419,11 +409,11 @@ def test_predict_batches_maps_boxes_back_through_stretch_resize():
     frames = [Frame(img=_img(120, 200, 10 * i), path=f"{i}.png", index=i) for i in range(3)]
     model = _FixedBoxDetector()
     model.train()
-    out = list(predict_batches(model, iter(frames), transform, batch_size=2, device="cpu",
-                               score_thr=0.3, iou_thr=0.6, max_det=50, collate=_collate()))
+    cfg = PostprocessConfig(score_thr=0.3, iou_thr=0.6, max_det=50)
+    out = list(predict_batches(model, iter(frames), transform, batch_size=2, device="cpu", cfg=cfg, size_divisor=32))
     assert [f.index for f, _ in out] == [0, 1, 2]
     assert [c["shape"] for c in model.calls] == [(2, 3, 64, 128), (1, 3, 64, 128)]  # padded to 32
-    assert all(not c["training"] and c["inference"] and c["args"] == (0.3, 0.6, 50) for c in model.calls)
+    assert all(not c["training"] and c["inference"] and c["cfg"] is cfg for c in model.calls)
     assert model.training  # mode restored
     meta = model.calls[0]["metas"][1]
     assert (meta.image_id, meta.file_name, meta.ori_shape, meta.img_shape) == (1, "1.png", (120, 200), (40, 100))
@@ -522,7 +512,7 @@ def test_writer_falls_back_to_frames_and_can_skip_images(tmp_path, monkeypatch):
         def release(self):
             pass
 
-    monkeypatch.setattr(P.cv2, "VideoWriter", _NoVideo)
+    monkeypatch.setattr(W.cv2, "VideoWriter", _NoVideo)
     empty = Detections(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
     frames = [Frame(_img(8, 8, i), "v/clip.avi", i, frame=i, fps=5.0) for i in range(3)]
     writer = PredictionWriter(tmp_path / "o", ["cat"])
@@ -612,22 +602,19 @@ def test_eval_saves_its_detections_as_coco_results(tmp_path, confident_checkpoin
 
 
 def test_inference_size_defaults_to_the_trained_size(tmp_path):
-    from detcli.app.common import LoadedModel, inference_imgsz
-    from detcli.config.loader import load_preset
-    from detcli.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+    """The spec's ``imgsz`` (resolved once, where the file is read): --imgsz, else the trained size."""
+    from detcli.checkpoints.io import FORMAT, load_checkpoint, save_checkpoint
+    from detcli.inference.loading import resolve_imgsz
 
-    preset, _ = load_preset("nanodet-plus-m")
-
-    def loaded(payload: dict, official: bool = False) -> LoadedModel:
+    def trained(payload: dict) -> int | None:
         path = tmp_path / f"{len(list(tmp_path.iterdir()))}.pt"
         save_checkpoint(path, {"format": FORMAT, **payload})
-        trained = load_checkpoint(path).trained_imgsz  # what load_for_inference carries: the file is read once
-        return LoadedModel(torch.nn.Identity(), preset, ["a"], [1], None, path, official, trained)
+        return load_checkpoint(path).trained_imgsz
 
-    assert inference_imgsz(None, loaded({"input_size": [96, 64]}), []) == 96  # long side of the trained size
-    assert inference_imgsz(None, loaded({"train_args": {"imgsz": 160}}), []) == 160  # older checkpoints
-    assert inference_imgsz(None, loaded({"train_args": {"imgsz": None}}), []) is None  # the preset's size
-    assert inference_imgsz(None, loaded({}), []) is None
-    assert inference_imgsz(128, loaded({"input_size": [96, 96]}), []) == 128  # --imgsz wins
-    assert inference_imgsz(None, loaded({"input_size": [96, 96]}), ["input.size=[416,416]"]) is None  # so does --set
-    assert inference_imgsz(None, loaded({"input_size": [96, 96]}, official=True), []) is None
+    assert resolve_imgsz(None, trained({"input_size": [96, 64]}), "detcli", []) == 96  # long side of the trained size
+    assert resolve_imgsz(None, trained({"train_args": {"imgsz": 160}}), "detcli", []) == 160  # older checkpoints
+    assert resolve_imgsz(None, trained({"train_args": {"imgsz": None}}), "detcli", []) is None  # the preset's size
+    assert resolve_imgsz(None, trained({}), "detcli", []) is None
+    assert resolve_imgsz(128, 96, "detcli", []) == 128  # --imgsz wins
+    assert resolve_imgsz(None, 96, "detcli", ["input.size=[416,416]"]) is None  # so does --set
+    assert resolve_imgsz(None, 96, "official", []) is None

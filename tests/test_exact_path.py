@@ -19,7 +19,8 @@ import torch
 from pycocotools.coco import COCO
 
 from cli_subprocess import run_cli_forked
-from detcli.app.common import NO_FUSE_ENV, inference_model, inference_path, load_for_inference
+from detcli.inference.loading import load_for_inference
+from detcli.inference.paths import NO_FUSE_ENV, inference_model, inference_path
 from detcli.models.base import Detector
 from detcli.models.fuse import InferenceDetector, fuse_for_inference
 from golden.checkpoints import write_official_checkpoint
@@ -145,9 +146,8 @@ def test_predict_exact_writes_the_loaded_models_detections(tmp_path):
     """``predict --exact``: ``predictions.json`` holds, bit for bit, the detections of the model as loaded run in
     this process; the default run says it took the optimised path."""
     from detcli.data.build import build_transform
-    from detcli.data.collate import collate
     from detcli.evaluation.coco_results import coco_boxes_scores
-    from detcli.predict import iter_sources, predict_batches
+    from detcli.inference.loop import iter_sources, predict_batches
 
     preset = "nanodet-plus-m"
     ckpt, _ = golden_checkpoint(preset, tmp_path)
@@ -163,8 +163,8 @@ def test_predict_exact_writes_the_loaded_models_detections(tmp_path):
     cfg = loaded.preset
     expected = []
     for frame, det in predict_batches(loaded.model, iter_sources(str(IMAGES)), build_transform(cfg, train=False), 1,
-                                      "cpu", 0.05, cfg.test.iou_thr, cfg.test.max_det,
-                                      collate=lambda s: collate(s, size_divisor=cfg.input.size_divisor)):
+                                      "cpu", loaded.model.postprocess_cfg.replace(score_thr=0.05),
+                                      cfg.input.size_divisor):
         xywh, scores = coco_boxes_scores(det)
         expected += [(frame.index + 1, int(c), b, s) for b, s, c in zip(xywh, scores, det.labels.tolist())]
     records = json.loads((tmp_path / "runs" / "exact" / "predictions.json").read_text())

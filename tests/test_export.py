@@ -195,7 +195,7 @@ def detcli_checkpoint(folder: Path) -> Path:
     """A detcli checkpoint of NanoDet-Plus-m on a tiny demo dataset (preset, classes, dataset inside)."""
     from detcli.data.dataset_config import resolve_dataset
     from detcli.data.demo import ensure_demo_dataset
-    from detcli.engine.checkpoint import FORMAT, save_checkpoint
+    from detcli.checkpoints.io import FORMAT, save_checkpoint
 
     data = resolve_dataset(ensure_demo_dataset(folder / "demo", num_train=2, num_val=2) / "demo.yaml")
     names = ["circle", "square", "triangle", "star", "ring"]
@@ -240,20 +240,20 @@ def test_cli_export_then_predict_and_eval_with_the_onnx_file(tmp_path):
 def test_onnx_model_predicts_like_the_pytorch_model(tmp_path, nms):
     """``predict`` / ``eval --weights model.onnx``: same pre-processing; raw exports share decode + postprocess
     with PyTorch, end-to-end ones carry theirs (compared on full-size images: the graph clips to the input)."""
-    from detcli.app.common import load_for_inference
-    from detcli.export.runtime import load_exported
+    from detcli.inference.loading import load_exported, load_for_inference
     from detcli.structures import ImageMeta
 
     weights = official_checkpoint(presets_dir() / "retinanet-r18-fpn.yaml", tmp_path)
     out = export_command(ExportRequest(weights=weights, preset="retinanet-r18-fpn", imgsz=128, nms=nms, device="cpu"))
     onnx_model = load_exported(out, None, torch.device("cpu"))
     torch_model = load_for_inference(weights, "retinanet-r18-fpn", [], torch.device("cpu"))
-    assert onnx_model.class_names == torch_model.class_names and tuple(onnx_model.preset.input.size) == (128, 77)
+    assert onnx_model.class_names == torch_model.class_names and onnx_model.spec.input_size == (128, 77)
     images = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(3))
     shapes = [(96, 128), (96, 128)] if nms else [(96, 128), (70, 100)]
     metas = [ImageMeta(i, f"{i}.jpg", s, s, np.eye(3).tolist()) for i, s in enumerate(shapes)]
-    got = onnx_model.model.predict(images, metas, 0.3, 0.5, 50)
-    ref = torch_model.model.predict(images, metas, 0.3, 0.5, 50)
+    cfg = torch_model.model.postprocess_cfg.replace(score_thr=0.3, iou_thr=0.5, max_det=50)
+    got = onnx_model.model.predict(images, metas, cfg)
+    ref = torch_model.model.predict(images, metas, cfg)
     for a, b in zip(got, ref):
         assert len(a.scores) == len(b.scores) > 5
         a, b = sorted(zip(a.labels.tolist(), a.scores.tolist())), sorted(zip(b.labels.tolist(), b.scores.tolist()))

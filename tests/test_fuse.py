@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from detcli.app.common import NO_FUSE_ENV, inference_model
+from detcli.inference.paths import NO_FUSE_ENV, inference_model
 from detcli.config.loader import load_preset
 from detcli.errors import DetcliError
 from detcli.export.graph import DecodedGraph
@@ -187,8 +187,9 @@ def test_detections_identical(case):
     # random scores are lower: 84 detections at 0.01, so the max_det cut is checked at 0.005)
     for score_thr in (None, 0.01, 0.005):
         with torch.inference_mode():
-            expected = model.predict(images, metas, score_thr, max_det=MAX_DET)
-        assert_same_detections(fused.predict(images, metas, score_thr, max_det=MAX_DET), expected)
+            cfg = model.postprocess_cfg.replace(score_thr=score_thr, max_det=MAX_DET)
+            expected = model.predict(images, metas, cfg)
+        assert_same_detections(fused.predict(images, metas, cfg), expected)
     assert len(expected[0].scores) == MAX_DET  # at 0.005: a full set, NMS at work
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from cli_subprocess import run_cli_forked
 from detcli.config.loader import load_preset
+from detcli.config.schema import NanoDetPlusConfig
 from detcli.errors import DetcliError, PresetError
 from detcli.models import build_model
 from detcli.models.backbones.ghostnet import (
@@ -123,14 +124,14 @@ def test_ghostpan_reuses_the_ghostnet_blocks():
 def test_official_key_names_and_every_depthwise_conv_is_the_cpu_amp_one():
     backbone = GhostNet()
     assert [(k, list(v.shape)) for k, v in backbone.state_dict().items()] == official_backbone_spec()
-    model = NanoDetPlus(80, "1.0x", 96, backbone="ghostnet")
+    model = NanoDetPlus.from_config(NanoDetPlusConfig(type="nanodet_plus", backbone={"type": "ghostnet"}), 80)
     depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert depthwise and all(isinstance(m, DepthwiseConv2d) and m.groups == m.in_channels for m in depthwise)
 
 
 def test_parameter_counts_and_macs_equal_the_official_module():
     """Counted on the official NanoDetPlus built from nanodet-plus-m_320.yml with the GhostNet backbone section."""
-    model = NanoDetPlus(80, "1.0x", 96, backbone="ghostnet")
+    model = NanoDetPlus.from_config(NanoDetPlusConfig(type="nanodet_plus", backbone={"type": "ghostnet"}), 80)
     assert (conv_params(model.backbone), total_params(model.backbone)) == (2_649_460, 2_671_428)
     assert inference_params(model) == {"conv": 3_090_740, "all": 3_121_732}  # README convention: 3.09 M
     assert total_params(model) == 6_283_512  # with the AGM

@@ -100,7 +100,7 @@ def fixture(name: str) -> tuple[dict, dict[str, np.ndarray]]:
 class Case:
     doc: dict
     arrays: dict[str, np.ndarray]
-    loaded: object  # detcli.app.common.LoadedModel
+    loaded: object  # detcli.inference.loading.Loaded
     checksum_mismatch: list[str]  # rebuilt weights whose fingerprint differs from the generator's
     value_mismatch: list[str]  # detcli tensors that differ from the checkpoint's
 
@@ -112,7 +112,7 @@ _CASES: dict[str, Case] = {}
 def case(tmp_path_factory):
     """name → :class:`Case`: the golden weights are rebuilt once per preset, written as an official
     checkpoint and read back through ``load_for_inference`` (the ``--weights`` path)."""
-    from detcli.app.common import load_for_inference
+    from detcli.inference.loading import load_for_inference
 
     def get(name: str) -> Case:
         if name not in _CASES:
@@ -288,14 +288,15 @@ def run_predict(c: Case, official_raw: bool):
     images = torch.from_numpy(c.arrays["input"])
     h, w = images.shape[-2:]
     metas = [ImageMeta(i, f"golden{i}.jpg", (h, w), (h, w), np.eye(3).tolist()) for i in range(len(images))]
+    cfg = model.postprocess_cfg.replace(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
     if not official_raw:
-        dets = model.predict(images, metas, score_thr, iou_thr, max_det)
+        dets = model.predict(images, metas, cfg)
     else:
         factor = torch.from_numpy(c.arrays["filter"]) if "filter" in c.arrays else None
         out = forward_output(model, torch.from_numpy(c.arrays["cls"]), torch.from_numpy(c.arrays["reg"]), (h, w),
                              factor)
         with patch.object(model, "forward", lambda x: out):
-            dets = model.predict(images, metas, score_thr, iou_thr, max_det)
+            dets = model.predict(images, metas, cfg)
     # the official detections are in "original" pixels = the input (DeFCN: detector_postprocess clips there)
     return [model.to_original(d, m) for d, m in zip(dets, metas)]
 

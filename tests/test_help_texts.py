@@ -98,7 +98,7 @@ def test_inspect_anchors_name_and_exist_ok(tmp_path: Path, tiny_data: Path):
 def test_predict_exist_ok_writes_into_the_named_folder(tmp_path: Path, tiny_data: Path):
     from detcli.config.loader import load_preset
     from detcli.data.demo import CLASSES
-    from detcli.engine.checkpoint import FORMAT, save_checkpoint
+    from detcli.checkpoints.io import FORMAT, save_checkpoint
     from detcli.models import build_model
 
     preset, _ = load_preset("nanodet-plus-m")

@@ -392,7 +392,7 @@ def test_trained_weights_drive_the_prediction_based_assigner(tmp_path):
     """With --weights the dynamic soft label assigner looks at the checkpoint's predictions (and says so); other
     weights than the untrained seed give another assignment."""
     from detcli.data.demo import ensure_demo_dataset
-    from detcli.engine.checkpoint import FORMAT, save_checkpoint
+    from detcli.checkpoints.io import FORMAT, save_checkpoint
     from detcli.data.coco_json import load_coco_json
 
     coco = load_coco_json(ensure_demo_dataset() / "annotations" / "instances_train.json")

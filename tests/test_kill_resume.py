@@ -19,7 +19,7 @@ import pytest
 import torch
 from test_cli import run_cli_forked
 
-from detcli.engine.checkpoint import load_checkpoint
+from detcli.checkpoints.io import load_checkpoint
 from detcli.engine.run_dir import ResultsCSV
 from detcli.engine.run_lock import LOCK_NAME, RunFolderInUse, RunLock
 from detcli.errors import WriteError

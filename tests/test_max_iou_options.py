@@ -14,10 +14,18 @@ import torch
 from cli_subprocess import run_cli_forked
 from detcli.assigners.max_iou import MaxIoUAssigner, box_iof, neg_iou_range
 from detcli.config.loader import load_preset
+from detcli.config.schema import RetinaNetConfig
 from detcli.errors import PresetError
 from detcli.models import build_model
 from detcli.models.detectors.retinanet import RetinaNet
 from detcli.structures import ImageMeta, Target
+
+
+def _tiny_retinanet(**assigner) -> RetinaNet:
+    """A small RetinaNet-18 whose assigner takes ``assigner`` (ignore_iof_thr > 0 too, which presets refuse)."""
+    model = RetinaNet.from_config(RetinaNetConfig(type="retinanet", depth=18, fpn_channels=8, stacked_convs=0), 3)
+    model.assigner = MaxIoUAssigner(**assigner)
+    return model
 
 # two GTs and four anchors (xyxy); IoUs worked out by hand:
 #   anchor 0 [0,0,20,20]:   GT 0 [0,0,20,18] 360/400 = 0.9 → positive for GT 0
@@ -162,7 +170,7 @@ def test_cli_refuses_a_bad_range_and_unavailable_ignore_boxes(tmp_path):
 def test_retinanet_assign_equals_the_assigner_on_every_valid_anchor(options):
     """``RetinaNet.assign`` runs the assigner only on the anchors that may overlap a box; the others must come out
     as the assigner would give them, and ``Target.ignore_boxes`` must reach it."""
-    model = RetinaNet(num_classes=3, depth=18, fpn_channels=8, feat_channels=8, stacked_convs=0, **options)
+    model = _tiny_retinanet(**options)
     h, w = 128, 160
     priors = model.priors((h, w))
     gts = torch.tensor([[10.0, 12, 50, 60], [70, 20, 90, 100]])
@@ -177,6 +185,5 @@ def test_retinanet_assign_equals_the_assigner_on_every_valid_anchor(options):
     torch.testing.assert_close(got.quality[0], want.quality)
     assert (want.gt_inds == -1).any() and (want.gt_inds > 0).any()  # the case is not trivial
     if "ignore_iof_thr" in options:  # the ignore boxes changed something
-        plain = RetinaNet(num_classes=3, depth=18, fpn_channels=8, feat_channels=8, stacked_convs=0,
-                          **{**options, "ignore_iof_thr": -1.0})
+        plain = _tiny_retinanet(**{**options, "ignore_iof_thr": -1.0})
         assert not torch.equal(plain.assign(None, priors, [target], [meta]).gt_inds[0], got.gt_inds[0])

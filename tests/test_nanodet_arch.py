@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from detcli.config.schema import NanoDetPlusConfig
 from detcli.errors import DetcliError
 from detcli.structures import HeadOutput, Priors
 from detcli.models.complexity import (
@@ -28,10 +29,12 @@ from detcli.structures import ImageMeta, Target
 torch.set_num_threads(1)
 
 
-def build(width: str = "1.0x", num_classes: int = 80, **kwargs) -> NanoDetPlus:
+def build(width: str = "1.0x", num_classes: int = 80, backbone_weights: str | None = None, **model) -> NanoDetPlus:
+    """The official NanoDet-Plus-m (1.0x) / -m-1.5x; ``model``: more ``NanoDetPlusConfig`` fields."""
     torch.manual_seed(0)
     nc = {"1.0x": 96, "1.5x": 128}[width]
-    return NanoDetPlus(num_classes=num_classes, width=width, neck_channels=nc, aux_channels=2 * nc, **kwargs)
+    cfg = NanoDetPlusConfig(type="nanodet_plus", width=width, neck_channels=nc, aux_channels=2 * nc, **model)
+    return NanoDetPlus.from_config(cfg, num_classes, backbone_weights=backbone_weights)
 
 
 def inference_graph(model: NanoDetPlus) -> nn.Module:
@@ -198,7 +201,7 @@ def test_predict_boxes_inside_each_image():
     images = torch.randn(2, 3, 320, 320)
     metas = [ImageMeta(0, "a.jpg", (100, 140), (200, 280), [[2, 0, 0], [0, 2, 0], [0, 0, 1]]),
              ImageMeta(1, "b.jpg", (320, 320), (320, 320), [[1, 0, 0], [0, 1, 0], [0, 0, 1]])]
-    dets = model.predict(images, metas, score_thr=0.05, iou_thr=0.6, max_det=100)
+    dets = model.predict(images, metas, model.postprocess_cfg.replace(score_thr=0.05, iou_thr=0.6, max_det=100))
     assert len(dets) == 2
     for d, (h, w) in zip(dets, [(200, 280), (320, 320)]):
         assert len(d.scores) == 100

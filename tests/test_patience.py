@@ -13,27 +13,27 @@ from pathlib import Path
 import torch
 
 from cli_subprocess import run_cli_forked
-from detcli.app.common import load_for_inference
+from detcli.api.train import train
+from detcli.inference.loading import load_for_inference
 from detcli.data.demo import ensure_demo_dataset
-from detcli.engine.checkpoint import load_checkpoint
+from detcli.checkpoints.io import load_checkpoint
 
 
-def test_patience_stops_a_run_that_does_not_improve(tmp_path: Path):
+def test_patience_stops_a_run_that_does_not_improve(tmp_path: Path, capsys):
     root = tmp_path / "demo"
     ensure_demo_dataset(root, num_train=4, num_val=2)
     printed = run_cli_forked("presets", "nanodet-plus-m", "--set", "test.score_thr=1.0", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     (tmp_path / "p.yaml").write_text(printed.stdout)
 
-    train = run_cli_forked(
-        "train", "-p", "p.yaml", "--data", str(root / "demo.yaml"), "--epochs", "5", "--batch", "2", "--imgsz", "64",
-        "--workers", "0", "--patience", "1", "--set", "train.val_interval=1", cwd=tmp_path, timeout=600,
-    )
-    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
-    assert "early stopping after 1 validation(s) without a better AP50-95" in train.stdout
+    trained = train(tmp_path / "p.yaml", root / "demo.yaml", epochs=5, batch=2, imgsz=64, workers=0, patience=1,
+                    overrides=["train.val_interval=1"], project=tmp_path / "runs" / "train")  # the library's run
+    out = capsys.readouterr().out
+    assert "early stopping after 1 validation(s) without a better AP50-95" in out
     assert "Stopped early at epoch 2/5: AP50-95 has not improved for 1 validation(s) (train.patience 1). " \
-           "Best AP50-95 0.0000 at epoch 1" in " ".join(train.stdout.split())
+           "Best AP50-95 0.0000 at epoch 1" in " ".join(out.split())
     run = tmp_path / "runs" / "train" / "train"
+    assert trained.run_dir == run and trained.best == run / "weights" / "best.pt" and trained.metrics["stopped_early"]
     rows = (run / "results.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # one row per epoch that ran
     best, last = load_checkpoint(run / "weights" / "best.pt"), load_checkpoint(run / "weights" / "last.pt")

@@ -31,7 +31,7 @@ from detcli.data.transforms.nanodet import NanoDetTransform
 from detcli.data.transforms.pipeline import Pipeline
 from detcli.data.transforms.resize import KeepRatioResizeTransform
 from detcli.data.transforms.stages import EpochStages
-from detcli.engine.checkpoint import load_checkpoint
+from detcli.checkpoints.io import load_checkpoint
 from detcli.engine.run_dir import new_run_dir
 from detcli.engine.session import ProcessInfo, TrainParts, TrainSetup, launch_training
 from detcli.engine.trainer import Trainer

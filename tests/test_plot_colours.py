@@ -15,7 +15,7 @@ from detcli.plots.batches import TEXT_PX, _tile
 from detcli.plots.palette import class_color, class_rgb
 from detcli.plots.results import results_figure
 from detcli.plots.text import text_size
-from detcli.predict import draw_detections
+from detcli.plots.detections import draw_detections
 from detcli.structures import Detections
 from test_plots import _evaluate
 

@@ -105,3 +105,17 @@ def test_clip_boxes_to_each_image():
     boxes = torch.tensor([[[-5.0, 2, 120, 90]], [[10, -1, 50, 200]]])
     limits = torch.tensor([[[100.0, 80, 100, 80]], [[64, 48, 64, 48]]])
     assert clip_boxes(boxes, limits).tolist() == [[[0, 2, 100, 80]], [[10, 0, 50, 48]]]
+
+
+def test_the_preset_test_section_is_converted_once_with_the_family_defaults():
+    """``TestConfig`` is data: ``from_test`` gives the runtime settings, its unset fields taking the family's."""
+    from detcli.config.schema import TestConfig as Section  # aliased: pytest would try to collect Test*
+
+    unset = PostprocessConfig.from_test(Section(score_thr=0.3, iou_thr=0.5, max_det=7), nms_pre=1000,
+                                        min_bbox_size=0.0)
+    assert unset == PostprocessConfig(score_thr=0.3, iou_thr=0.5, max_det=7, nms_pre=1000, min_bbox_size=0.0)
+    given = PostprocessConfig.from_test(Section(nms="none", nms_pre=50, min_bbox_size=2.0), nms_pre=1000)
+    assert (given.nms, given.nms_pre, given.min_bbox_size) == ("none", 50, 2.0)
+    # a call's overrides (--conf, --iou, --max-det): None keeps the setting
+    assert unset.replace(score_thr=None, iou_thr=0.7, max_det=None) == PostprocessConfig(
+        score_thr=0.3, iou_thr=0.7, max_det=7, nms_pre=1000, min_bbox_size=0.0)

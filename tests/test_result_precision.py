@@ -19,7 +19,8 @@ from pycocotools.cocoeval import COCOeval
 from detcli.evaluation.coco_results import coco_boxes_scores
 from detcli.evaluation.evaluator import CocoEvaluator
 from detcli.fileio import atomic_write_json
-from detcli.predict import Frame, PredictionWriter
+from detcli.inference.loop import Frame
+from detcli.inference.writer import PredictionWriter
 from detcli.structures import Detections
 from synthetic_coco import synthetic_coco
 

@@ -6,10 +6,18 @@ import torchvision
 from torchvision.ops import batched_nms
 
 from detcli.errors import DetcliError
+from detcli.config import schema
 from detcli.models.detectors.retinanet import RetinaNet
 from detcli.structures import ImageMeta, Target
 
 torch.set_num_threads(1)
+
+
+def retinanet(num_classes: int, depth: int = 18, nms_pre: int | None = None,
+              backbone_weights: str | None = None) -> RetinaNet:
+    """A RetinaNet of the preset schema's defaults (MMDetection's), less what the test gives."""
+    return RetinaNet.from_config(schema.RetinaNetConfig(type="retinanet", depth=depth), num_classes,
+                                 test=schema.TestConfig(nms_pre=nms_pre), backbone_weights=backbone_weights)
 
 
 def meta(i: int, h: int, w: int) -> ImageMeta:
@@ -24,12 +32,12 @@ def count(model: torch.nn.Module) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def r18() -> RetinaNet:
     torch.manual_seed(0)
-    return RetinaNet(num_classes=3, depth=18)
+    return retinanet(3, depth=18)
 
 
 def test_parameter_counts_match_mmdetection():
-    assert count(RetinaNet(num_classes=80, depth=50)) == (37_968_692, 37_743_348)
-    assert count(RetinaNet(num_classes=80, depth=18)) == (21_410_100, 21_252_596)
+    assert count(retinanet(80, depth=50)) == (37_968_692, 37_743_348)
+    assert count(retinanet(80, depth=18)) == (21_410_100, 21_252_596)
 
 
 def test_state_dict_keys_are_mmdetection_keys(r18):
@@ -89,7 +97,7 @@ def test_loss_closed_form_with_a_constant_head():
     """Head with zero conv weights: every logit = b, every delta = 0. Then
     loss_cls = (P·FL⁺(b) + (P·(C−1) + Nneg·C)·FL⁻(b)) / Σ max(P_i, 1) and loss_bbox = Σ|encode(anchor, gt)| / same."""
     torch.manual_seed(0)
-    model = RetinaNet(num_classes=2, depth=18).train()
+    model = retinanet(2, depth=18).train()
     b = -1.0
     with torch.no_grad():
         for conv in (model.bbox_head.retina_cls, model.bbox_head.retina_reg):
@@ -118,13 +126,17 @@ def test_loss_closed_form_with_a_constant_head():
     assert float(out["loss_bbox"].detach()) == pytest.approx(float(expected_bbox), rel=1e-4)
 
 
+def _cfg(model, score_thr: float, iou_thr: float, max_det: int):
+    return model.postprocess_cfg.replace(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+
+
 def test_predict_shapes_and_ranges(r18):
     r18.eval()
     with torch.no_grad():
         r18.bbox_head.retina_cls.bias.fill_(0.0)  # scores near 0.5 so that detections survive
     images = torch.randn(2, 3, 96, 128)
     metas = [meta(0, 96, 128), meta(1, 70, 90)]
-    dets = r18.predict(images, metas, score_thr=0.05, iou_thr=0.5, max_det=20)
+    dets = r18.predict(images, metas, _cfg(r18, 0.05, 0.5, 20))
     assert len(dets) == 2
     for d, m in zip(dets, metas):
         assert d.boxes.shape == (20, 4) and d.scores.shape == (20,) and d.labels.shape == (20,)
@@ -133,9 +145,9 @@ def test_predict_shapes_and_ranges(r18):
         h, w = m.img_shape
         assert float(d.boxes[:, 0::2].max()) <= w and float(d.boxes[:, 1::2].max()) <= h
         assert float(d.boxes.min()) >= 0 and bool((d.boxes[:, 2:] > d.boxes[:, :2]).all())
-    assert all(len(d.scores) == 0 for d in r18.predict(images, metas, score_thr=0.999, iou_thr=0.5, max_det=20))
-    assert all(len(d.scores) == 0 for d in r18.predict(images, metas, score_thr=1.0, iou_thr=0.5, max_det=20))
-    assert [len(d.scores) for d in r18.predict(images, metas, score_thr=0.0, iou_thr=0.5, max_det=7)] == [7, 7]
+    assert all(len(d.scores) == 0 for d in r18.predict(images, metas, _cfg(r18, 0.999, 0.5, 20)))
+    assert all(len(d.scores) == 0 for d in r18.predict(images, metas, _cfg(r18, 1.0, 0.5, 20)))
+    assert [len(d.scores) for d in r18.predict(images, metas, _cfg(r18, 0.0, 0.5, 7))] == [7, 7]
     cls_scores, bbox_preds = r18.forward_maps(images)
     assert [tuple(c.shape) for c in cls_scores] == [(2, 27, 12, 16), (2, 27, 6, 8), (2, 27, 3, 4), (2, 27, 2, 2), (2, 27, 1, 1)]
     assert [tuple(r.shape[1:2]) for r in bbox_preds] == [(36,)] * 5
@@ -175,7 +187,7 @@ def naive_predict(model, images, metas, score_thr, iou_thr, max_det, nms_pre):
 @pytest.mark.parametrize("dense_topk_factor", [0.0, 1e9])  # force the dense top-k / the sparse path
 def test_batched_predict_equals_naive_per_image_reference(dense_topk_factor):
     torch.manual_seed(0)
-    model = RetinaNet(num_classes=4, depth=18, nms_pre=20).eval()
+    model = retinanet(4, depth=18, nms_pre=20).eval()
     model.postprocess_cfg = model.postprocess_cfg.replace(dense_topk_factor=dense_topk_factor)
     with torch.no_grad():
         model.bbox_head.retina_cls.bias.normal_(-2.5, 1.0)
@@ -184,7 +196,7 @@ def test_batched_predict_equals_naive_per_image_reference(dense_topk_factor):
     images = torch.randn(2, 3, 96, 128)
     metas = [meta(0, 96, 128), meta(1, 70, 90)]
     with torch.no_grad():
-        got = model.predict(images, metas, score_thr=0.05, iou_thr=0.7, max_det=1000)
+        got = model.predict(images, metas, _cfg(model, 0.05, 0.7, 1000))
         ref = naive_predict(model, images, metas, 0.05, 0.7, 1000, nms_pre=20)
     for d, (boxes, scores, labels) in zip(got, ref):
         assert len(d.scores) == len(scores) > 20
@@ -195,16 +207,16 @@ def test_batched_predict_equals_naive_per_image_reference(dense_topk_factor):
 
 def test_load_mmdet_state_dict_round_trip_and_mismatch(r18):
     torch.manual_seed(1)
-    other = RetinaNet(num_classes=3, depth=18)
+    other = retinanet(3, depth=18)
     other.load_mmdet_state_dict({"state_dict": {"module." + k: v for k, v in r18.state_dict().items()}, "meta": {}})
     assert all(torch.equal(v, r18.state_dict()[k]) for k, v in other.state_dict().items())
     with pytest.raises(DetcliError, match="shape mismatch"):
-        RetinaNet(num_classes=5, depth=18).load_mmdet_state_dict({"state_dict": r18.state_dict()})
+        retinanet(5, depth=18).load_mmdet_state_dict({"state_dict": r18.state_dict()})
 
 
 def test_imagenet_weights_local_only(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    model = RetinaNet(num_classes=3, depth=18, backbone_weights="imagenet")
+    model = retinanet(3, depth=18, backbone_weights="imagenet")
     assert model.backbone_init_message == (
         f"ImageNet weights for resnet18 not found at {tmp_path / 'checkpoints' / 'resnet18-f37072fd.pth'}; "
         "backbone initialised randomly"
@@ -213,10 +225,10 @@ def test_imagenet_weights_local_only(tmp_path, monkeypatch):
     torch.manual_seed(3)
     tv = torchvision.models.resnet18(weights=None)
     torch.save(tv.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
-    model = RetinaNet(num_classes=3, depth=18, backbone_weights="imagenet")
+    model = retinanet(3, depth=18, backbone_weights="imagenet")
     assert model.backbone_init_message is None
     assert torch.equal(model.backbone.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)
-    assert RetinaNet(num_classes=3, depth=18, backbone_weights=str(tmp_path / "nope.pth")).backbone_init_message.startswith(
+    assert retinanet(3, depth=18, backbone_weights=str(tmp_path / "nope.pth")).backbone_init_message.startswith(
         "ImageNet weights for resnet18 not found at"
     )
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from detcli.app.common import load_for_inference
+from detcli.inference.loading import load_for_inference
 from detcli.config.loader import load_preset
 from detcli.engine.ema import ModelEMA
 from detcli.errors import DetcliError
@@ -92,7 +92,7 @@ def test_macs_at_640_as_the_readme_counts(variant):
 
 
 def test_model_summary_labels_rtmdet_flops_as_macs():
-    from detcli.app.common import model_summary
+    from detcli.models.summary import model_summary
 
     class Recorder:
         def key_values(self, title, items):

@@ -93,8 +93,11 @@ def _build(tiny_data: Path, resume: bool, workers: int, capsys) -> tuple[object,
     from detcli.data.dataset_config import resolve_dataset
     from detcli.engine.session import ProcessInfo
 
+    from detcli.run_spec import RunSpec
+
     preset = load_preset("nanodet-plus-m")[0]
-    spec = BuildSpec(preset, preset.train, resolve_dataset(str(tiny_data)), 64, workers, None, True, resume=resume)
+    spec = BuildSpec(RunSpec(preset, [], [], imgsz=64), preset.train, resolve_dataset(str(tiny_data)), workers, None,
+                     True, resume=resume)
     capsys.readouterr()
     parts = build_parts(spec, ProcessInfo(0, 0, 1, torch.device("cpu"), 2, 0))
     return parts, capsys.readouterr().out

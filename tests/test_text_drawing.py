@@ -10,7 +10,7 @@ from detcli.inspect.draw import TEXT_PX, text_bar
 from detcli.models.detectors.defcn import DeFCN
 from detcli.plots.batches import _tile
 from detcli.plots.text import ELLIPSIS, Text, draw_texts, fit, font_file, text_size
-from detcli.predict import draw_detections
+from detcli.plots.detections import draw_detections
 from detcli.structures import Detections
 
 SUBTITLE = DeFCN.assignment_predictions  # "the head's own predictions: σ(cls)·σ(filter) for POTO, …"

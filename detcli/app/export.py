@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from detcli.app.common import inference_imgsz, load_for_inference, select_device
 from detcli.console import Reporter
 from detcli.errors import DetcliError
 from detcli.fileio import output_folder
+from detcli.inference.loading import Loaded
+from detcli.run_spec import RunSpec
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 EXPORTED_SECTIONS = ("test", "input")  # preset sections that change the exported file (--set)
@@ -36,7 +37,20 @@ class ExportRequest:
 
 def export_command(req: ExportRequest) -> Path:
     """Export, write ``<output>.json`` beside the model, run the parity check; returns the model path."""
-    from detcli.data.build import input_size
+    from detcli.inference.device import select_device
+    from detcli.inference.loading import load_for_inference
+
+    check_request(req)
+    reporter = Reporter()
+    device = select_device(req.device)
+    out = export_target(req, device)
+    reporter.header("export", str(device))
+    loaded = load_for_inference(req.weights, req.preset, req.overrides, device, imgsz=req.imgsz)
+    return export_model(loaded, req, out, reporter)
+
+
+def check_request(req: ExportRequest) -> None:
+    """The format, its libraries, ``--opset``, ``--simplify``, the ``--set`` fields and the weights file."""
     from detcli.export.formats import check_opset, require, require_simplifier
 
     if req.format not in FORMATS:
@@ -53,35 +67,47 @@ def export_command(req: ExportRequest) -> Path:
     if req.weights is None or not Path(req.weights).is_file():
         raise DetcliError(f"--weights {req.weights}: no such file (give a detcli checkpoint, or an official one "
                           "with --preset)")
-    reporter = Reporter()
-    device = select_device(req.device)
+
+
+def export_target(req: ExportRequest, device: torch.device) -> Path:
+    """The file to write (:func:`_output_path`), after ``--half`` is checked against ``device``."""
     if req.half and device.type != "cuda":
         raise DetcliError("--half needs a CUDA device (PyTorch has no fp16 convolutions on CPU): add --device 0, "
                           "or export fp32")
-    out = _output_path(req)
-    reporter.header("export", str(device))
-    loaded = load_for_inference(req.weights, req.preset, req.overrides, device)
-    req.imgsz = inference_imgsz(req.imgsz, loaded, req.overrides)  # default: the size the checkpoint was trained at
-    preset = loaded.preset
-    w, h = input_size(preset, req.imgsz)
-    div = preset.input.size_divisor
+    return _output_path(req)
+
+
+def export_model(loaded: Loaded, req: ExportRequest, out: Path, reporter: Reporter) -> Path:
+    """Export ``loaded`` (a PyTorch model, at its spec's ``imgsz``) to ``out`` as ``req`` says, write
+    ``<out>.json``, run the parity check and report it; returns ``out``.
+
+    Raises:
+        DetcliError: the exported model does not match PyTorch (the file and its JSON are kept, to look at).
+    """
+    from detcli.models.base import Detector
+
+    if not isinstance(loaded.model, Detector):
+        raise DetcliError(f"{loaded.weights} is not a PyTorch model: export a detcli or official checkpoint")
+    spec = loaded.spec
+    w, h = spec.input_size
+    div = spec.preset.input.size_divisor
     size = (-(-h // div) * div, -(-w // div) * div)  # the padded input the network sees
     model = loaded.model.eval()
     if req.half:
         model.half()
-    reporter.info(f"weights {loaded.weights} · preset {preset.name} · {len(loaded.class_names)} classes · input "
+    reporter.info(f"weights {spec.weights} · preset {spec.preset.name} · {spec.num_classes} classes · input "
                   f"{size[1]}×{size[0]} (W×H) · {'end-to-end (NMS inside)' if req.nms else 'raw head outputs'}")
-    images, source = _parity_input(loaded, size, 2 if req.dynamic else 1, device, reporter)
+    images, source = _parity_input(spec, size, 2 if req.dynamic else 1, next(model.parameters()).device, reporter)
     if req.half:
         images = images.half()
-    report = _export(req, loaded, model, size, images, source, out, reporter)
+    report = _export(req, spec, model, size, images, source, out, reporter)
     _print_report(reporter, report, out)
     if not report.passed:
         raise DetcliError(f"{out}: the exported model does not match PyTorch: " + "; ".join(report.problems[:3]))
     return out
 
 
-def _export(req, loaded, model, size, images, source, out, reporter):
+def _export(req: ExportRequest, spec: RunSpec, model, size, images, source, out, reporter):
     from detcli.export import formats
     from detcli.export.graph import EndToEndGraph, RawGraph
     from detcli.export.metadata import export_metadata, output_names
@@ -97,9 +123,9 @@ def _export(req, loaded, model, size, images, source, out, reporter):
     graph = EndToEndGraph(model, size, cfg, req.pre_nms_topk).eval() if req.nms else raw_graph
     dtype = "float16" if req.half else "float32"
     meta = export_metadata(
-        loaded.preset, model, loaded.class_names, size, req.format, req.nms, cfg, req.pre_nms_topk, priors,
-        req.opset if req.format == "onnx" else None, req.dynamic, req.half, str(loaded.weights), names,
-        loaded.cat_ids, loaded.dataset, req.imgsz,
+        spec.preset, model, spec.class_names, size, req.format, req.nms, cfg, req.pre_nms_topk, priors,
+        req.opset if req.format == "onnx" else None, req.dynamic, req.half, str(spec.weights), names,
+        spec.cat_ids, spec.dataset, spec.imgsz,
     )
     report = ParityReport(input=source, dtype=dtype, raw_max_abs_diff=float("nan"), raw_tolerance=RAW_TOLERANCE[dtype])
     sample = images[:1]
@@ -176,23 +202,23 @@ def _output_path(req: ExportRequest) -> Path:
     return out
 
 
-def _parity_input(loaded, size, batch: int, device: torch.device, reporter: Reporter) -> tuple[torch.Tensor, str]:
+def _parity_input(spec: RunSpec, size, batch: int, device: torch.device, reporter: Reporter) -> tuple[torch.Tensor, str]:
     """Val images of the dataset the checkpoint records (transformed and padded like predict), else random."""
-    if loaded.dataset is not None:
+    if spec.dataset is not None:
         try:
-            return _dataset_images(loaded, size, batch, device)
+            return _dataset_images(spec, size, batch, device)
         except Exception as e:  # files moved or unreadable: the check still runs, on random input
             reporter.warn(f"parity check on random input: the checkpoint's val images are not readable ({e})")
     gen = torch.Generator().manual_seed(0)
     return torch.randn(batch, 3, *size, generator=gen).to(device), "random normal (seed 0)"
 
 
-def _dataset_images(loaded, size, batch: int, device: torch.device) -> tuple[torch.Tensor, str]:
+def _dataset_images(spec: RunSpec, size, batch: int, device: torch.device) -> tuple[torch.Tensor, str]:
     from detcli.data.build import build_dataset
     from detcli.data.recorded import recorded_dataset
 
-    cfg = recorded_dataset(loaded.dataset.get("config"), f"checkpoint {loaded.weights}")
-    dataset = build_dataset(loaded.preset, cfg.val, train=False)
+    cfg = recorded_dataset(spec.dataset.get("config"), f"checkpoint {spec.weights}")
+    dataset = build_dataset(spec.preset, cfg.val, train=False)
     images = torch.zeros(batch, 3, *size)
     files = []
     for i in range(batch):

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detcli.app.common import load_for_inference, select_device
 from detcli.app.preflight import check_preset, check_weights, resolve_data
 from detcli.console import Reporter
 from detcli.errors import DetcliError
 from detcli.fileio import output_folder
+from detcli.inference.device import select_device
+from detcli.inference.loading import load_for_inference
 
 if TYPE_CHECKING:  # torch loads after the cheap checks of inspect_command
     import torch
@@ -147,8 +148,8 @@ def _subjects(req: InspectRequest, presets: list[Any], data_cfg: Any, device: to
 
     if req.weights is not None:
         loaded = load_for_inference(req.weights, req.preset, req.overrides, device, reporter)
-        if data_cfg is None and req.data is None and loaded.dataset is not None:
-            data_cfg = recorded_dataset(loaded.dataset.get("config"), f"checkpoint {loaded.weights}")
+        if data_cfg is None and req.data is None and loaded.spec.dataset is not None:
+            data_cfg = recorded_dataset(loaded.spec.dataset.get("config"), f"checkpoint {loaded.weights}")
         elif data_cfg is None:
             data_cfg = resolve_dataset("demo")
         dataset = _dataset(loaded.preset, data_cfg, req)

@@ -31,10 +31,10 @@ def resolve_data(data: str | None):
 
 def check_weights(weights: Path | None, default_latest: bool = True) -> None:
     """``--weights`` is a regular file (it is not read here). Without one, a command that defaults to the latest
-    run's ``best.pt`` (``default_latest``) needs such a run: :func:`~detcli.app.common.latest_best`."""
+    run's ``best.pt`` (``default_latest``) needs such a run: :func:`~detcli.inference.loading.latest_best`."""
     if weights is None:
         if default_latest:
-            from detcli.app.common import latest_best
+            from detcli.inference.loading import latest_best
 
             latest_best()
         return

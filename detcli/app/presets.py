@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import yaml
 
 from detcli.config.loader import builtin_presets, load_preset, presets_dir
-from detcli.config.schema import Preset
+from detcli.config.schema import Preset, model_config_types
 from detcli.console import Reporter
 from detcli.errors import DetcliError
 
-FAMILIES = {"nanodet_plus": "NanoDet-Plus", "retinanet": "RetinaNet", "rtmdet": "RTMDet", "defcn": "DeFCN"}
+# model.type → the family's display name, in the schema's order (the model config classes carry the names)
+FAMILIES = {family: config.display_name for family, config in model_config_types().items()}
 
 
 @dataclass
@@ -45,7 +46,7 @@ def preset_rows() -> list[PresetRow]:
         cls = detector_class(preset)
         zoo = preset.zoo
         rows.append(PresetRow(
-            name=name, family=FAMILIES.get(preset.model.type, preset.model.type),
+            name=name, family=cls.display_name,
             input_size=(int(preset.input.size[0]), int(preset.input.size[1])),
             params=zoo.params if zoo else None, gflops=zoo.gflops if zoo else None,
             coco_ap=zoo.coco_ap if zoo else None,

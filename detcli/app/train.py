@@ -14,14 +14,16 @@ from detcli.console import Reporter
 from detcli.data.dataset_config import DatasetConfig
 from detcli.errors import DetcliError
 from detcli.interrupt import TrainingInterrupted
+from detcli.run_spec import RunSpec
 
 if TYPE_CHECKING:
+    from detcli.engine.hooks import HookBase
     from detcli.engine.run_dir import StartRecord
 
 
 @dataclass
 class TrainRequest:
-    preset: str | None
+    preset: str | Preset | None  # a built-in name, a YAML file, or a validated Preset (the Python API)
     data: str | None = None
     epochs: int | None = None
     batch: int | None = None
@@ -36,6 +38,7 @@ class TrainRequest:
     seed: int = 0
     amp: bool | None = None
     patience: int | None = None
+    tensorboard: bool | None = None  # --tensorboard (None: the preset's train.tensorboard)
     overrides: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
     force_plain: bool | None = None
@@ -69,6 +72,12 @@ class RunPlan:
     train_args: dict[str, Any]  # a StartArgs dump: this invocation's argv and device, the run's data, imgsz, seed…
     resume_from: Path | None = None
     restart: bool = False
+    spec: RunSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        """The run's :class:`RunSpec`: ``--imgsz`` (as recorded for the run) resolved here, once; the class names
+        are the datasets' (the trainer completes them)."""
+        self.spec = RunSpec(self.preset, [], [], imgsz=self.train_args.get("imgsz"), origin="new")
 
     @property
     def weights(self) -> str | None:
@@ -80,20 +89,28 @@ class RunPlan:
 class BuildSpec:
     """Picklable recipe for one training process' model and loaders (crosses ``mp.spawn``)."""
 
-    preset: Preset
+    spec: RunSpec
     train_cfg: TrainConfig
     data: DatasetConfig
-    imgsz: int | None
     workers: int
     weights: str | None
     force_plain: bool | None
     resume: bool = False  # the weights come from last.pt: no ImageNet backbone to load or mention
 
+    @property
+    def preset(self) -> Preset:
+        return self.spec.preset
+
+    @property
+    def imgsz(self) -> int | None:
+        return self.spec.imgsz
+
 
 def build_parts(spec: BuildSpec, info) -> Any:
     """``TrainSetup.build``: datasets, loaders and model of one process (summaries on rank 0)."""
-    from detcli.app.common import load_weights_into, model_summary
-    from detcli.data.build import build_dataset, input_size
+    from detcli.inference.loading import load_weights_into
+    from detcli.models.summary import model_summary
+    from detcli.data.build import build_dataset
     from detcli.data.collate import collate
     from detcli.data.loader import available_cpus, build_dataloader, cap_workers
     from detcli.engine.session import TrainParts
@@ -116,7 +133,7 @@ def build_parts(spec: BuildSpec, info) -> Any:
         reporter.warn(model.backbone_init_message)
     if spec.weights is not None:
         reporter.info(load_weights_into(model, Path(spec.weights)))
-    model_summary(reporter, preset, model, input_size(preset, spec.imgsz))
+    model_summary(reporter, preset, model, spec.spec.input_size)
     collate_fn = functools.partial(collate, size_divisor=preset.input.size_divisor)
     distributed = info.world_size > 1
     per_process = info.batch_per_process
@@ -149,10 +166,13 @@ def print_dataset_summary(reporter: Reporter, kind: str, ds: Any) -> None:
         reporter.warn(f"{kind}: {line}")
 
 
-def train_command(req: TrainRequest) -> dict | None:
+def train_command(req: TrainRequest, hooks: list[HookBase] | tuple = ()) -> dict | None:
+    """Run ``req`` (new, resumed or restarted); returns the final row (:meth:`Trainer.fit`) with the user's
+    ``hooks`` run after the default ones."""
     from detcli.distributed import is_main
-    from detcli.engine.checkpoint import read_any_checkpoint
-    from detcli.engine.launch import backend_for, init_from_env, parse_device, process_device, torchrun_env
+    from detcli.checkpoints.io import read_any_checkpoint
+    from detcli.engine.launch import backend_for, init_from_env, process_device, torchrun_env
+    from detcli.inference.device import parse_device
     from detcli.engine.run_lock import RunLock
 
     device_type, ids = parse_device(req.device)  # a bad --device fails before a run folder is made
@@ -175,18 +195,23 @@ def train_command(req: TrainRequest) -> dict | None:
             plan = _resume_plan(req, run_dir, reporter)
         else:
             plan = _new_run_plan(req, reporter, lock)
-        return _launch(plan, req)
+        return _launch(plan, req, list(hooks))
 
 
-def _launch(plan: RunPlan, req: TrainRequest) -> dict | None:
+def _launch(plan: RunPlan, req: TrainRequest, hooks: list[HookBase]) -> dict | None:
     from detcli.engine.session import TrainSetup, launch_training
 
-    spec = BuildSpec(plan.preset, plan.train_cfg, plan.data, plan.train_args.get("imgsz"), plan.train_cfg.workers,
-                     plan.weights, req.force_plain, resume=plan.resume_from is not None)
+    train_cfg = plan.train_cfg
+    if req.tensorboard is not None and req.tensorboard != train_cfg.tensorboard:  # --tensorboard on a resume
+        train_cfg = train_cfg.model_copy(update={"tensorboard": req.tensorboard})
+    _check_tensorboard(train_cfg)
+    spec = BuildSpec(plan.spec, train_cfg, plan.data, train_cfg.workers, plan.weights, req.force_plain,
+                     resume=plan.resume_from is not None)
     setup = TrainSetup(
-        preset=plan.preset, train_cfg=plan.train_cfg, build=functools.partial(build_parts, spec),
+        preset=plan.spec, train_cfg=train_cfg, build=functools.partial(build_parts, spec),
         run_dir=plan.run_dir, device=req.device, seed=plan.train_args["seed"], amp=req.amp,
         resume_from=plan.resume_from, restart=plan.restart, train_args=plan.train_args, force_plain=req.force_plain,
+        hooks=hooks,
     )
     try:
         return launch_training(setup)
@@ -202,13 +227,17 @@ def _new_run_plan(req: TrainRequest, reporter: Reporter, lock: Callable[[Path], 
     from detcli.data.dataset_config import resolve_dataset
     from detcli.engine.run_dir import StartArgs, StartRecord, new_run_dir, resolved_preset, write_start_record
 
-    preset, _ = load_preset(req.preset, req.overrides)
+    if isinstance(req.preset, Preset):
+        preset = validate_preset(req.preset.model_dump(mode="json"), req.overrides, f"preset {req.preset.name}")
+    else:
+        preset, _ = load_preset(req.preset, req.overrides)
     data_spec = req.data or ("files" if req.files is not None else "demo")
     if data_spec == "demo":
         reporter.info("no --data: using the built-in demo dataset and the preset's demo schedule "
                       "(--set train.… and --epochs/--batch/--workers still win)")
     data = req.files if req.files is not None else resolve_dataset(data_spec)
     train_cfg = run_train_config(preset, req, demo=data_spec == "demo")
+    _check_tensorboard(train_cfg)  # before the run folder is made
     args = StartArgs(argv=req.argv, data=str(data_spec), imgsz=req.imgsz, seed=req.seed, device=req.device,
                      weights=str(Path(req.weights).resolve()) if req.weights is not None else None,
                      run_id=uuid.uuid4().hex)
@@ -230,9 +259,17 @@ def run_train_config(preset: Preset, req: TrainRequest, demo: bool) -> TrainConf
     values the user gave explicitly on top (``--set train.…``, ``--epochs/--batch/--workers/--amp/--patience``)."""
     explicit = train_overrides(req.overrides)
     flags = {"epochs": req.epochs, "batch": req.batch, "workers": req.workers, "amp": req.amp,
-             "patience": req.patience}
+             "patience": req.patience, "tensorboard": req.tensorboard}
     explicit.update({k: v for k, v in flags.items() if v is not None})
     return preset.train_with(explicit, demo=demo)
+
+
+def _check_tensorboard(train_cfg: TrainConfig) -> None:
+    """A run that logs to TensorBoard needs the package: a message naming the extra, before anything runs."""
+    if train_cfg.tensorboard:
+        from detcli.engine.hooks.tensorboard import require_tensorboard
+
+        require_tensorboard()
 
 
 def _shared_run_dir(req: TrainRequest, make) -> Path:
@@ -263,7 +300,7 @@ def _folder_to_resume(req: TrainRequest) -> Path:
 def _resume_plan(req: TrainRequest, run_dir: Path, reporter: Reporter) -> RunPlan:
     """Continue ``run_dir`` from its last.pt; or, when the run stopped before its first last.pt (or the last.pt
     there is an earlier run's, --exist-ok), start it again from epoch 1 with its start record."""
-    from detcli.engine.checkpoint import load_checkpoint
+    from detcli.checkpoints.io import load_checkpoint
     from detcli.engine.run_dir import read_start_record
 
     given = Path(req.resume)

@@ -30,28 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detcli.assigners.assignment import Assignment
+from detcli.geometry.iou import pairwise_iou
 
 _LOG_EPS = 1e-7  # inside -ln(IoU + eps), official value
 _IOU_EPS = 1e-6  # lower clamp of the union, as the official bbox_overlaps
-
-
-def pairwise_iou(boxes1: Tensor, boxes2: Tensor, eps: float = _IOU_EPS) -> Tensor:
-    """IoU of every pair, batched.
-
-    Args:
-        boxes1: (..., N, 4) ``xyxy``; boxes2: (..., G, 4) ``xyxy``.
-
-    Returns:
-        (..., N, G); the union is clamped at ``eps`` (official ``bbox_overlaps``), so degenerate pairs give 0.
-    """
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    lt = torch.max(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    rb = torch.min(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = (area1[..., :, None] + area2[..., None, :] - inter).clamp(min=eps)
-    return inter / union
 
 
 class DynamicSoftLabelAssigner:
@@ -166,7 +148,7 @@ class DynamicSoftLabelAssigner:
         valid = inside.any(dim=2)  # (B, N)
 
         # 2. cost of every (prior, GT) pair
-        ious = pairwise_iou(pred_boxes.float(), gt_boxes)  # (B, N, G)
+        ious = pairwise_iou(pred_boxes.float(), gt_boxes, union_eps=_IOU_EPS)  # (B, N, G)
         cost = soft_label_cls_cost(logits, gt_labels, ious)
         cost = cost - torch.log(ious + _LOG_EPS) * self.iou_factor
         if self.soft_center_radius is not None:

@@ -18,7 +18,7 @@ Deliberate difference: step 4 also requires the GT's best IoU to be > 0. With ``
 that overlaps no anchor would otherwise claim *every* anchor (they all "reach" its best IoU of 0) as a
 positive — open-mmlab/mmdetection#8289. Such a GT now claims nothing. Results are otherwise identical.
 
-Not carried over: MMDetection's ``iou_calculator`` (always plain 2-D IoU here, torchvision's ``box_iou``; its
+Not carried over: MMDetection's ``iou_calculator`` (always plain 2-D IoU here, :func:`~detcli.geometry.iou.pairwise_iou`; its
 fp16 option trades exactness for memory), ``gpu_assign_thr`` (a memory fallback that does not change the
 result) and ``perm_repeat_gt_cfg`` (random jitter of duplicate GTs, used by no RetinaNet recipe).
 """
@@ -28,9 +28,10 @@ from typing import Sequence, Union
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_area, box_iou
+from torchvision.ops import box_area
 
 from detcli.assigners.assignment import BACKGROUND, IGNORE, Assignment
+from detcli.geometry.iou import pairwise_iou
 
 NegIoUThr = Union[float, Sequence[float]]  # hi, or (lo, hi)
 
@@ -154,7 +155,7 @@ class MaxIoUAssigner:
                 torch.full((n,), -1, dtype=torch.long, device=device),
                 anchors.new_zeros((n,)),
             )
-        iou = box_iou(gt_boxes.float(), anchors.float())  # (G, N)
+        iou = pairwise_iou(gt_boxes.float(), anchors.float())  # (G, N)
         max_iou, argmax_gt = iou.max(dim=0)  # per anchor
         quality = max_iou
         if self.uses_ignore_boxes and ignore_boxes is not None and ignore_boxes.numel() > 0:

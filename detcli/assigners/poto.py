@@ -29,14 +29,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
-from torchvision.ops import box_iou
 
 from detcli.assigners.assignment import Assignment
-
-
-def pairwise_iou(gt_boxes: Tensor, boxes: Tensor) -> Tensor:
-    """(G, 4) × (N, 4) ``xyxy`` → (G, N) IoU, 0 where a pair does not intersect (no NaN for empty boxes)."""
-    return box_iou(gt_boxes, boxes).nan_to_num(0.0)
+from detcli.geometry.iou import pairwise_iou
 
 
 def matching_quality(probs: Tensor, ious: Tensor, alpha: float) -> Tensor:
@@ -107,7 +102,7 @@ class POTOAssigner:
             gt, labels = gt_boxes[i].to(probs.device).float(), gt_labels[i].to(probs.device).long()
             if gt.shape[0] == 0:
                 continue
-            ious = pairwise_iou(gt, boxes[i].float())  # (G, N)
+            ious = pairwise_iou(gt, boxes[i].float(), nan=0.0)  # (G, N)
             quality = matching_quality(probs[i].float()[:, labels].t(), ious, self.alpha)
             gt_idx, prior_idx = self.one_to_one(quality, self.candidates(points, gt))
             _fill(main, i, prior_idx, gt_idx, labels, ious)

@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou
+
+from detcli.geometry.iou import pairwise_iou
 
 # reason codes: why a GT does not fit, or (assignment level) why it got no positive prior
 FITS = 0
@@ -67,7 +68,7 @@ def anchor_fit(anchors: Tensor, gt_boxes: Tensor, pos_iou_thr: float) -> PriorFi
     g = gt_boxes.shape[0]
     if g == 0 or anchors.shape[0] == 0:
         return _empty_or_unfit(g, anchors.device, BELOW_IOU_THRESHOLD, measure=0.0)
-    iou = box_iou(gt_boxes.float(), anchors.float())  # (G, N)
+    iou = pairwise_iou(gt_boxes.float(), anchors.float())  # (G, N)
     best = iou.max(dim=1).values
     fits = best >= pos_iou_thr
     reason = torch.where(fits, FITS, BELOW_IOU_THRESHOLD)

@@ -6,7 +6,7 @@ their ``type``; ``detcli.models.build_model`` maps a validated preset to modules
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -74,6 +74,10 @@ NanoDetBackboneConfig = Annotated[Union[ShuffleNetV2BackboneConfig, GhostNetBack
 
 class NanoDetPlusConfig(Strict):
     """NanoDet-Plus: a backbone (ShuffleNetV2, or GhostNet) + GhostPAN + NanoDetPlusHead, AGM during training."""
+
+    # family facts the schema needs without torch (the detector class refers to them: ``RetinaNet.display_name``)
+    display_name: ClassVar[str] = "NanoDet-Plus"
+    augment_type: ClassVar[str] = "nanodet"  # the one ``augment.type`` this family trains with
 
     type: Literal["nanodet_plus"]
     num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
@@ -161,6 +165,10 @@ class FocalLossConfig(Strict):
 class RetinaNetConfig(Strict):
     """RetinaNet as in MMDetection 3.x: ResNet + FPN (P3–P7) + RetinaHead."""
 
+    # family facts the schema needs without torch (the detector class refers to them: ``RetinaNet.display_name``)
+    display_name: ClassVar[str] = "RetinaNet"
+    augment_type: ClassVar[str] = "resize_flip"  # the one ``augment.type`` this family trains with
+
     type: Literal["retinanet"]
     num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
     depth: Literal[18, 50] = 50
@@ -190,6 +198,10 @@ class RTMDetLossConfig(Strict):
 
 class RTMDetConfig(Strict):
     """RTMDet as in MMDetection 3.x: CSPNeXt P5 + CSPNeXtPAFPN + RTMDetSepBNHead."""
+
+    # family facts the schema needs without torch (the detector class refers to them: ``RetinaNet.display_name``)
+    display_name: ClassVar[str] = "RTMDet"
+    augment_type: ClassVar[str] = "rtmdet"  # the one ``augment.type`` this family trains with
 
     type: Literal["rtmdet"]
     num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
@@ -233,6 +245,10 @@ class DeFCNLossConfig(Strict):
 class DeFCNConfig(Strict):
     """DeFCN (POTO + 3DMF + aux) on ResNet-50-FPN as Megvii's DeFCN on cvpods."""
 
+    # family facts the schema needs without torch (the detector class refers to them: ``RetinaNet.display_name``)
+    display_name: ClassVar[str] = "DeFCN"
+    augment_type: ClassVar[str] = "resize_flip"  # the one ``augment.type`` this family trains with
+
     type: Literal["defcn"]
     num_classes: int | None = Field(None, ge=1, description="None: taken from the dataset")
     frozen_stages: int = Field(1, ge=-1, le=4, description="1: stem + res2 frozen (cvpods FREEZE_AT=2)")
@@ -255,6 +271,12 @@ class DeFCNConfig(Strict):
 
 
 ModelConfig = Annotated[Union[NanoDetPlusConfig, RetinaNetConfig, RTMDetConfig, DeFCNConfig], Field(discriminator="type")]
+
+
+def model_config_types() -> dict[str, type[BaseModel]]:
+    """Each family's ``model`` section class by its ``model.type``, in :data:`ModelConfig`'s order."""
+    union = get_args(ModelConfig)[0]
+    return {get_args(c.model_fields["type"].annotation)[0]: c for c in get_args(union)}
 
 
 # --------------------------------------------------------------------------- input and augmentation
@@ -529,6 +551,9 @@ class TrainConfig(Strict):
     patience: int | None = Field(
         None, ge=1, description="stop when the val AP50-95 (what best.pt keeps) has not improved for this many "
         "validations; null: off, as in MMDetection and NanoDet (Ultralytics stops after 100 epochs by default)")
+    tensorboard: bool = Field(
+        False, description="log losses, lr, val metrics and images to <run_dir>/tensorboard/ (pip install "
+        "\"detcli[tensorboard]\")")
 
 
 class TestConfig(Strict):
@@ -571,8 +596,7 @@ class Preset(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Preset":
-        pairs = {"nanodet_plus": "nanodet", "retinanet": "resize_flip", "rtmdet": "rtmdet", "defcn": "resize_flip"}
-        if pairs[self.model.type] != self.augment.type:
+        if type(self.model).augment_type != self.augment.type:
             raise ValueError(f"augment.type {self.augment.type!r} does not fit model.type {self.model.type!r}")
         if self.model.type == "nanodet_plus" and self.input.keep_ratio:
             raise ValueError("NanoDet-Plus uses a stretch resize: input.keep_ratio must be false")

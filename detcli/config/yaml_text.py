@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from detcli.data.paths import read_regular_bytes
+from detcli.fileio import read_regular_bytes
 from detcli.errors import DetcliError
 
 # what PyYAML's safe constructors raise on text they cannot turn into values, besides YAMLError

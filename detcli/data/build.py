@@ -14,7 +14,7 @@ def input_size(preset: Preset, imgsz: int | None = None) -> tuple[int, int]:
 
     ``imgsz`` (the CLI flag) sets the long side; the short side keeps the preset's proportion. Training
     records the result in its checkpoints (``input_size``); eval and predict take that as their default
-    ``imgsz`` (:func:`detcli.app.common.inference_imgsz`).
+    ``imgsz`` (:func:`detcli.inference.loading.resolve_imgsz`).
     """
     w, h = preset.input.size
     if imgsz is None:

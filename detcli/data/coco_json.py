@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from detcli.data.paths import bad_name, escapes, open_regular
+from detcli.data.paths import bad_name, escapes
+
+from detcli.fileio import open_regular
 from detcli.errors import DatasetError
 
 ID_LIMIT = 2**63  # ids are int64 in every array (and in pycocotools' C++ twin): |id| < 2**63

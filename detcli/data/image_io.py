@@ -1,7 +1,7 @@
 """Decode an image file as BGR uint8, telling a corrupt or truncated file from a good one.
 
 :func:`read_image_bgr` is the one place detcli reads an image's pixels (training, evaluation, ``predict``,
-``train --check``): the file is read as bytes through :func:`detcli.data.paths.read_regular_bytes` (a FIFO or
+``train --check``): the file is read as bytes through :func:`detcli.fileio.read_regular_bytes` (a FIFO or
 device named like an image is refused, never opened) and decoded with ``cv2.imdecode``, which applies the
 EXIF orientation as ``cv2.imread`` does.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detcli.data.paths import read_regular_bytes
+from detcli.fileio import read_regular_bytes
 
 _JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 _PNG_SIG, _PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"

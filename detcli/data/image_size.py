@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from detcli.data.image_io import read_image_bgr
-from detcli.data.paths import NotRegularFile, open_regular
+from detcli.fileio import NotRegularFile, open_regular
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # JPEG start-of-frame
 _ORIENTATION_TAG = 0x0112

@@ -14,9 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from detcli.data.paths import open_regular, read_regular_bytes
-
-# sqrt(area) bin edges in pixels (COCO: small < 32 ≤ medium < 96 ≤ large)
+from detcli.fileio import open_regular, read_regular_bytes
 SIZE_EDGES = (0, 8, 16, 32, 64, 96, 128, 256, 512, np.inf)
 # width / height bin edges
 ASPECT_EDGES = (0, 1 / 4, 1 / 2, 2 / 3, 3 / 2, 2, 4, np.inf)
@@ -125,7 +123,7 @@ def size_labels() -> list[str]:
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-1 of a file's bytes (a regular file only: :func:`~detcli.data.paths.open_regular`)."""
+    """SHA-1 of a file's bytes (a regular file only: :func:`~detcli.fileio.open_regular`)."""
     h = hashlib.sha1()
     with open_regular(path) as f:
         for block in iter(lambda: f.read(chunk), b""):

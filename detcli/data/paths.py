@@ -9,77 +9,24 @@ Two rules, one place each, for every format (COCO, YOLO, Pascal VOC) and every c
   dataset after symlinks are resolved (:meth:`Roots.check`): a label file that is a symlink to a file
   elsewhere is refused, never opened. Images may be symlinks (they are decoded, never shown), as for COCO.
   Paths the user wrote in a dataset YAML (``path:``, an absolute ``train:``) are the user's choice.
-- **Regular files only.** :func:`open_regular` opens a path only after ``stat`` says it is a regular file;
+- **Regular files only.** :func:`detcli.fileio.open_regular` opens a path only after ``stat`` says it is a regular file;
   opening a FIFO for reading would block forever (a FIFO named ``x.jpg`` in an image folder), reading a
-  device never ends. A refusal is an :class:`OSError` (:class:`NotRegularFile`), so every reader's existing
+  device never ends. A refusal is an :class:`OSError` (:class:`detcli.fileio.NotRegularFile`), so every reader's existing
   ``except OSError`` turns it into its message.
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import BinaryIO, Iterable
+from typing import Iterable
 
 from detcli.errors import DatasetError
+from detcli.fileio import read_regular_bytes
 
 # no file system stores a longer name; longer ones end in ENAMETOOLONG deep inside a run
 MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
 MAX_PATH_BYTES = 4096  # a whole relative name (PATH_MAX)
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-class NotRegularFile(OSError):
-    """The path exists but is not a regular file (``strerror`` says what it is)."""
-
-    def __init__(self, path: str | Path, kind: str) -> None:
-        super().__init__(errno.EINVAL, f"not a regular file ({kind})", str(path))
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
-
-
-def is_regular(path: str | Path) -> bool:
-    """True when ``path`` (symlinks followed) is a regular file; False when missing, unreadable or anything else."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except (OSError, ValueError):  # ValueError: a NUL byte in the name
-        return False
-
-
-def open_regular(path: str | Path) -> BinaryIO:
-    """Open ``path`` for binary reading, refusing anything but a regular file before it is opened.
-
-    Raises:
-        NotRegularFile: a folder, FIFO, device or socket (checked with ``stat``, so a FIFO is never opened).
-        OSError: missing, unreadable, name too long, …
-    """
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise NotRegularFile(path, _kind(st.st_mode))
-    # O_NONBLOCK: should the file be swapped for a FIFO after the stat, the open still returns at once
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-                 | getattr(os, "O_BINARY", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(path, _kind(mode))
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def read_regular_bytes(path: str | Path) -> bytes:
-    """The bytes of a regular file (see :func:`open_regular`)."""
-    with open_regular(path) as f:
-        return f.read()
-
-
 def read_regular_text(path: str | Path, what: str) -> str:
     """UTF-8 text of a regular file; ``what`` names it in the message (``"label file"``).
 
@@ -177,5 +124,4 @@ class Roots:
                                f"where the files really are")
 
 
-__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "NotRegularFile", "Roots", "bad_name", "escapes", "is_regular",
-           "open_regular", "read_regular_bytes", "read_regular_text", "within"]
+__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "Roots", "bad_name", "escapes", "read_regular_text", "within"]

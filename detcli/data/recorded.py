@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from detcli.data.dataset_config import AnySplit, DatasetConfig, Split, VocSplit, YoloSplit, load_dataset_config
-from detcli.data.paths import is_regular
+from detcli.fileio import is_regular
 from detcli.data.voc import check_image_set
 from detcli.data.yaml_fields import parse_names
 from detcli.errors import DatasetError

@@ -32,7 +32,8 @@ from typing import Any
 
 from detcli.data.coco_json import CocoAnnotations, coco_annotations
 from detcli.data.image_size import image_size
-from detcli.data.paths import Roots, bad_name, escapes, open_regular, read_regular_text
+from detcli.data.paths import Roots, bad_name, escapes, read_regular_text
+from detcli.fileio import open_regular
 from detcli.data.yaml_fields import brief, entries, parse_names, yaml_root
 from detcli.errors import DatasetError
 

@@ -25,42 +25,6 @@ CPU_PROCS_ENV = "DETCLI_DDP_CPU_PROCS"
 PROCESS_GROUP_TIMEOUT = timedelta(hours=3)
 
 
-def parse_device(spec: str | None) -> tuple[str, list[int]]:
-    """``"cpu"`` → ("cpu", []); ``"0"``/``"cuda:0"``/``"cuda"`` → ("cuda", [0]); ``"0,1"`` → ("cuda", [0, 1]);
-    ``"mps"`` → ("mps", []); ``""``/None → GPU 0 when CUDA is available, else CPU.
-
-    Raises:
-        DetcliError: malformed spec, CUDA or MPS unavailable, or an id beyond the visible devices.
-    """
-    text = (spec or "").strip().lower()
-    if text == "":
-        return ("cuda", [0]) if torch.cuda.is_available() else ("cpu", [])
-    if text == "cpu":
-        return text, []
-    if text == "mps":
-        if not torch.backends.mps.is_available():
-            built = "not built with MPS" if not torch.backends.mps.is_built() else "no MPS device on this machine"
-            raise DetcliError(f"--device mps: Apple's MPS is not available (torch {torch.__version__}: {built}); "
-                              f"use --device {'0' if torch.cuda.is_available() else 'cpu'}")
-        return text, []
-    body = text.removeprefix("cuda").removeprefix(":") or "0"
-    parts = [p.strip() for p in body.split(",")]
-    if not all(p.isascii() and p.isdigit() for p in parts):
-        raise DetcliError(f"--device {spec!r}: expected cpu, mps, a GPU id (0, cuda:0) or GPU ids (0,1)")
-    ids = [int(p) for p in parts]
-    if len(set(ids)) != len(ids):
-        raise DetcliError(f"--device {spec!r}: a device is listed twice")
-    if not torch.cuda.is_available():
-        raise DetcliError(
-            f"--device {spec}: CUDA is not available (torch {torch.__version__}, CUDA build "
-            f"{torch.version.cuda or 'none'}); use --device cpu"
-        )
-    count = torch.cuda.device_count()
-    if max(ids) >= count:
-        raise DetcliError(f"--device {spec}: only {count} CUDA device(s) visible (ids 0..{count - 1})")
-    return "cuda", ids
-
-
 def cpu_processes() -> int:
     """Processes for CPU training: ``DETCLI_DDP_CPU_PROCS`` (default 1)."""
     raw = os.environ.get(CPU_PROCS_ENV, "1").strip() or "1"
@@ -168,7 +132,6 @@ def _as_detcli_error(traceback_text: str) -> DetcliError | None:
 
 __all__ = [
     "CPU_PROCS_ENV",
-    "parse_device",
     "cpu_processes",
     "process_count",
     "backend_for",

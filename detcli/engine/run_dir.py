@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from detcli.config.schema import MAX_INPUT_SIZE, MIN_INPUT_SIZE, Preset, TrainConfig
+from detcli.checkpoints.record import MAX_SEED, StartArgs
+from detcli.config.schema import Preset, TrainConfig
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write_text
-
-MAX_SEED = 2**32 - 1  # NumPy's seed range (0 … 2**32 − 1), as Lightning's seed_everything bounds it
 
 
 def new_run_dir(project: str | Path = "runs/train", name: str = "train", exist_ok: bool = False) -> Path:
@@ -88,20 +87,6 @@ def latest_run(project: str | Path = "runs/train") -> Path | None:
             run = manifest.parent
             stamps[run] = max(stamps.get(run, 0.0), manifest.stat().st_mtime)
     return max(stamps, key=stamps.__getitem__) if stamps else None
-
-
-class StartArgs(BaseModel):
-    """The invocation of a run (``train_args`` of run.json's start record and of every checkpoint)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    argv: list[str] = Field(default_factory=list)
-    data: str = Field(min_length=1, description="the --data given: a path, 'demo', or 'files' (--train-ann …)")
-    imgsz: int | None = Field(None, ge=MIN_INPUT_SIZE, le=MAX_INPUT_SIZE)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    device: str | None = None
-    weights: str | None = Field(None, description="initial --weights, as an absolute path")
-    run_id: str | None = Field(None, description="tells this run's checkpoints from an earlier run's (--exist-ok)")
 
 
 class StartRecord(BaseModel):

@@ -17,10 +17,12 @@ from torch.utils.data import DataLoader
 
 from detcli.config.schema import Preset, TrainConfig
 from detcli.distributed import rank as dist_rank, world_size
+from detcli.engine.hooks import HookBase
 from detcli.engine.seed import seed_everything
 from detcli.engine.trainer import Trainer
 from detcli.errors import DetcliError
 from detcli.models.base import Detector
+from detcli.run_spec import RunSpec
 
 
 @dataclass
@@ -51,7 +53,7 @@ class TrainSetup:
     """Everything a training process needs; picklable, so it crosses ``torch.multiprocessing.spawn``.
 
     Attributes:
-        preset: validated preset.
+        preset: the run's :class:`~detcli.run_spec.RunSpec` (``--imgsz`` resolved), or a validated preset.
         train_cfg: training config to run (``preset.train`` or ``preset.demo_train()``, CLI overrides applied).
         build: module-level function ``(ProcessInfo) -> TrainParts`` that builds the model and the loaders
             of one process (DistributedSampler when ``world_size > 1``, ``batch_per_process`` per loader).
@@ -64,9 +66,10 @@ class TrainSetup:
             (its temporaries removed, its manifest kept with the restart recorded).
         train_args: recorded in ``run.json`` and checkpoints (``argv`` at least).
         force_plain: console mode for :class:`detcli.console.Reporter` (None → auto).
+        hooks: extra training hooks (:class:`~detcli.engine.hooks.HookBase`; picklable for spawned processes).
     """
 
-    preset: Preset
+    preset: RunSpec | Preset
     train_cfg: TrainConfig
     build: Callable[[ProcessInfo], TrainParts]
     run_dir: Path
@@ -77,12 +80,14 @@ class TrainSetup:
     restart: bool = False
     train_args: dict[str, Any] = field(default_factory=dict)
     force_plain: bool | None = None
+    hooks: list[HookBase] = field(default_factory=list)
 
 
 def run_training(setup: TrainSetup) -> dict[str, Any]:
     """Train in this process (alone, or as one rank of an initialised process group)."""
     from detcli.console import Reporter
-    from detcli.engine.launch import local_rank, parse_device, process_device
+    from detcli.engine.launch import local_rank, process_device
+    from detcli.inference.device import parse_device
 
     device_type, ids = parse_device(setup.device)
     device = process_device(device_type, ids)
@@ -100,7 +105,7 @@ def run_training(setup: TrainSetup) -> dict[str, Any]:
         setup.preset, setup.train_cfg, parts.model, parts.train_loader, parts.val_loader, parts.val_dataset,
         setup.run_dir, reporter, device, setup.seed,
         setup.train_cfg.amp if setup.amp is None else setup.amp,
-        setup.resume_from, setup.train_args, parts.dataset_info, restarted=setup.restart,
+        setup.resume_from, setup.train_args, parts.dataset_info, restarted=setup.restart, hooks=setup.hooks,
     )
     return trainer.fit()
 
@@ -113,8 +118,9 @@ def launch_training(setup: TrainSetup) -> dict[str, Any] | None:
     * otherwise: this process alone.
     """
     from detcli.engine.launch import (
-        backend_for, init_from_env, launch_ddp, parse_device, process_count, process_device, torchrun_env,
+        backend_for, init_from_env, launch_ddp, process_count, process_device, torchrun_env,
     )
+    from detcli.inference.device import parse_device
 
     device_type, ids = parse_device(setup.device)
     if torchrun_env() and int(os.environ["WORLD_SIZE"]) > 1:

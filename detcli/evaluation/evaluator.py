@@ -312,13 +312,16 @@ def stats_table(result: EvalResult) -> Table:
     return table
 
 
-def per_class_table(result: EvalResult) -> Table:
+def per_class_table(result: EvalResult, title: str | None = None) -> Table:
     """Per-class AP50-95 / AP50 / AR100, and P / R at the confidence of the highest mean F1, with an ``all``
-    row ('-' where a class has no ground truth, or no detection at that confidence for P)."""
-    title = "per class (area=all, maxDets=100"
-    if result.curves is not None:
-        title += f"; P, R at IoU 0.50 and conf {result.curves.best_confidence:.3f}, the max mean F1"
-    table = Table(title=title + ")", title_justify="left")
+    row ('-' where a class has no ground truth, or no detection at that confidence for P); the one writer of the
+    table (``detcli eval`` and the trainer's final report, which gives its own ``title``)."""
+    if title is None:
+        title = "per class (area=all, maxDets=100"
+        if result.curves is not None:
+            title += f"; P, R at IoU 0.50 and conf {result.curves.best_confidence:.3f}, the max mean F1"
+        title += ")"
+    table = Table(title=title, title_justify="left")
     table.add_column("class", style="bold")
     table.add_column("instances", justify="right")
     for name in ("P", "R", "AP50-95", "AP50", "AR100"):

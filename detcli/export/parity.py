@@ -1,4 +1,9 @@
-"""The check that runs after every export: the exported file against PyTorch on the same input."""
+"""The check that runs after every export: the exported file against PyTorch on the same input.
+
+Graph outputs are compared by :func:`compare_raw` (raw head outputs) and :func:`compare_detections` (end-to-end
+outputs); two :class:`~detcli.inference.predictor.Predictor` runtimes by :func:`compare_predictors`, through the
+prediction loop.
+"""
 from __future__ import annotations
 
 import math
@@ -8,6 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from detcli.inference.loop import predict_batch
+from detcli.inference.predictor import Predictor
+from detcli.postprocess import PostprocessConfig
+from detcli.structures import Batch, Detections
 
 RAW_TOLERANCE = {"float32": 1e-4, "float16": 1e-2}  # max |Δ| / max(1, |value|) of the raw head outputs
 BOX_TOLERANCE = {"float32": 1e-2, "float16": 1.0}  # input pixels
@@ -135,6 +145,31 @@ def compare_detections(
                                    f"{len(lone_ref)}, exported {len(lone_got)} unmatched)")
         rows.append(row)
     report.detections = rows
+
+
+def detections_as_outputs(dets: list[Detections]) -> list[Tensor]:
+    """B detections → the end-to-end outputs :func:`compare_detections` reads: num_dets (B,), boxes (B, K, 4),
+    scores (B, K), labels (B, K), zero-padded to the largest count K."""
+    k = max([1] + [len(d.scores) for d in dets])
+    boxes, scores = torch.zeros(len(dets), k, 4), torch.zeros(len(dets), k)
+    labels = torch.zeros(len(dets), k, dtype=torch.int64)
+    for i, d in enumerate(dets):
+        n = len(d.scores)
+        boxes[i, :n], scores[i, :n], labels[i, :n] = d.boxes.cpu(), d.scores.cpu(), d.labels.cpu()
+    return [torch.tensor([len(d.scores) for d in dets]), boxes, scores, labels]
+
+
+def compare_predictors(
+    reference: Predictor, exported: Predictor, batch: Batch, device: torch.device | str,
+    cfg: PostprocessConfig | None, report: ParityReport,
+) -> None:
+    """Both runtimes through the prediction loop (:func:`~detcli.inference.loop.predict_batch`: detections in
+    original pixels) on the same batch with the same settings (None: each one's own), compared per image as
+    :func:`compare_detections` does."""
+    max_det = (cfg or reference.postprocess_cfg).max_det
+    ref = detections_as_outputs(predict_batch(reference, batch, device, cfg))
+    got = detections_as_outputs(predict_batch(exported, batch, device, cfg))
+    compare_detections(ref, got, report, max_det)
 
 
 def _has_tie(dets: list[Tensor], j: int, box_tol: float, score_tol: float) -> bool:

@@ -1,4 +1,5 @@
-"""Running an exported ONNX model in ``detcli predict`` / ``detcli eval`` through onnxruntime.
+"""Running an exported ONNX model in ``detcli predict`` / ``detcli eval`` through onnxruntime (loaded by
+:func:`detcli.inference.loading.load_exported`).
 
 The preset, classes and dataset travel in the model's metadata, so the same pre-processing (the preset's
 transform and batch padding) and, for raw exports, the same decoding and post-processing as the PyTorch
@@ -11,15 +12,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from detcli.errors import DetcliError
-from detcli.export.validate import CheckedOnnx, check_onnx, check_outputs
+from detcli.export.validate import CheckedOnnx, check_outputs
 from detcli.structures import HeadOutput
-from detcli.postprocess import clip_boxes, image_limits
+from detcli.postprocess import PostprocessConfig, clip_boxes, image_limits
 from detcli.structures import Detections, ImageMeta
 
 
@@ -32,11 +32,17 @@ def _warn(message: str) -> None:
 
 
 class OnnxDetector(nn.Module):
-    """``predict(images, metas, score_thr, iou_thr, max_det)`` of an exported detcli model.
+    """An exported detcli model as a :class:`~detcli.inference.predictor.Predictor` (run by onnxruntime).
 
-    End-to-end exports have their score threshold, NMS IoU and ``max_det`` built in: a higher ``score_thr``
-    or a lower ``max_det`` is applied on top, the others cannot be (see :attr:`fixed`). Raw exports decode and
-    post-process here with any settings. ``warn`` hears of detections dropped for a non-finite box or score.
+    Raw exports decode and post-process here, exactly as the PyTorch model (:meth:`Detector.detections`), with
+    any :class:`PostprocessConfig`. End-to-end exports have their score threshold, NMS IoU and ``max_det``
+    built in (:attr:`fixed`, reported when the file is loaded): a higher ``score_thr`` or a lower ``max_det``
+    is applied on top, a lower ``score_thr``, a higher ``max_det`` or another NMS IoU cannot be.
+    ``warn`` hears of detections dropped for a non-finite box or score.
+
+    Attributes:
+        postprocess_cfg: what :meth:`predict` uses when given no settings: the exported preset's ``test``
+            section (end-to-end: the settings built into the graph).
     """
 
     def __init__(self, checked: CheckedOnnx, device: torch.device, warn: Callable[[str], None] = _warn) -> None:
@@ -62,10 +68,15 @@ class OnnxDetector(nn.Module):
         # the family's own rules (decode + postprocess of raw exports, the way back to original pixels); no weights
         self.family = build_model(self.meta.preset_config, self.meta.num_classes, pretrained=False).eval()
         self.decoder = None if self.end_to_end else self.family
+        built_in = {k: self.fixed[k] for k in ("score_thr", "iou_thr", "max_det") if k in self.fixed}
+        self.postprocess_cfg: PostprocessConfig = self.family.postprocess_cfg.replace(**built_in)
 
     @torch.no_grad()
-    def predict(self, images: Tensor, metas: list[ImageMeta], score_thr: float, iou_thr: float,
-                max_det: int) -> list[Detections]:
+    def predict(self, images: Tensor, metas: list[ImageMeta], cfg: PostprocessConfig | None = None) -> list[Detections]:
+        """(B, 3, h, w) normalised images, h and w at most the exported size (padded up to it here) → B detections
+        in input pixels, boxes clipped to each image's ``img_shape``; ``cfg`` overrides :attr:`postprocess_cfg`
+        (end-to-end exports: as far as the class docstring says)."""
+        cfg = cfg or self.postprocess_cfg
         b, _, h, w = images.shape
         if h > self.size[0] or w > self.size[1]:
             raise DetcliError(f"the ONNX model takes {self.size[1]}×{self.size[0]} inputs; got {w}×{h} (drop --imgsz)")
@@ -80,9 +91,8 @@ class OnnxDetector(nn.Module):
         outs = [torch.cat([torch.from_numpy(r[k]) for r in runs]) for k in range(len(runs[0]))]
         shape = (b, 3, *self.size)
         if self.end_to_end:
-            dets = self._end_to_end(outs, shape, metas, score_thr, max_det)
+            dets = self._end_to_end(outs, shape, metas, cfg.score_thr, cfg.max_det)
         else:
-            cfg = self.decoder.postprocess_cfg.replace(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
             dets = self.decoder.detections(HeadOutput(*[o.float() for o in outs]), shape, metas, cfg)
         return self._finite(dets)
 
@@ -121,27 +131,3 @@ class OnnxDetector(nn.Module):
             self.warn(f"{self.checked.path}: dropped {dropped} detection(s) whose box or score is NaN or infinite "
                       "(the model's output)")
         return out
-
-
-def load_exported(path: Path, imgsz: int | None, device: torch.device, reporter: Any = None):
-    """A :class:`~detcli.app.common.LoadedModel` whose model runs the ONNX file; its preset's input size is the
-    exported one, so that predict / eval transform images to fit it."""
-    from detcli.app.common import LoadedModel
-    from detcli.data.build import input_size
-
-    path = Path(path)
-    if not path.is_file():
-        raise DetcliError(f"--weights {path}: no such file")
-    checked = check_onnx(path)
-    meta = checked.meta
-    if imgsz is not None and imgsz != meta.imgsz:
-        raise DetcliError(f"{path} was exported for --imgsz {meta.imgsz}; drop --imgsz or export again")
-    preset = meta.preset_config.model_copy(deep=True)
-    preset.input.size = list(input_size(preset, meta.imgsz))  # transforms then fit the exported input
-    model = OnnxDetector(checked, device, reporter.warn if reporter is not None else _warn)
-    if reporter is not None and model.end_to_end:
-        fixed = model.fixed
-        reporter.info(f"end-to-end ONNX model: score > {fixed.get('score_thr')}, NMS IoU {fixed.get('iou_thr')}, "
-                      f"{fixed.get('max_det')} detections per image are built in")
-    cat_ids = meta.cat_ids if meta.cat_ids is not None else list(range(1, meta.num_classes + 1))
-    return LoadedModel(model, preset, list(meta.class_names), list(cat_ids), meta.dataset, path, False)

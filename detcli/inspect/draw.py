@@ -2,7 +2,8 @@
 
 Each panel shows the network-input image with every GT box in its own colour, the positive priors of that
 level at their points (filled dots in their GT's colour; anchor boxes drawn too for anchor priors) and the
-ignored priors as grey crosses. Text is drawn with :mod:`detcli.plots.text` (any script: σ, ·, é).
+ignored priors as grey crosses. Boxes are drawn by :mod:`detcli.plots.detections`, text with
+:mod:`detcli.plots.text` (any script: σ, ·, é).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from detcli.plots.detections import class_name, draw_boxes
 from detcli.plots.palette import class_color
 from detcli.plots.text import Text, draw_texts, fit
 
@@ -65,14 +67,10 @@ def level_panels(a: ImageAssignment, level_names: list[str], strides: tuple[int,
         ign = on_level & (a.gt_inds < 0)
         for x, y in np.unique(np.round(a.points[ign] * scale).astype(int), axis=0):
             cv2.drawMarker(img, (int(x), int(y)), IGNORED, cv2.MARKER_TILTED_CROSS, 5, 1)
-        for k, box in enumerate(a.gt_boxes):
-            x1, y1, x2, y2 = np.round(box * scale).astype(int)
-            cv2.rectangle(img, (x1, y1), (x2, y2), gt_color(k), 2, cv2.LINE_AA)
+        draw_boxes(img, np.round(a.gt_boxes * scale), [gt_color(k) for k in range(len(a.gt_boxes))], 2)
         idx = np.flatnonzero(pos)
         if a.anchors is not None:
-            for i in idx:
-                x1, y1, x2, y2 = np.round(a.anchors[i] * scale).astype(int)
-                cv2.rectangle(img, (x1, y1), (x2, y2), gt_color(int(a.gt_inds[i]) - 1), 1, cv2.LINE_AA)
+            draw_boxes(img, np.round(a.anchors[idx] * scale), [gt_color(int(a.gt_inds[i]) - 1) for i in idx], 1)
         aux_idx = np.flatnonzero(on_level & (a.aux_gt_inds > 0)) if a.aux_gt_inds is not None else []
         for i in aux_idx:  # rings, under the main positives' dots
             x, y = np.round(a.points[i] * scale).astype(int)
@@ -99,7 +97,7 @@ def legend(a: ImageAssignment, class_names: list[str], level_names: list[str], w
         per_level = [f"{n} {int((owned & (a.levels == lv)).sum())}" for lv, n in enumerate(level_names)
                      if (owned & (a.levels == lv)).any()]
         bw, bh = box[2] - box[0], box[3] - box[1]
-        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else f"class{int(label)}"
+        name = class_name(class_names, int(label))
         text = f"GT {k} {name} {bw:.0f}×{bh:.0f}: {int(owned.sum())} pos"
         text += f" ({', '.join(per_level)})" if per_level else ""
         if a.aux_gt_inds is not None:

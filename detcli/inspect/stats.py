@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from detcli.assigners.assignment import Assignment
-from detcli.assigners.dsl import pairwise_iou
+from detcli.geometry.iou import pairwise_iou
 from detcli.assigners.prior_fit import REASONS, TAKEN_BY_OTHER_GTS, PriorFit
 from detcli.structures import Priors
 from detcli.structures import ImageMeta, Target

@@ -1,13 +1,13 @@
 """Preset → detector. An explicit ``match`` on ``model.type``, so "go to definition" works."""
 from __future__ import annotations
 
-from detcli.config.schema import DeFCNConfig, NanoDetPlusConfig, Preset, RetinaNetConfig, RTMDetConfig
+from detcli.config.schema import DeFCNConfig, ModelConfig, NanoDetPlusConfig, Preset, RetinaNetConfig, RTMDetConfig
 from detcli.errors import PresetError
 from detcli.models.base import Detector
 
 
 def build_model(preset: Preset, num_classes: int | None = None, pretrained: bool = True) -> Detector:
-    """Build the detector a preset describes.
+    """Build the detector a preset describes (its family's :meth:`~detcli.models.base.Detector.from_config`).
 
     Args:
         preset: a validated preset.
@@ -15,31 +15,16 @@ def build_model(preset: Preset, num_classes: int | None = None, pretrained: bool
         pretrained: load the backbone's ImageNet weights named by the preset (when found locally).
     """
     cfg = preset.model
-    classes = resolve_num_classes(preset, num_classes)
-    backbone_weights = cfg.backbone_weights if pretrained else None
+    return detector_class(preset).from_config(
+        cfg, resolve_num_classes(preset, num_classes), test=preset.test, input_cfg=preset.input,
+        backbone_weights=cfg.backbone_weights if pretrained else None)
+
+
+def detector_class(preset: Preset | ModelConfig) -> type[Detector]:
+    """The detector class of a preset or of its ``model`` section: the one registry of the families (a fifth
+    family adds a case here). Its class attributes and classmethods are the family's facts, without a build."""
+    cfg = preset.model if isinstance(preset, Preset) else preset
     match cfg:
-        case NanoDetPlusConfig():
-            from detcli.models.detectors.nanodet_plus import build_nanodet_plus
-
-            return build_nanodet_plus(cfg, preset.test, classes, backbone_weights)
-        case RetinaNetConfig():
-            from detcli.models.detectors.retinanet import build_retinanet
-
-            return build_retinanet(cfg, preset.test, classes, backbone_weights)
-        case RTMDetConfig():
-            from detcli.models.detectors.rtmdet import build_rtmdet
-
-            return build_rtmdet(cfg, preset.test, classes, backbone_weights)
-        case DeFCNConfig():
-            from detcli.models.detectors.defcn import build_defcn
-
-            return build_defcn(cfg, preset.test, classes, backbone_weights)
-    raise PresetError(f"model.type {cfg.type!r} has no builder")  # pragma: no cover - the union is exhaustive
-
-
-def detector_class(preset: Preset) -> type[Detector]:
-    """The detector class a preset builds (its class attributes, e.g. the counting conventions, without a build)."""
-    match preset.model:
         case NanoDetPlusConfig():
             from detcli.models.detectors.nanodet_plus import NanoDetPlus
 
@@ -56,7 +41,7 @@ def detector_class(preset: Preset) -> type[Detector]:
             from detcli.models.detectors.defcn import DeFCN
 
             return DeFCN
-    raise PresetError(f"model.type {preset.model.type!r} has no detector")  # pragma: no cover - exhaustive
+    raise PresetError(f"model.type {cfg.type!r} has no detector")  # pragma: no cover - exhaustive
 
 
 def resolve_num_classes(preset: Preset, dataset_classes: int | None) -> int:
@@ -75,30 +60,10 @@ def resolve_num_classes(preset: Preset, dataset_classes: int | None) -> int:
 
 
 def assigner_name(preset: Preset) -> str:
-    match preset.model:
-        case NanoDetPlusConfig(assigner=a):
-            return f"DynamicSoftLabelAssigner(topk={a.topk}, iou_factor={a.iou_factor}) on AGM predictions"
-        case RetinaNetConfig(assigner=a):
-            return f"MaxIoUAssigner(pos={a.pos_iou_thr}, neg={a.neg_iou_thr}, min_pos={a.min_pos_iou})"
-        case RTMDetConfig(assigner=a):
-            return (f"DynamicSoftLabelAssigner(topk={a.topk}, iou_factor={a.iou_factor}, "
-                    f"soft_center_radius={a.soft_center_radius}) on the head's own predictions")
-        case DeFCNConfig(assigner=a):
-            return (f"POTO(alpha={a.alpha}, centre_radius={a.centre_radius}, Hungarian) + auxiliary one-to-many "
-                    f"(top-{a.aux_topk} per level, mean+std) on the head's own predictions")
-    return "?"
+    """The preset's label assignment in one line (:meth:`~detcli.models.base.Detector.assigner_description`)."""
+    return detector_class(preset).assigner_description(preset.model)
 
 
 def strides_of(preset: Preset) -> list[int]:
-    match preset.model:
-        case NanoDetPlusConfig(strides=s):
-            return list(s)
-        case RetinaNetConfig(anchor=a):
-            return list(a.strides)
-        case RTMDetConfig():
-            from detcli.models.detectors.rtmdet import STRIDES
-
-            return list(STRIDES)
-        case DeFCNConfig(strides=s):
-            return list(s)
-    return []
+    """The preset's level strides, without a build (:meth:`~detcli.models.base.Detector.strides_of`)."""
+    return list(detector_class(preset).strides_of(preset.model))

@@ -88,6 +88,32 @@ class Detector(nn.Module, ABC):
     # "clip_drop_empty" = scale back, clip, drop boxes left with no width or height (DeFCN, after the top-k cut).
     to_original_rule: ClassVar[Literal["clip", "unclipped", "clip_drop_empty"]] = "clip"
 
+    # ------------------------------------------------------------------ the family
+    # Each family's facts, written once. The torch-free ones live on its ``model`` config class in
+    # ``detcli.config.schema`` (the schema checks presets before torch loads) and the detector refers to them.
+    config_type: ClassVar[type[Any]]  # the family's ``model`` section (e.g. RetinaNetConfig)
+    display_name: ClassVar[str]  # "RetinaNet", as ``detcli presets`` and summaries name the family
+    augment_type: ClassVar[str]  # the ``augment.type`` the family trains with
+
+    @classmethod
+    def from_config(cls, cfg: Any, num_classes: int, test: Any = None, input_cfg: Any = None,
+                    backbone_weights: str | None = None) -> Detector:
+        """The detector a preset's ``model`` section (``cfg``, of :attr:`config_type`), ``test`` and ``input``
+        sections describe, with ``num_classes`` classes; ``test`` / ``input_cfg`` None: the schema's defaults.
+        ``backbone_weights``: None (random init), ``"imagenet"`` or a path (``backbone_init_message`` says what
+        was loaded). Every family defines it (``detcli.models.build_model`` calls it)."""
+        raise NotImplementedError(f"{cls.__name__} is not built from a preset")
+
+    @classmethod
+    def strides_of(cls, cfg: Any) -> tuple[int, ...]:
+        """The level strides a ``model`` section gives, without a build."""
+        raise NotImplementedError(f"{cls.__name__} has no model section")
+
+    @classmethod
+    def assigner_description(cls, cfg: Any) -> str:
+        """The label assignment of a ``model`` section in one line, for summaries and inspection reports."""
+        raise NotImplementedError(f"{cls.__name__} has no model section")
+
     # ------------------------------------------------------------------ the contract
     @abstractmethod
     def forward(self, images: Tensor) -> HeadOutput:
@@ -181,21 +207,14 @@ class Detector(nn.Module, ABC):
         return postprocess(boxes, scores, priors, cfg or self.postprocess_cfg, scores_are_logits)
 
     @torch.no_grad()
-    def predict(
-        self,
-        images: Tensor,
-        metas: list[ImageMeta],
-        score_thr: float | None = None,
-        iou_thr: float | None = None,
-        max_det: int | None = None,
-    ) -> list[Detections]:
-        """Detections in network-input pixels (the engine maps them back to the original image).
+    def predict(self, images: Tensor, metas: list[ImageMeta], cfg: PostprocessConfig | None = None) -> list[Detections]:
+        """(B, 3, H, W) normalised images → B detections in network-input pixels (the
+        :class:`~detcli.inference.predictor.Predictor` contract; :meth:`to_original` maps them back).
 
         forward → decode → clip to each image's ``img_shape`` (the whole input when ``metas`` is empty) →
-        the shared postprocess; ``score_thr`` / ``iou_thr`` / ``max_det`` override the preset's.
+        the shared postprocess with ``cfg`` (None: :attr:`postprocess_cfg`, the preset's ``test`` section).
         """
-        cfg = self.postprocess_cfg.replace(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
-        return self.detections(self(images), tuple(images.shape), metas, cfg)
+        return self.detections(self(images), tuple(images.shape), metas, cfg or self.postprocess_cfg)
 
     def detections(
         self, outputs: HeadOutput, batch_shape: tuple[int, ...], metas: list[ImageMeta], cfg: PostprocessConfig

@@ -26,7 +26,7 @@ network's statistics is bit-exact (the BatchNorm's ``y·s + t`` and the folded c
 differently). ``fuse_for_inference(model, channels_last=False, fold=False)`` is exact. The result cannot train
 (``train()`` raises) and is never saved: checkpoints keep the original modules.
 
-``detcli predict`` / ``eval`` run it through :func:`detcli.app.common.inference_model`; ``--exact`` (or
+``detcli predict`` / ``eval`` run it through :func:`detcli.inference.paths.inference_model`; ``--exact`` (or
 ``DETCLI_NO_FUSE=1``) runs the model as loaded instead.
 """
 from __future__ import annotations
@@ -264,7 +264,6 @@ class InferenceDetector(Detector):
             raise DetcliError("a model prepared for inference (BatchNorms folded) cannot train; train the original")
         return super().train(False)
 
-    def predict(self, images: Tensor, metas: list[ImageMeta], score_thr: float | None = None,
-                iou_thr: float | None = None, max_det: int | None = None) -> list[Detections]:
+    def predict(self, images: Tensor, metas: list[ImageMeta], cfg: PostprocessConfig | None = None) -> list[Detections]:
         with torch.inference_mode():
-            return super().predict(images, metas, score_thr, iou_thr, max_det)
+            return super().predict(images, metas, cfg)

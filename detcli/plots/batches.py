@@ -2,7 +2,8 @@
 
 The first look that tells a user the boxes line up with the objects. Images are de-normalised with the
 preset's mean/std and channel order and shown up to their ``img_shape`` (batch padding cut off), tiled in a
-square grid. Class names and file names are drawn in any script (:mod:`detcli.plots.text`).
+square grid, boxes and class names drawn by :mod:`detcli.plots.detections`. Class names and file names are drawn
+in any script (:mod:`detcli.plots.text`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import cv2
 import numpy as np
 
 from detcli.fileio import atomic_write
-from detcli.plots.palette import class_color, text_color_on
+from detcli.plots.detections import class_name, draw_labelled_boxes
+from detcli.plots.palette import class_color
 from detcli.plots.text import Text, draw_texts, fit, text_size
 from detcli.structures import Batch
 
@@ -31,22 +33,17 @@ def to_bgr_uint8(image: np.ndarray, mean, std, channel_order: str) -> np.ndarray
 
 
 def _tile(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, class_names: list[str], title: str) -> np.ndarray:
+    """One image (H, W, 3) BGR with its (G, 4) xyxy boxes and (G,) labels, resized to ``TILE`` on its long side,
+    on a grey ``TILE`` × ``TILE`` square; ``title`` at the bottom."""
     h, w = img.shape[:2]
     scale = TILE / max(h, w, 1)
     img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    texts = []
-    for box, label in zip(np.round(boxes * scale).astype(int), labels):
-        color = class_color(int(label))
-        x1, y1, x2, y2 = (int(v) for v in box)
-        cv2.rectangle(img, (x1, y1), (x2, y2), color, 1, cv2.LINE_AA)
-        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
-        th = text_size(name, TEXT_PX)[1]
-        ty = y1 - th - 1 if y1 - th - 1 >= 0 else y1 + 2  # above the box, else inside it at the top edge
-        texts.append(Text((x1 + 1, ty), name, text_color_on(color), background=color, pad=1))
+    labels = [int(v) for v in labels]
+    draw_labelled_boxes(img, np.round(boxes * scale).reshape(-1, 4), [class_name(class_names, k) for k in labels],
+                        [class_color(k) for k in labels], line_width=1, px=TEXT_PX)
     title = fit(title, TEXT_PX, img.shape[1] - 6)
     title_y = img.shape[0] - text_size(title, TEXT_PX)[1] - 2
-    texts.append(Text((3, title_y), title, (255, 255, 255), background=(0, 0, 0), pad=1))
-    draw_texts(img, texts, TEXT_PX)
+    draw_texts(img, [Text((3, title_y), title, (255, 255, 255), background=(0, 0, 0), pad=1)], TEXT_PX)
     out = np.full((TILE, TILE, 3), 114, dtype=np.uint8)
     out[: img.shape[0], : img.shape[1]] = img
     return out

@@ -14,8 +14,8 @@ a cvpods checkpoint is renamed on load (:func:`~detcli.models.cvpods_keys.cvpods
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,6 +23,7 @@ from torch import Tensor
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.poto import POTOAssigner
 from detcli.assigners.prior_fit import PriorFit, candidate_fit
+from detcli.config.schema import DeFCNConfig, DeFCNLossConfig, InputConfig, TestConfig
 from detcli.errors import DetcliError
 from detcli.losses.defcn_loss import defcn_loss
 from detcli.models.backbones.resnet import ResNet
@@ -36,29 +37,22 @@ from detcli.models.necks.fpn import FPN
 from detcli.postprocess import PostprocessConfig
 from detcli.structures import Detections, ImageMeta, Target
 
-if TYPE_CHECKING:
-    from detcli.config.schema import DeFCNConfig, TestConfig
-
 
 class DeFCN(PointDetector):
-    """DeFCN with a ResNet-50 FPN.
+    """DeFCN with a ResNet-50 FPN, from its parts (:meth:`from_config` builds them from a preset).
 
     Args:
-        num_classes: C.
-        frozen_stages: ResNet stages frozen after the stem (1 = stem + res2, cvpods ``FREEZE_AT=2``).
-        norm: backbone norm, cvpods ``MODEL.RESNETS.NORM``: ``"frozen_bn"`` (the reference) or ``"bn"``
-            (trained BatchNorm, for a random backbone; the frozen stages keep theirs in eval mode).
-        fpn_channels: FPN and head width.
-        num_convs: head tower depth.
-        strides: P3–P7 strides.
-        prior_prob: initial foreground probability.
-        filter_kernel, filter_tau, filter_norm: 3D Max Filtering (3, 2, GroupNorm).
-        poto_alpha, centre_radius, aux_topk: :class:`~detcli.assigners.poto.POTOAssigner` (0.8, 1.5, 9).
-        focal_alpha, focal_gamma, reg_weight, aux_weight: losses (0.25, 2, 2, 1).
-        postprocess: test settings (default DeFCN's: top 1000 per level, > 0.05, 100, no NMS).
-        backbone_weights: None, ``"imagenet"`` (the MSRA ``R-50.pkl`` in the torch hub cache) or a path.
+        backbone: caffe-style :class:`ResNet` 50 (FrozenBN, or BN).
+        neck: :class:`FPN` P3–P7 (P6 from P5, ReLU before P7).
+        head: :class:`DeFCNHead` (its strides are the model's).
+        assigner: :class:`~detcli.assigners.poto.POTOAssigner` and the auxiliary one-to-many assignment.
+        loss: focal α, γ, the GIoU weight and the auxiliary loss weight.
+        postprocess: test settings (DeFCN's: top 1000 per level, > 0.05, 100, no NMS).
     """
 
+    config_type = DeFCNConfig
+    display_name = DeFCNConfig.display_name
+    augment_type = DeFCNConfig.augment_type
     ddp_find_unused_parameters = False  # every trainable parameter reaches a loss
     param_count_convention = "all"  # FrozenBN statistics and affine are buffers, as in cvpods
     param_count_source = "DeFCN (cvpods, whose FrozenBN affine are buffers)"
@@ -72,52 +66,57 @@ class DeFCN(PointDetector):
 
     prior_offset = 0.5  # cvpods ``ShiftGenerator(offset=0.5)``: cell centres, not RetinaNet's or RTMDet's corners
 
-    def __init__(
-        self,
-        num_classes: int,
-        frozen_stages: int = 1,
-        norm: Literal["frozen_bn", "bn"] = "frozen_bn",
-        fpn_channels: int = 256,
-        num_convs: int = 4,
-        strides: Sequence[int] = (8, 16, 32, 64, 128),
-        prior_prob: float = 0.01,
-        filter_kernel: int = 3,
-        filter_tau: int = 2,
-        filter_norm: bool = True,
-        poto_alpha: float = 0.8,
-        centre_radius: float = 1.5,
-        aux_topk: int = 9,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        reg_weight: float = 2.0,
-        aux_weight: float = 1.0,
-        postprocess: PostprocessConfig | None = None,
-        backbone_weights: str | None = None,
-    ) -> None:
+    def __init__(self, backbone: ResNet, neck: FPN, head: DeFCNHead, assigner: POTOAssigner, loss: DeFCNLossConfig,
+                 postprocess: PostprocessConfig) -> None:
         super().__init__()
-        if len(strides) != 5:
-            raise ValueError(f"DeFCN uses 5 levels (P3–P7); got {len(strides)} strides")
-        self.num_classes = num_classes
-        self.strides = tuple(int(s) for s in strides)
-        self.assigner = POTOAssigner(poto_alpha, centre_radius, aux_topk)
-        self.loss_settings = {"focal_alpha": focal_alpha, "focal_gamma": focal_gamma, "reg_weight": reg_weight,
-                              "aux_weight": aux_weight}
-        self.postprocess_cfg = postprocess or PostprocessConfig(
-            score_thr=0.05, iou_thr=0.6, max_det=100, nms="none", nms_pre=1000, min_bbox_size=None)
+        if len(head.strides) != 5:
+            raise ValueError(f"DeFCN uses 5 levels (P3–P7); got {len(head.strides)} strides")
+        self.num_classes = head.num_classes
+        self.strides = head.strides
+        self.assigner = assigner
+        self.loss_settings = loss.model_dump()  # focal_alpha, focal_gamma, reg_weight, aux_weight
+        self.postprocess_cfg = postprocess
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.backbone_init_message: str | None = None
 
-        if norm not in ("frozen_bn", "bn"):
-            raise ValueError(f"norm must be 'frozen_bn' or 'bn', got {norm!r}")
-        self.backbone = ResNet(50, frozen_stages, norm_eval=norm == "frozen_bn", style="caffe", norm=norm)
-        self.neck = FPN(self.backbone.out_channels, fpn_channels, num_extra=2, extra_source="output",
-                        relu_before_extra=True, init="c2_xavier")
-        self.head = DeFCNHead(num_classes, fpn_channels, self.strides, num_convs, prior_prob, filter_kernel,
-                              filter_tau, filter_norm)
-        self.backbone_init_message: str | None = self.backbone.load_imagenet(backbone_weights)
-        if self.backbone_init_message and norm == "frozen_bn":
-            self.backbone_init_message += (
+    @classmethod
+    def from_config(cls, cfg: DeFCNConfig, num_classes: int, test: TestConfig | None = None,
+                    input_cfg: InputConfig | None = None, backbone_weights: str | None = None) -> DeFCN:
+        """DeFCN from a preset's ``model`` (``DeFCNConfig``) and ``test`` sections (``test=None``: the schema's
+        defaults; ``test.nms_pre=None`` keeps DeFCN's 1000 per level, ``test.min_bbox_size=None`` drops no box
+        before the top-``max_det`` cut: cvpods drops the empty ones after it, :meth:`to_original`). Every prior
+        takes part in training, so nothing of ``input_cfg`` is needed.
+
+        ``backbone_weights``: None, ``"imagenet"`` (the MSRA ``R-50.pkl`` in the torch hub cache) or a path.
+        """
+        backbone = ResNet(50, cfg.frozen_stages, norm_eval=cfg.norm == "frozen_bn", style="caffe", norm=cfg.norm)
+        neck = FPN(backbone.out_channels, cfg.fpn_channels, num_extra=2, extra_source="output",
+                   relu_before_extra=True, init="c2_xavier")
+        head = DeFCNHead(num_classes, cfg.fpn_channels, cls.strides_of(cfg), cfg.num_convs, cfg.prior_prob,
+                         cfg.filter.kernel_size, cfg.filter.tau, cfg.filter.norm)
+        a = cfg.assigner
+        model = cls(backbone, neck, head, POTOAssigner(a.alpha, a.centre_radius, a.aux_topk), cfg.loss,
+                    PostprocessConfig.from_test(test or TestConfig(), nms_pre=1000, min_bbox_size=None))
+        message = backbone.load_imagenet(backbone_weights)
+        if message and cfg.norm == "frozen_bn":
+            message += (
                 "; FrozenBN then normalises nothing (identity statistics: C5 activations reach ~1e3) and training "
                 "from scratch is slow or unstable: for a random backbone use --set model.norm=bn (BatchNorm on "
                 "batch statistics; He et al., 'Rethinking ImageNet Pre-training', 2019)")
+        model.backbone_init_message = message
+        return model
+
+    @classmethod
+    def strides_of(cls, cfg: DeFCNConfig) -> tuple[int, ...]:
+        return tuple(int(s) for s in cfg.strides)
+
+    @classmethod
+    def assigner_description(cls, cfg: DeFCNConfig) -> str:
+        a = cfg.assigner
+        return (f"POTO(alpha={a.alpha}, centre_radius={a.centre_radius}, Hungarian) + auxiliary one-to-many "
+                f"(top-{a.aux_topk} per level, mean+std) on the head's own predictions")
 
     # ------------------------------------------------------------------ inference graph
     def forward(self, images: Tensor) -> HeadOutput:
@@ -229,29 +228,3 @@ def _matched_boxes(assignment: Assignment, targets: list[Target], n: int) -> Ten
         out[img, prior] = gt_boxes[offsets[img] + assignment.gt_inds[img, prior] - 1]
     return out
 
-
-def build_defcn(cfg: DeFCNConfig, test: TestConfig, num_classes: int, backbone_weights: str | None) -> DeFCN:
-    """DeFCN from a validated preset's ``model`` (``DeFCNConfig``) and ``test`` sections (``test.nms_pre=None``
-    keeps DeFCN's 1000 per level, ``test.min_bbox_size=None`` drops no box before the top-``max_det`` cut:
-    cvpods drops the empty ones after it, :meth:`DeFCN.to_original`)."""
-    return DeFCN(
-        num_classes=num_classes,
-        frozen_stages=cfg.frozen_stages,
-        norm=cfg.norm,
-        fpn_channels=cfg.fpn_channels,
-        num_convs=cfg.num_convs,
-        strides=tuple(cfg.strides),
-        prior_prob=cfg.prior_prob,
-        filter_kernel=cfg.filter.kernel_size,
-        filter_tau=cfg.filter.tau,
-        filter_norm=cfg.filter.norm,
-        poto_alpha=cfg.assigner.alpha,
-        centre_radius=cfg.assigner.centre_radius,
-        aux_topk=cfg.assigner.aux_topk,
-        focal_alpha=cfg.loss.focal_alpha,
-        focal_gamma=cfg.loss.focal_gamma,
-        reg_weight=cfg.loss.reg_weight,
-        aux_weight=cfg.loss.aux_weight,
-        postprocess=PostprocessConfig.from_test(test, nms_pre=1000, min_bbox_size=None),
-        backbone_weights=backbone_weights,
-    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,7 @@ from detcli.assigners.prior_fit import (
     larger_input_advice,
     point_fit,
 )
+from detcli.config.schema import GFLLossConfig, InputConfig, NanoDetPlusConfig, TestConfig
 from detcli.errors import DetcliError
 from detcli.geometry.priors import point_priors
 from detcli.losses.nanodet_plus_loss import (
@@ -40,9 +41,6 @@ from detcli.models.necks.ghost_pan import GhostPAN
 from detcli.postprocess import PostprocessConfig
 from detcli.structures import ImageMeta, Target
 
-if TYPE_CHECKING:
-    from detcli.config.schema import NanoDetPlusConfig, TestConfig
-
 AUX_PREFIXES = ("aux_fpn.", "aux_head.")
 # a constant buffer of the official Integral layer (bins 0..reg_max); detcli computes the bins on the fly
 OFFICIAL_INTEGRAL_KEYS = ("head.distribution_project.project", "aux_head.distribution_project.project")
@@ -50,88 +48,88 @@ BACKBONE_STRIDES = (8, 16, 32)
 
 
 class NanoDetPlus(Detector):
-    """NanoDet-Plus detector.
+    """NanoDet-Plus detector, from its parts (:meth:`from_config` builds them from a preset).
 
     Args:
-        num_classes: C.
-        width: backbone width, "1.0x" (NanoDet-Plus-m) or "1.5x" (-m-1.5x): ShuffleNetV2's model size, GhostNet's
-            width multiplier.
-        neck_channels: GhostPAN / head channels (96 for 1.0x, 128 for 1.5x).
-        head_kernel: dw kernel of the head towers.
-        stacked_convs: head tower depth.
-        strides: level strides; the first three are the backbone's (8, 16, 32), each further one an extra
-            GhostPAN level.
-        reg_max: R, GFL distribution bins per side minus one.
-        aux_channels: AGM head width (2 × neck_channels in the official configs).
-        aux_stacked_convs: AGM head tower depth.
+        backbone: :func:`nanodet_backbone` (C3, C4, C5 and their ``out_channels``).
+        fpn: :class:`GhostPAN`, one output per stride (the first three the backbone's, each further one an extra
+            level).
+        head: :class:`NanoDetPlusHead`; its strides (8, 16, 32 followed by doublings) and ``reg_max`` (R, GFL
+            bins per side minus one) are the model's.
+        aux_fpn, aux_head: the Assign Guidance Module (AGM), training only: a copy of the neck and a
+            :class:`SimpleConvHead` on concat(main, aux) features.
+        assigner: DSLA (no centre prior).
+        loss: QFL, DFL and GIoU weights.
         detach_epoch: from this 0-indexed epoch on the AGM trains on detached features.
-        assigner_topk, assigner_iou_factor: DSLA parameters.
-        qfl_weight, dfl_weight, giou_weight: loss weights.
-        backbone_weights: None = random init; "imagenet" = the backbone's ImageNet file from the torch hub
-            cache if present (torchvision's ShuffleNetV2, Huawei's GhostNet; else random init, see
-            ``backbone_init_message``); any other string = path of such a file (must exist).
-        backbone: "shufflenetv2" or "ghostnet" (:func:`nanodet_backbone`).
-        backbone_act: the backbone's activation (LeakyReLU in NanoDet-Plus).
-        backbone_out_stages: the backbone stages fed to the neck (strides 8, 16, 32); None = the backbone's
-            default ((2, 3, 4), GhostNet (4, 6, 9)).
-        postprocess: test-time settings; default the official ones (multi-label score > 0.05, no top-k,
-            class-aware NMS 0.6, 100 per image).
+        postprocess: test-time settings (official: multi-label score > 0.05, no top-k, class-aware NMS 0.6, 100
+            per image).
     """
 
+    config_type = NanoDetPlusConfig
+    display_name = NanoDetPlusConfig.display_name
+    augment_type = NanoDetPlusConfig.augment_type
     ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
     param_count_convention = "conv"  # NanoDet's README "Params": Conv2d weights and biases only
     param_count_source = "NanoDet's README"
 
-    def __init__(
-        self,
-        num_classes: int,
-        width: str,
-        neck_channels: int,
-        head_kernel: int = 5,
-        stacked_convs: int = 2,
-        strides: tuple[int, ...] = (8, 16, 32, 64),
-        reg_max: int = 7,
-        aux_channels: int = 192,
-        aux_stacked_convs: int = 4,
-        detach_epoch: int = 10,
-        assigner_topk: int = 13,
-        assigner_iou_factor: float = 3.0,
-        qfl_weight: float = 1.0,
-        dfl_weight: float = 0.25,
-        giou_weight: float = 2.0,
-        backbone_weights: str | None = None,
-        postprocess: PostprocessConfig | None = None,
-        backbone: str = "shufflenetv2",
-        backbone_act: str = "LeakyReLU",
-        backbone_out_stages: tuple[int, ...] | None = None,
-    ) -> None:
+    def __init__(self, backbone: nn.Module, fpn: GhostPAN, head: NanoDetPlusHead, aux_fpn: GhostPAN,
+                 aux_head: SimpleConvHead, assigner: DynamicSoftLabelAssigner, loss: GFLLossConfig,
+                 detach_epoch: int, postprocess: PostprocessConfig) -> None:
         super().__init__()
-        strides = tuple(int(s) for s in strides)
+        strides = head.strides
         if strides[:3] != BACKBONE_STRIDES or any(b != 2 * a for a, b in zip(strides[2:], strides[3:])):
             raise ValueError(f"strides must be (8, 16, 32) followed by doublings, got {strides}")
-        self.num_classes = num_classes
+        self.num_classes = head.num_classes
         self.strides = strides
-        self.reg_max = reg_max
+        self.reg_max = head.reg_max
         self.detach_epoch = detach_epoch
-        self.loss_weights = {"qfl": qfl_weight, "dfl": dfl_weight, "giou": giou_weight}
-        self.assigner = DynamicSoftLabelAssigner(topk=assigner_topk, iou_factor=assigner_iou_factor)
-        self.postprocess_cfg = postprocess or PostprocessConfig(score_thr=0.05, iou_thr=0.6, max_det=100)
-
-        self.backbone = nanodet_backbone(backbone, width, backbone_act, backbone_out_stages)
-        self.fpn = GhostPAN(self.backbone.out_channels, neck_channels, kernel_size=5,
-                            num_extra_level=len(strides) - 3, act="LeakyReLU")
-        self.head = NanoDetPlusHead(num_classes, neck_channels, neck_channels, stacked_convs, head_kernel,
-                                    strides, reg_max, act="LeakyReLU")
-        # the AGM neck starts as an exact copy of the main neck (official: copy.deepcopy(self.fpn))
-        self.aux_fpn = copy.deepcopy(self.fpn)
-        self.aux_head = SimpleConvHead(num_classes, 2 * neck_channels, aux_channels, aux_stacked_convs,
-                                       strides, reg_max, act="LeakyReLU")
-
+        self.loss_weights = {"qfl": loss.qfl_weight, "dfl": loss.dfl_weight, "giou": loss.giou_weight}
+        self.assigner = assigner
+        self.postprocess_cfg = postprocess
+        self.backbone = backbone
+        self.fpn = fpn
+        self.head = head
+        self.aux_fpn = aux_fpn
+        self.aux_head = aux_head
         self.agm_trained = True  # False after loading an official checkpoint without AGM weights
         self.backbone_init_message: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: NanoDetPlusConfig, num_classes: int, test: TestConfig | None = None,
+                    input_cfg: InputConfig | None = None, backbone_weights: str | None = None) -> NanoDetPlus:
+        """NanoDet-Plus from a preset's ``model`` (``NanoDetPlusConfig``) and ``test`` sections (``test=None``:
+        the schema's defaults). Every prior takes part in training, so nothing of ``input_cfg`` is needed.
+
+        ``backbone_weights``: None = random init; "imagenet" = the backbone's ImageNet file from the torch hub
+        cache if present (torchvision's ShuffleNetV2, Huawei's GhostNet; else random init, see
+        ``backbone_init_message``); any other string = path of such a file (must exist).
+        """
+        strides = cls.strides_of(cfg)
+        backbone = nanodet_backbone(cfg.backbone.type, cfg.width, cfg.backbone.act,
+                                    getattr(cfg.backbone, "out_stages", None))
+        fpn = GhostPAN(backbone.out_channels, cfg.neck_channels, kernel_size=5, num_extra_level=len(strides) - 3,
+                       act="LeakyReLU")
+        head = NanoDetPlusHead(num_classes, cfg.neck_channels, cfg.neck_channels, cfg.stacked_convs,
+                               cfg.head_kernel, strides, cfg.reg_max, act="LeakyReLU")
+        aux_fpn = copy.deepcopy(fpn)  # the AGM neck starts as an exact copy of the main neck (official)
+        aux_head = SimpleConvHead(num_classes, 2 * cfg.neck_channels, cfg.aux_channels, cfg.aux_stacked_convs,
+                                  strides, cfg.reg_max, act="LeakyReLU")
+        assigner = DynamicSoftLabelAssigner(topk=cfg.assigner.topk, iou_factor=cfg.assigner.iou_factor)
+        model = cls(backbone, fpn, head, aux_fpn, aux_head, assigner, cfg.loss, cfg.detach_epoch,
+                    PostprocessConfig.from_test(test or TestConfig()))
         if backbone_weights is not None:
             path = None if backbone_weights == "imagenet" else backbone_weights
-            self.backbone_init_message = load_backbone_imagenet_weights(self.backbone, path)
+            model.backbone_init_message = load_backbone_imagenet_weights(backbone, path)
+        return model
+
+    @classmethod
+    def strides_of(cls, cfg: NanoDetPlusConfig) -> tuple[int, ...]:
+        return tuple(int(s) for s in cfg.strides)
+
+    @classmethod
+    def assigner_description(cls, cfg: NanoDetPlusConfig) -> str:
+        a = cfg.assigner
+        return f"DynamicSoftLabelAssigner(topk={a.topk}, iou_factor={a.iou_factor}) on AGM predictions"
 
     # ------------------------------------------------------------------ inference graph
     def forward(self, images: Tensor) -> HeadOutput:
@@ -320,30 +318,3 @@ def load_backbone_imagenet_weights(backbone: nn.Module, path: str | None) -> str
         return ghostnet.load_imagenet_weights(backbone, path)
     return shufflenetv2.load_imagenet_weights(backbone, path)
 
-
-def build_nanodet_plus(
-    cfg: NanoDetPlusConfig, test: TestConfig, num_classes: int, backbone_weights: str | None
-) -> NanoDetPlus:
-    """NanoDet-Plus from a validated preset's ``model`` (``NanoDetPlusConfig``) and ``test`` sections."""
-    return NanoDetPlus(
-        num_classes=num_classes,
-        width=cfg.width,
-        neck_channels=cfg.neck_channels,
-        head_kernel=cfg.head_kernel,
-        stacked_convs=cfg.stacked_convs,
-        strides=tuple(cfg.strides),
-        reg_max=cfg.reg_max,
-        aux_channels=cfg.aux_channels,
-        aux_stacked_convs=cfg.aux_stacked_convs,
-        detach_epoch=cfg.detach_epoch,
-        assigner_topk=cfg.assigner.topk,
-        assigner_iou_factor=cfg.assigner.iou_factor,
-        qfl_weight=cfg.loss.qfl_weight,
-        dfl_weight=cfg.loss.dfl_weight,
-        giou_weight=cfg.loss.giou_weight,
-        backbone_weights=backbone_weights,
-        postprocess=PostprocessConfig.from_test(test),
-        backbone=cfg.backbone.type,
-        backbone_act=cfg.backbone.act,
-        backbone_out_stages=getattr(cfg.backbone, "out_stages", None),
-    )

@@ -17,8 +17,8 @@ MMDetection checkpoint loads strictly with :meth:`RetinaNet.load_mmdet_state_dic
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from torch import Tensor
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.max_iou import MaxIoUAssigner
 from detcli.assigners.prior_fit import BELOW_IOU_THRESHOLD, PriorFit, anchor_fit
+from detcli.config.schema import FocalLossConfig, InputConfig, RetinaNetConfig, TestConfig
 from detcli.errors import DetcliError
 from detcli.geometry.anchors import AnchorGenerator, overlap_candidates, padded_shape
 from detcli.geometry.delta_xywh import DeltaXYWHCoder
@@ -40,34 +41,26 @@ from detcli.models.necks.fpn import FPN
 from detcli.postprocess import PostprocessConfig
 from detcli.structures import ImageMeta, Target
 
-if TYPE_CHECKING:
-    from detcli.config.schema import RetinaNetConfig, TestConfig
-
 
 class RetinaNet(Detector):
-    """RetinaNet with a ResNet-18/50 FPN backbone.
+    """RetinaNet with a ResNet-18/50 FPN backbone, from its parts (:meth:`from_config` builds them from a preset).
 
     Args:
-        num_classes: number of foreground classes C.
-        depth: ResNet depth, 18 or 50.
-        frozen_stages, norm_eval: see :class:`ResNet`.
-        fpn_channels: FPN width (also the head's input width).
-        feat_channels, stacked_convs: head tower width and depth.
-        anchor_strides, anchor_ratios, octave_base_scale, scales_per_octave: see :class:`AnchorGenerator`.
-        pos_iou_thr, neg_iou_thr, min_pos_iou, match_low_quality, gt_max_assign_all, ignore_iof_thr,
-            ignore_wrt_candidates: see :class:`MaxIoUAssigner` (ignore boxes: ``Target.ignore_boxes``).
-        focal_alpha, focal_gamma: focal-loss parameters.
-        loss_cls_weight, loss_bbox_weight: loss weights.
-        score_thr, nms_pre, iou_thr, max_det: test-time settings (``postprocess_cfg``; ``predict`` arguments
-            override the first, third and fourth; ``nms_pre`` per level, ≤ 0 keeps every candidate).
-        min_bbox_size: decoded, clipped boxes need width and height > this to survive (mmdet test_cfg: 0).
-        nms: "class_aware" (MMDetection) or "none".
-        size_divisor: the batch padding divisor; an image's own padded shape decides its valid anchors.
-        backbone_weights: None (random init), ``"imagenet"`` (local torchvision file in
-            ``torch.hub.get_dir()/checkpoints``) or a path to a torchvision ResNet checkpoint.
-            If it is missing, ``backbone_init_message`` says so and the backbone stays random.
+        backbone: :class:`ResNet` (C3–C5).
+        neck: :class:`FPN` P3–P7 (P6 from C5).
+        bbox_head: :class:`RetinaHead` with ``anchor_generator.num_base_anchors`` anchors per cell.
+        anchor_generator: the anchors of the five levels (their strides are the model's).
+        assigner: :class:`MaxIoUAssigner` (ignore boxes: ``Target.ignore_boxes``).
+        loss: focal-loss α, γ and the two loss weights.
+        postprocess: test-time settings (``predict``'s ``cfg`` overrides them; ``nms_pre`` per level, ≤ 0 keeps
+            every candidate; ``min_bbox_size``: decoded, clipped boxes need width and height > this).
+        size_divisor: the batch padding divisor (``input.size_divisor``); an image's own padded shape decides its
+            valid anchors, so it must be the one the batches are padded with.
     """
 
+    config_type = RetinaNetConfig
+    display_name = RetinaNetConfig.display_name
+    augment_type = RetinaNetConfig.augment_type
     ddp_find_unused_parameters = False  # every trainable parameter gets a gradient every step (checked)
     param_count_convention = "all"  # mmdet tools/analysis_tools/get_flops.py: every parameter of the model
     param_count_source = "MMDetection"
@@ -77,64 +70,59 @@ class RetinaNet(Detector):
     box_coding = ("DeltaXYWH (means 0, stds 1): K = 4 deltas dx, dy, dw, dh from the anchor box (x1, y1, x2, y2): "
                   "centre += size · (dx, dy), size ·= exp(dw, dh) with dw, dh clamped to ±4.135")
 
-    def __init__(
-        self,
-        num_classes: int = 80,
-        depth: int = 50,
-        frozen_stages: int = 1,
-        norm_eval: bool = True,
-        fpn_channels: int = 256,
-        feat_channels: int = 256,
-        stacked_convs: int = 4,
-        anchor_strides: Sequence[int] = (8, 16, 32, 64, 128),
-        anchor_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        octave_base_scale: float = 4,
-        scales_per_octave: int = 3,
-        pos_iou_thr: float = 0.5,
-        neg_iou_thr: float | tuple[float, float] = 0.4,
-        min_pos_iou: float = 0.0,
-        match_low_quality: bool = True,
-        gt_max_assign_all: bool = True,
-        ignore_iof_thr: float = -1.0,
-        ignore_wrt_candidates: bool = True,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        loss_cls_weight: float = 1.0,
-        loss_bbox_weight: float = 1.0,
-        score_thr: float = 0.05,
-        nms_pre: int = 1000,
-        iou_thr: float = 0.5,
-        max_det: int = 100,
-        min_bbox_size: float = 0.0,
-        nms: str = "class_aware",
-        size_divisor: int = 32,
-        backbone_weights: str | None = None,
-    ) -> None:
+    def __init__(self, backbone: ResNet, neck: FPN, bbox_head: RetinaHead, anchor_generator: AnchorGenerator,
+                 assigner: MaxIoUAssigner, loss: FocalLossConfig, postprocess: PostprocessConfig,
+                 size_divisor: int) -> None:
         super().__init__()
-        if len(anchor_strides) != 5:
-            raise ValueError(f"RetinaNet uses 5 levels (P3–P7); got {len(anchor_strides)} anchor strides")
-        self.num_classes = num_classes
-        self.strides = tuple(int(s) for s in anchor_strides)
-        self.anchor_generator = AnchorGenerator(
-            anchor_strides, anchor_ratios, octave_base_scale, scales_per_octave, center_offset=0.0
-        )
+        if len(anchor_generator.strides) != 5:
+            raise ValueError(f"RetinaNet uses 5 levels (P3–P7); got {len(anchor_generator.strides)} anchor strides")
+        self.num_classes = bbox_head.num_classes
+        self.strides = anchor_generator.strides
+        self.anchor_generator = anchor_generator
         self.coder = DeltaXYWHCoder()
-        self.assigner = MaxIoUAssigner(pos_iou_thr, neg_iou_thr, min_pos_iou, match_low_quality, gt_max_assign_all,
-                                       ignore_iof_thr, ignore_wrt_candidates)
-        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
-        self.loss_cls_weight, self.loss_bbox_weight = loss_cls_weight, loss_bbox_weight
-        self.postprocess_cfg = PostprocessConfig(
-            score_thr=score_thr, iou_thr=iou_thr, max_det=max_det, nms=nms, nms_pre=nms_pre,
-            min_bbox_size=min_bbox_size,
-        )
+        self.assigner = assigner
+        self.loss_cfg = loss
+        self.postprocess_cfg = postprocess
         self.size_divisor = size_divisor
+        self.backbone = backbone
+        self.neck = neck
+        self.bbox_head = bbox_head
+        self.backbone_init_message: str | None = None
 
-        self.backbone = ResNet(depth, frozen_stages, norm_eval)
-        self.neck = FPN(self.backbone.out_channels, fpn_channels, num_extra=2)
-        self.bbox_head = RetinaHead(
-            num_classes, fpn_channels, self.anchor_generator.num_base_anchors, feat_channels, stacked_convs
-        )
-        self.backbone_init_message: str | None = self.backbone.load_imagenet(backbone_weights)
+    @classmethod
+    def from_config(cls, cfg: RetinaNetConfig, num_classes: int, test: TestConfig | None = None,
+                    input_cfg: InputConfig | None = None, backbone_weights: str | None = None) -> RetinaNet:
+        """RetinaNet from a preset's ``model`` (``RetinaNetConfig``), ``test`` and ``input`` sections.
+
+        ``test=None``: the schema's defaults; ``test.nms_pre=None`` keeps MMDetection's 1000 pairs per level,
+        ``test.min_bbox_size=None`` its 0. ``input_cfg`` gives ``size_divisor`` (None: 32, the schema's default).
+        ``backbone_weights``: None (random init), ``"imagenet"`` (local torchvision file in
+        ``torch.hub.get_dir()/checkpoints``) or a path to a torchvision ResNet checkpoint; when it is missing,
+        ``backbone_init_message`` says so and the backbone stays random.
+        """
+        anchors = AnchorGenerator(cfg.anchor.strides, cfg.anchor.ratios, cfg.anchor.octave_base_scale,
+                                  cfg.anchor.scales_per_octave, center_offset=0.0)
+        a = cfg.assigner
+        assigner = MaxIoUAssigner(a.pos_iou_thr, a.neg_iou_thr, a.min_pos_iou, a.match_low_quality,
+                                  a.gt_max_assign_all, a.ignore_iof_thr, a.ignore_wrt_candidates)
+        backbone = ResNet(cfg.depth, cfg.frozen_stages, cfg.norm_eval)
+        neck = FPN(backbone.out_channels, cfg.fpn_channels, num_extra=2)
+        head = RetinaHead(num_classes, cfg.fpn_channels, anchors.num_base_anchors, cfg.fpn_channels,
+                          cfg.stacked_convs)
+        model = cls(backbone, neck, head, anchors, assigner, cfg.loss,
+                    PostprocessConfig.from_test(test or TestConfig(), nms_pre=1000, min_bbox_size=0.0),
+                    size_divisor=32 if input_cfg is None else input_cfg.size_divisor)
+        model.backbone_init_message = backbone.load_imagenet(backbone_weights)
+        return model
+
+    @classmethod
+    def strides_of(cls, cfg: RetinaNetConfig) -> tuple[int, ...]:
+        return tuple(cfg.anchor.strides)
+
+    @classmethod
+    def assigner_description(cls, cfg: RetinaNetConfig) -> str:
+        a = cfg.assigner
+        return f"MaxIoUAssigner(pos={a.pos_iou_thr}, neg={a.neg_iou_thr}, min_pos={a.min_pos_iou})"
 
     # ------------------------------------------------------------------ graph
     def forward(self, images: Tensor) -> HeadOutput:
@@ -273,12 +261,12 @@ class RetinaNet(Detector):
         onehot = torch.zeros_like(logits, dtype=torch.float32)
         pos_rows = (used.flatten().cumsum(0) - 1)[pos.flatten()]
         onehot[pos_rows, gt_labels[pos_gt]] = 1.0
-        loss_cls = focal_loss(logits, onehot, avg_factor, self.focal_alpha, self.focal_gamma)
+        loss_cls = focal_loss(logits, onehot, avg_factor, self.loss_cfg.alpha, self.loss_cfg.gamma)
 
         deltas = outputs.bbox_reg[pos_img, pos_anchor]  # (P, 4)
         target_deltas = self.coder.encode(anchors[pos_anchor], gt_boxes[pos_gt])
         loss_bbox = l1_loss(deltas, target_deltas, avg_factor)
-        return {"loss_cls": self.loss_cls_weight * loss_cls, "loss_bbox": self.loss_bbox_weight * loss_bbox}
+        return {"loss_cls": self.loss_cfg.cls_weight * loss_cls, "loss_bbox": self.loss_cfg.bbox_weight * loss_bbox}
 
     # ------------------------------------------------------------------ checkpoints
     def official_state_dict(self, checkpoint: Any) -> dict[str, Tensor]:
@@ -331,42 +319,3 @@ def _flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:
         start += count
     return out
 
-
-def build_retinanet(
-    cfg: RetinaNetConfig, test: TestConfig, num_classes: int, backbone_weights: str | None
-) -> RetinaNet:
-    """RetinaNet from a validated preset's ``model`` (``RetinaNetConfig``) and ``test`` sections.
-
-    ``test.nms_pre=None`` keeps MMDetection's 1000 pairs per level, ``test.min_bbox_size=None`` its 0.
-    """
-    return RetinaNet(
-        num_classes=num_classes,
-        depth=cfg.depth,
-        frozen_stages=cfg.frozen_stages,
-        norm_eval=cfg.norm_eval,
-        fpn_channels=cfg.fpn_channels,
-        feat_channels=cfg.fpn_channels,
-        stacked_convs=cfg.stacked_convs,
-        anchor_strides=tuple(cfg.anchor.strides),
-        anchor_ratios=tuple(cfg.anchor.ratios),
-        octave_base_scale=cfg.anchor.octave_base_scale,
-        scales_per_octave=cfg.anchor.scales_per_octave,
-        pos_iou_thr=cfg.assigner.pos_iou_thr,
-        neg_iou_thr=cfg.assigner.neg_iou_thr,
-        min_pos_iou=cfg.assigner.min_pos_iou,
-        match_low_quality=cfg.assigner.match_low_quality,
-        gt_max_assign_all=cfg.assigner.gt_max_assign_all,
-        ignore_iof_thr=cfg.assigner.ignore_iof_thr,
-        ignore_wrt_candidates=cfg.assigner.ignore_wrt_candidates,
-        focal_alpha=cfg.loss.alpha,
-        focal_gamma=cfg.loss.gamma,
-        loss_cls_weight=cfg.loss.cls_weight,
-        loss_bbox_weight=cfg.loss.bbox_weight,
-        score_thr=test.score_thr,
-        nms_pre=1000 if test.nms_pre is None else test.nms_pre,
-        iou_thr=test.iou_thr,
-        max_det=test.max_det,
-        min_bbox_size=0.0 if test.min_bbox_size is None else test.min_bbox_size,
-        nms=test.nms,
-        backbone_weights=backbone_weights,
-    )

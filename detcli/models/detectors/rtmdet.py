@@ -14,7 +14,7 @@ MMDetection checkpoint loads strictly.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from torch import Tensor
 from detcli.assigners.assignment import Assignment
 from detcli.assigners.dsl import DynamicSoftLabelAssigner
 from detcli.assigners.prior_fit import PriorFit, point_fit
+from detcli.config.schema import InputConfig, RTMDetConfig, RTMDetLossConfig, TestConfig
 from detcli.errors import DetcliError
 from detcli.losses.rtmdet_loss import rtmdet_loss
 from detcli.models.backbones.cspnext import CSPNeXt, load_imagenet_weights
@@ -34,31 +35,24 @@ from detcli.models.necks.cspnext_pafpn import CSPNeXtPAFPN
 from detcli.postprocess import PostprocessConfig
 from detcli.structures import Detections, ImageMeta, Target
 
-if TYPE_CHECKING:
-    from detcli.config.schema import RTMDetConfig, TestConfig
-
 STRIDES = (8, 16, 32)
 
 
 class RTMDet(PointDetector):
-    """RTMDet-tiny/s/m/l/x.
+    """RTMDet-tiny/s/m/l/x, from its parts (:meth:`from_config` builds them from a preset).
 
     Args:
-        num_classes: C.
-        deepen_factor, widen_factor: CSPNeXt scaling (tiny 0.167/0.375, s 0.33/0.5, m 0.67/0.75, l 1/1,
-            x 1.33/1.25).
-        neck_channels: CSPNeXtPAFPN output width = head width (tiny 96, s 128, m 192, l 256, x 320).
-        num_csp_blocks: CSPNeXt blocks per neck CSPLayer (tiny/s 1, m 2, l 3, x 4).
-        exp_on_reg: distances = exp(reg) · stride (m/l/x) instead of reg · stride (tiny/s).
-        stacked_convs: head tower depth.
-        assigner_topk, assigner_iou_factor, soft_center_radius: DSLA (official 13, 3.0, 3.0).
-        qfl_weight, giou_weight, qfl_beta: loss settings (official 1.0, 2.0, 2.0).
-        backbone_weights: None = random init (Kaiming uniform, as the official init_cfg); ``"imagenet"`` or a
-            path: see :func:`~detcli.models.backbones.cspnext.load_imagenet_weights` (``backbone_init_message``
-            says what was loaded).
-        postprocess: test-time settings; default the official ``test_cfg``.
+        backbone: :class:`CSPNeXt` P5 of the preset's deepen / widen factors.
+        neck: :class:`CSPNeXtPAFPN`, output width = head width.
+        bbox_head: :class:`RTMDetSepBNHead` at strides 8, 16, 32.
+        assigner: DSLA with the soft centre prior (official topk 13, iou_factor 3.0, soft_center_radius 3.0).
+        loss: QFL and GIoU weights and QFL's β (official 1.0, 2.0, 2.0).
+        postprocess: test-time settings (the official ``test_cfg``: > 0.001, 30000 per level, NMS 0.65, 300).
     """
 
+    config_type = RTMDetConfig
+    display_name = RTMDetConfig.display_name
+    augment_type = RTMDetConfig.augment_type
     ddp_find_unused_parameters = False  # every parameter takes part in every loss
     param_count_convention = "all"  # mmdet get_flops: every parameter, BN included, shared convs once
     param_count_source = "MMDetection"
@@ -73,40 +67,51 @@ class RTMDet(PointDetector):
 
     prior_offset = 0.0  # MMDetection's ``MlvlPointGenerator(offset=0)``: cell top-left corners
 
-    def __init__(
-        self,
-        num_classes: int,
-        deepen_factor: float,
-        widen_factor: float,
-        neck_channels: int,
-        num_csp_blocks: int,
-        exp_on_reg: bool,
-        stacked_convs: int = 2,
-        assigner_topk: int = 13,
-        assigner_iou_factor: float = 3.0,
-        soft_center_radius: float = 3.0,
-        qfl_weight: float = 1.0,
-        giou_weight: float = 2.0,
-        qfl_beta: float = 2.0,
-        backbone_weights: str | None = None,
-        postprocess: PostprocessConfig | None = None,
-    ) -> None:
+    def __init__(self, backbone: CSPNeXt, neck: CSPNeXtPAFPN, bbox_head: RTMDetSepBNHead,
+                 assigner: DynamicSoftLabelAssigner, loss: RTMDetLossConfig, postprocess: PostprocessConfig) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.strides = STRIDES
-        self.assigner = DynamicSoftLabelAssigner(topk=assigner_topk, iou_factor=assigner_iou_factor,
-                                                 soft_center_radius=soft_center_radius)
-        self.loss_settings = {"qfl_weight": qfl_weight, "giou_weight": giou_weight, "qfl_beta": qfl_beta}
-        self.postprocess_cfg = postprocess or PostprocessConfig(
-            score_thr=0.001, iou_thr=0.65, max_det=300, nms_pre=30000, min_bbox_size=0.0)
-
-        self.backbone = CSPNeXt(deepen_factor, widen_factor)
-        self.neck = CSPNeXtPAFPN(self.backbone.out_channels, neck_channels, num_csp_blocks)
-        self.bbox_head = RTMDetSepBNHead(num_classes, neck_channels, neck_channels, stacked_convs, STRIDES,
-                                         exp_on_reg)
+        self.num_classes = bbox_head.num_classes
+        self.strides = bbox_head.strides
+        self.assigner = assigner
+        self.loss_settings = loss.model_dump()  # qfl_weight, giou_weight, qfl_beta
+        self.postprocess_cfg = postprocess
+        self.backbone = backbone
+        self.neck = neck
+        self.bbox_head = bbox_head
         self.backbone_init_message: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RTMDetConfig, num_classes: int, test: TestConfig | None = None,
+                    input_cfg: InputConfig | None = None, backbone_weights: str | None = None) -> RTMDet:
+        """RTMDet from a preset's ``model`` (``RTMDetConfig``) and ``test`` sections (``test=None``: the schema's
+        defaults; ``test.nms_pre=None`` keeps MMDetection's 30000 pairs per level, ``test.min_bbox_size=None``
+        its 0). Every prior takes part in training, so nothing of ``input_cfg`` is needed.
+
+        ``backbone_weights``: None = random init (Kaiming uniform, as the official init_cfg); ``"imagenet"`` or a
+        path: see :func:`~detcli.models.backbones.cspnext.load_imagenet_weights`.
+        """
+        a = cfg.assigner
+        assigner = DynamicSoftLabelAssigner(topk=a.topk, iou_factor=a.iou_factor,
+                                            soft_center_radius=a.soft_center_radius)
+        backbone = CSPNeXt(cfg.deepen_factor, cfg.widen_factor)
+        neck = CSPNeXtPAFPN(backbone.out_channels, cfg.neck_channels, cfg.num_csp_blocks)
+        head = RTMDetSepBNHead(num_classes, cfg.neck_channels, cfg.neck_channels, cfg.stacked_convs,
+                               cls.strides_of(cfg), cfg.exp_on_reg)
+        model = cls(backbone, neck, head, assigner, cfg.loss,
+                    PostprocessConfig.from_test(test or TestConfig(), nms_pre=30000, min_bbox_size=0.0))
         if backbone_weights is not None:
-            self.backbone_init_message = load_imagenet_weights(self.backbone, backbone_weights)
+            model.backbone_init_message = load_imagenet_weights(backbone, backbone_weights)
+        return model
+
+    @classmethod
+    def strides_of(cls, cfg: RTMDetConfig) -> tuple[int, ...]:
+        return STRIDES
+
+    @classmethod
+    def assigner_description(cls, cfg: RTMDetConfig) -> str:
+        a = cfg.assigner
+        return (f"DynamicSoftLabelAssigner(topk={a.topk}, iou_factor={a.iou_factor}, "
+                f"soft_center_radius={a.soft_center_radius}) on the head's own predictions")
 
     # ------------------------------------------------------------------ inference graph
     def forward(self, images: Tensor) -> HeadOutput:
@@ -209,26 +214,3 @@ def _level0_key(key: str) -> str:
         parts[2] = "0"
     return ".".join(parts)
 
-
-def build_rtmdet(cfg: RTMDetConfig, test: TestConfig, num_classes: int, backbone_weights: str | None) -> RTMDet:
-    """RTMDet from a validated preset's ``model`` (``RTMDetConfig``) and ``test`` sections.
-
-    ``test.nms_pre=None`` keeps MMDetection's 30000 pairs per level, ``test.min_bbox_size=None`` its 0.
-    """
-    return RTMDet(
-        num_classes=num_classes,
-        deepen_factor=cfg.deepen_factor,
-        widen_factor=cfg.widen_factor,
-        neck_channels=cfg.neck_channels,
-        num_csp_blocks=cfg.num_csp_blocks,
-        exp_on_reg=cfg.exp_on_reg,
-        stacked_convs=cfg.stacked_convs,
-        assigner_topk=cfg.assigner.topk,
-        assigner_iou_factor=cfg.assigner.iou_factor,
-        soft_center_radius=cfg.assigner.soft_center_radius,
-        qfl_weight=cfg.loss.qfl_weight,
-        giou_weight=cfg.loss.giou_weight,
-        qfl_beta=cfg.loss.qfl_beta,
-        backbone_weights=backbone_weights,
-        postprocess=PostprocessConfig.from_test(test, nms_pre=30000, min_bbox_size=0.0),
-    )

@@ -47,6 +47,7 @@ class DeFCNHead(nn.Module):
                  num_convs: int = 4, prior_prob: float = 0.01, filter_kernel: int = 3, filter_tau: int = 2,
                  filter_norm: bool = True) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.strides = tuple(int(s) for s in strides)
         self.cls_subnet = _tower(channels, num_convs)
         self.bbox_subnet = _tower(channels, num_convs)

@@ -36,6 +36,7 @@ class RTMDetSepBNHead(nn.Module):
     def __init__(self, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int = 2,
                  strides: tuple[int, ...] = (8, 16, 32), exp_on_reg: bool = False, act: str = "SiLU") -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.strides = tuple(int(s) for s in strides)
         self.exp_on_reg = exp_on_reg
 

@@ -19,12 +19,12 @@ Reading never runs code from a file. Every read is ``torch.load(weights_only=Tru
 tensors and plain containers only; official checkpoints may also name the exact classes listed in
 :func:`official_globals` (config dicts, MMEngine's log buffers, NumPy arrays), read as inert data: NumPy's
 names are bound to stand-ins that build plain numeric arrays, dtypes and scalars only
-(:mod:`detcli.engine.safe_numpy`). A TorchScript archive is refused before ``torch.load`` sees it (loading one
+(:mod:`detcli.checkpoints.safe_numpy`). A TorchScript archive is refused before ``torch.load`` sees it (loading one
 runs its program), and a file that names any other class or function is refused with :class:`CheckpointRefused`.
-Around the read (:mod:`detcli.engine.checkpoint_checks`): a zip whose records declare more than a bounded
+Around the read (:mod:`detcli.checkpoints.checks`): a zip whose records declare more than a bounded
 multiple of the file's size is refused before anything is read (a zip bomb), and a loaded object nested too
 deeply, holding itself, or sharing containers into a pickle bomb is refused. A ``detcli-1`` file is then
-validated once, as a :class:`~detcli.engine.run_record.RunRecord` (:func:`read_any_checkpoint` returns it).
+validated once, as a :class:`~detcli.checkpoints.record.RunRecord` (:func:`read_any_checkpoint` returns it).
 """
 from __future__ import annotations
 
@@ -41,17 +41,15 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from detcli.checkpoints.record import FORMAT, RunRecord
 from detcli.errors import DetcliError
 from detcli.fileio import atomic_write
 
-if TYPE_CHECKING:
-    from detcli.engine.run_record import RunRecord
 
-FORMAT = "detcli-1"
 
 
 class CheckpointRefused(DetcliError):
@@ -68,7 +66,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RunRecord:
-    """Read a ``detcli-1`` checkpoint as its validated :class:`~detcli.engine.run_record.RunRecord`.
+    """Read a ``detcli-1`` checkpoint as its validated :class:`~detcli.checkpoints.record.RunRecord`.
 
     Raises:
         DetcliError: the file is missing, truncated/corrupt, refused (see the module docstring), not a detcli
@@ -91,7 +89,7 @@ def read_any_checkpoint(path: str | Path, map_location: str | torch.device = "cp
     a plain state dict) without running any of its code.
 
     Returns:
-        a ``detcli-1`` file as its validated :class:`~detcli.engine.run_record.RunRecord`; any other file as
+        a ``detcli-1`` file as its validated :class:`~detcli.checkpoints.record.RunRecord`; any other file as
         torch read it (dicts, lists, tensors, the stand-ins of :func:`official_globals`).
 
     Raises:
@@ -99,7 +97,6 @@ def read_any_checkpoint(path: str | Path, map_location: str | torch.device = "cp
             fit the record (naming the field).
         CheckpointRefused: the file contains code (see the module docstring); nothing from it has run.
     """
-    from detcli.engine.run_record import RunRecord
 
     path = Path(path)
     raw = _safe_load(path, map_location)
@@ -112,7 +109,6 @@ def is_detcli_checkpoint(raw: Any, path: Path) -> bool:
     Raises:
         DetcliError: a ``format`` that is not ``detcli-1`` (another version, or not a string at all).
     """
-    from detcli.engine.run_record import RunRecord
 
     if isinstance(raw, RunRecord):
         return True
@@ -127,7 +123,7 @@ def is_detcli_checkpoint(raw: Any, path: Path) -> bool:
 
 def inference_weights(record: RunRecord, path: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
     """The weights to run: the EMA when the checkpoint has one (``last.pt``), else ``model``
-    (:meth:`RunRecord.weights_to_run <detcli.engine.run_record.RunRecord.weights_to_run>`)."""
+    (:meth:`RunRecord.weights_to_run <detcli.checkpoints.record.RunRecord.weights_to_run>`)."""
     return record.weights_to_run(path)
 
 
@@ -146,7 +142,7 @@ def official_globals() -> tuple[tuple[Any, str], ...]:
     node's pickled attributes (``__immutable__``…) as plain attributes. NumPy's names (the ones NumPy pickles
     arrays, dtypes and scalars with) are bound to detcli's checking stand-ins, never to NumPy's own functions.
     """
-    from detcli.engine.safe_numpy import numpy_globals
+    from detcli.checkpoints.safe_numpy import numpy_globals
 
     pairs: list[tuple[Any, str]] = [
         (OrderedDict, "yacs.config.CfgNode"),
@@ -162,9 +158,9 @@ def official_globals() -> tuple[tuple[Any, str], ...]:
 
 def _safe_load(path: Path, map_location: Any) -> Any:
     """``torch.load(weights_only=True)`` with :func:`official_globals`, between the checks of
-    :mod:`detcli.engine.checkpoint_checks`."""
-    from detcli.engine.checkpoint_checks import finish_loaded, zip_records
-    from detcli.engine.safe_numpy import NumpyRefused
+    :mod:`detcli.checkpoints.checks`."""
+    from detcli.checkpoints.checks import finish_loaded, zip_records
+    from detcli.checkpoints.safe_numpy import NumpyRefused
 
     if not path.is_file():
         raise DetcliError(f"checkpoint not found: {path}")

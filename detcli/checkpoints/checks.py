@@ -11,7 +11,7 @@ After: the loaded object is walked once, without recursion: containers nested de
 levels or holding themselves are refused (every later reader — pydantic, ``repr``, ``copy.deepcopy`` —
 recurses, and would end in a RecursionError), so are containers shared so often that, written out, they would
 hold more than :data:`MAX_VALUES` values (a pickle "billion laughs": 40 memo references to a list that holds the
-previous one twice are 2**40 values to pydantic or ``repr``), and the NumPy stand-ins of :mod:`detcli.engine.safe_numpy`
+previous one twice are 2**40 values to pydantic or ``repr``), and the NumPy stand-ins of :mod:`detcli.checkpoints.safe_numpy`
 become the arrays and dtypes they stand for.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from detcli.engine.safe_numpy import NumpyRefused, finished, is_stand_in
+from detcli.checkpoints.safe_numpy import NumpyRefused, finished, is_stand_in
 from detcli.errors import DetcliError
 
 MAX_DEPTH = 100  # detcli checkpoints nest 6 levels, official ones about 10
@@ -78,7 +78,7 @@ def finish_loaded(root: Any, path: Path) -> Any:
 
     Raises:
         DetcliError: nesting deeper than :data:`MAX_DEPTH`, a container inside itself, or a NumPy value that
-            :mod:`detcli.engine.safe_numpy` refuses; the message names where in the file it is.
+            :mod:`detcli.checkpoints.safe_numpy` refuses; the message names where in the file it is.
     """
     try:
         order = _containers_children_first(root, path)

@@ -1,7 +1,7 @@
 """The run record: the typed ``detcli-1`` checkpoint, as :meth:`detcli.engine.trainer.Trainer._payload` writes it.
 
-A checkpoint is validated once, when it is read: :func:`detcli.engine.checkpoint.read_any_checkpoint` gives a
-``detcli-1`` file as its record (and :func:`~detcli.engine.checkpoint.load_checkpoint` requires one), through
+A checkpoint is validated once, when it is read: :func:`detcli.checkpoints.io.read_any_checkpoint` gives a
+``detcli-1`` file as its record (and :func:`~detcli.checkpoints.io.load_checkpoint` requires one), through
 :meth:`RunRecord.read`: every field has its type, range and shape here, and a file that does not fit is a
 :class:`~detcli.errors.DetcliError` naming the file and the field (``last.pt: epoch: must be ≥ 0, got -3``).
 Readers then use the attributes, typed. Tensors and state dicts stay the objects torch read (their container
@@ -26,10 +26,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 from pydantic import ValidationError, field_validator, model_validator
 
 from detcli.config.schema import MAX_INPUT_SIZE, MIN_INPUT_SIZE
-from detcli.engine.checkpoint import FORMAT
-from detcli.engine.run_dir import StartArgs
 from detcli.errors import DetcliError
 
+FORMAT = "detcli-1"  # the layout's name, the ``format`` field of every detcli checkpoint
+MAX_SEED = 2**32 - 1  # NumPy's seed range (0 … 2**32 − 1), as Lightning's seed_everything bounds it
 RESUME_FIELDS = ("epoch", "model", "preset", "class_names", "dataset")  # what a resume reads from last.pt
 Count = Annotated[StrictInt, Field(ge=0)]
 Side = Annotated[StrictInt, Field(ge=MIN_INPUT_SIZE, le=MAX_INPUT_SIZE)]
@@ -195,6 +195,21 @@ class DatasetRecord(_Layout):
     imgsz: Side | None = None
     train: SplitRecord | None = None
     val: SplitRecord | None = None
+
+
+class StartArgs(BaseModel):
+    """The invocation of a run (``train_args`` of run.json's start record and of every checkpoint)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    argv: list[str] = Field(default_factory=list)
+    data: str = Field(min_length=1, description="the --data given: a path, 'demo', or 'files' (--train-ann …)")
+    imgsz: int | None = Field(None, ge=MIN_INPUT_SIZE, le=MAX_INPUT_SIZE)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    device: str | None = None
+    weights: str | None = Field(None, description="initial --weights, as an absolute path")
+    run_id: str | None = Field(None, description="tells this run's checkpoints from an earlier run's (--exist-ok)")
+
 
 
 class TrainArgs(StartArgs):
