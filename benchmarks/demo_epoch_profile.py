@@ -44,7 +44,7 @@ from detcli.engine.ema import ModelEMA  # noqa: E402
 from detcli.evaluation.evaluate import predict_dataset  # noqa: E402
 from detcli.evaluation.evaluator import CocoEvaluator  # noqa: E402
 from detcli.engine.optim import build_optimizer  # noqa: E402
-from detcli.engine.trainer import _non_finite  # noqa: E402
+from detcli.engine.hooks.non_finite import non_finite  # noqa: E402
 from detcli.losses.nanodet_plus_loss import nanodet_plus_loss  # noqa: E402
 from detcli.models import build_model  # noqa: E402
 
@@ -161,7 +161,7 @@ def time_validation(module, val_ds, preset, clock: Clock) -> None:
                         collate_fn=lambda s: collate(s, size_divisor=32))
     evaluator = CocoEvaluator(val_ds.coco, val_ds.cat_ids, val_ds.class_names)
     with clock("val: predict 128 images (load + forward + NMS)"):
-        predict_dataset(module, loader, torch.device("cpu"), preset.test, evaluator, Reporter(silent=True))
+        predict_dataset(module, loader, torch.device("cpu"), None, evaluator, Reporter(silent=True))
     with clock("val: COCOeval"):
         evaluator.evaluate()
     clock.next_iteration()
@@ -170,8 +170,8 @@ def time_validation(module, val_ds, preset, clock: Clock) -> None:
 def time_epoch_end(model, ema, clock: Clock) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with clock("epoch end: finite-weights check"):
-            _non_finite(model.state_dict())
-            _non_finite(ema.module.state_dict())
+            non_finite(model.state_dict())
+            non_finite(ema.module.state_dict())
         with clock("epoch end: last.pt + best.pt"):
             save_checkpoint(Path(tmp) / "last.pt", {"model": model.state_dict(), "ema": ema.state_dict()})
             save_checkpoint(Path(tmp) / "best.pt", {"model": ema.module.state_dict()})
