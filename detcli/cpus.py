@@ -4,7 +4,7 @@ OpenMP (libgomp, which torch's CPU kernels run on) lets idle threads spin for a 
 (``OMP_WAIT_POLICY`` unset, or ``ACTIVE``). On an idle machine that is the fast choice; on a machine whose
 load is above its CPUs the spinning threads steal the time the working ones need: a NanoDet-Plus training
 iteration ran 2× slower at load 5 and 9× slower at load 10 on 2 CPUs, and ``PASSIVE`` (threads sleep at once)
-made the step 4.3× faster at load ≈ 3, but 1.39× slower on the idle machine (benchmarks/demo_threads_workers.py).
+made the step 4.3× faster at load ≈ 3, but 1.39× slower on the idle machine (benchmarks/speed/demo_threads_workers.py).
 libgomp reads the variable once, when it is loaded, so :func:`choose_wait_policy` runs before torch is imported.
 """
 from __future__ import annotations

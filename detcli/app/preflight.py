@@ -2,7 +2,7 @@
 
 Those imports take seconds (tens of seconds on a loaded machine). A misspelt preset or ``--set`` field, a
 missing dataset file, checkpoint or predict source is therefore checked first, with the YAML/pydantic side
-of detcli only, and reported at once (exit 2). ``tests/test_cli_late_imports.py`` holds every command to it:
+of detcli only, and reported at once (exit 2). ``tests/e2e/test_cli_late_imports.py`` holds every command to it:
 none of the checks here may import torch, torchvision or cv2, and neither may the modules they live in.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``detcli presets``: the built-in presets at a glance, and any preset as the full YAML to copy and edit.
 
 The table's figures come from each preset's ``zoo`` section (COCO, 80 classes): the official box AP, and the
-parameters and GFLOPs counted the way the family's reference counts them (``tests/test_presets_command.py``
+parameters and GFLOPs counted the way the family's reference counts them (``tests/e2e/test_presets_command.py``
 checks them against a count of the model). Nothing is built here, so the listing is instant.
 """
 from __future__ import annotations

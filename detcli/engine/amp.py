@@ -2,7 +2,7 @@
 
 float16 with loss scaling on CUDA; bfloat16 (float32's exponent range, no scaling) on CPU. ``train.amp: auto``
 turns bfloat16 on for a CPU only where it was measured to pay: with AMX, the NanoDet-Plus-m training step ran
-1.63× faster than fp32 (an Intel Xeon, benchmarks/cpu_amp_step.py); with AVX512-BF16 but no AMX it ran only
+1.63× faster than fp32 (an Intel Xeon, benchmarks/speed/cpu_amp_step.py); with AVX512-BF16 but no AMX it ran only
 1.08× faster (an AMD EPYC), not worth bfloat16's lost precision; without either, oneDNN emulates bfloat16 and
 it is slower than fp32.
 """

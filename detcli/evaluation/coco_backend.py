@@ -2,8 +2,8 @@
 
 faster-coco-eval (MiXaiLL76/faster_coco_eval) runs pycocotools' ``evaluate``/``accumulate`` in C++ behind the
 same interface: ``params``, ``stats`` (12 numbers for bbox), ``eval['precision']`` [T, R, K, A, M] and
-``eval['recall']`` [T, K, A, M]. On every set checked (``tests/test_coco_backend.py``,
-``benchmarks/coco_eval_speed.py``) its 12 stats equal pycocotools' bit for bit. ``eval['precision']`` may differ
+``eval['recall']`` [T, K, A, M]. On every set checked (``tests/unit/test_coco_backend.py``,
+``benchmarks/speed/coco_eval_speed.py``) its 12 stats equal pycocotools' bit for bit. ``eval['precision']`` may differ
 in the last bit: pycocotools divides by ``tp + fp + eps``, so its perfect precision is 1 − 2⁻⁵², faster-coco-eval's
 is 1.0.
 

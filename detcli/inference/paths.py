@@ -29,7 +29,7 @@ def exact_requested(flag: bool) -> bool:
 def inference_batch(batch: int, exact: bool) -> int:
     """Images per forward pass: ``batch``, or 1 on the exact path. The official tests run one image at a time,
     and the conv kernels pick their algorithm by batch size, so even equal-shape images stacked together agree
-    with a pass of one only to float32 rounding (benchmarks/batch_exactness.py)."""
+    with a pass of one only to float32 rounding (benchmarks/parity/batch_exactness.py)."""
     return 1 if exact_requested(exact) else batch
 
 

@@ -14,12 +14,12 @@
    BatchNorm without running statistics cannot fold;
 4. on CPU the weights and the input are channels_last (NHWC): PyTorch's oneDNN kernels are faster in that
    layout for the depthwise convs and max-pooling these detectors are made of (measured in
-   ``benchmarks/inference_latency.py``);
+   ``benchmarks/speed/inference_latency.py``);
 5. :meth:`InferenceDetector.predict` runs under ``torch.inference_mode()``.
 
-Outputs equal the original model's to float rounding (``tests/test_fuse.py``: ≤ 1e-4), not bit for bit: steps
+Outputs equal the original model's to float rounding (``tests/unit/test_fuse.py``: ≤ 1e-4), not bit for bit: steps
 1, 2 and 5 (and the priors cache) change no number, steps 3 and 4 each reorder float32 sums. On the golden
-fixtures (``benchmarks/inference_exactness.py``, 1 thread) channels_last alone moves 40–96 % of the raw outputs,
+fixtures (``benchmarks/parity/inference_exactness.py``, 1 thread) channels_last alone moves 40–96 % of the raw outputs,
 by up to 4e-6 relative (RTMDet, NanoDet-Plus) and 3e-5 (RetinaNet, DeFCN: ResNet backbones, 256-channel heads);
 folding alone (float64 fold, one float32 rounding) 60–92 %, by up to 3e-6 and 1.5e-5; no fold of a trained
 network's statistics is bit-exact (the BatchNorm's ``y·s + t`` and the folded conv's ``Σ x·(w·s) + b'`` round
@@ -199,7 +199,7 @@ class InferenceDetector(Detector):
 
     ``forward`` makes the input channels_last when the weights are; ``predict`` runs under inference mode. Every
     step of the test-time pass that a family may make its own (decoding, ``detections``, ``postprocess``,
-    ``to_original``: e.g. RTMDet's un-padding rule) is the wrapped model's (``tests/test_exact_path.py`` checks it).
+    ``to_original``: e.g. RTMDet's un-padding rule) is the wrapped model's (``tests/e2e/test_exact_path.py`` checks it).
     """
 
     def __init__(self, model: Detector, channels_last: bool) -> None:

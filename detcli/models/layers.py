@@ -92,7 +92,7 @@ class DepthwiseConv2d(nn.Conv2d):
     last, takes 80 ms in bf16 and 17.5 ms in fp32, and a stride-2 input gradient 31 ms vs 0.8 ms. So under CPU
     autocast this conv casts its input up and runs in fp32 (its output stays fp32; the next dense conv casts
     down again): the NanoDet-Plus-m training step with ``--amp`` on CPU goes 2.30 → 1.74 s (batch 8 at 320,
-    ``benchmarks/cpu_amp_step.py``; fp32: 2.84 s). Elsewhere (no autocast, CUDA) it is a plain ``nn.Conv2d``: same
+    ``benchmarks/speed/cpu_amp_step.py``; fp32: 2.84 s). Elsewhere (no autocast, CUDA) it is a plain ``nn.Conv2d``: same
     parameters, same state-dict keys.
 
     Shapes: (B, C, H, W) → (B, C, H', W').

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.checkpoints import write_official_checkpoint
-from golden.weights import fixture_state_dict
+from tests.golden.checkpoints import write_official_checkpoint
+from tests.golden.weights import fixture_state_dict
 
 GOLDEN = Path(__file__).resolve().parent
 E2E = GOLDEN / "e2e"

@@ -1,4 +1,4 @@
-"""The one recipe for the golden-fixture weights (used by ``benchmarks/make_golden_fixtures.py`` and the tests).
+"""The one recipe for the golden-fixture weights (used by ``benchmarks/fixtures/make_golden_fixtures.py`` and the tests).
 
 Weights are never stored: a fixture holds the official state-dict key names and shapes, in the official
 order, and a seed. :func:`golden_state_dict` rebuilds the same tensors from them, with one

@@ -16,7 +16,7 @@ each side rounded at the end; mmcv's single factor rounds 1 px differently for 5
 2000 × 2000 at 800 / 1333) and ``backend="pil"`` (PIL ``BILINEAR`` on the uint8 image, which widens its
 filter by the scale factor when it shrinks, a low-pass that OpenCV's ``INTER_LINEAR`` does not apply: 18 grey
 levels apart at most, a third of the values differing, on the 1000 × 872 test photograph shrunk to 917 × 800;
-enlarging, the two differ by their fixed-point rounding, 1 level). Golden end to end: ``tests/test_e2e_defcn.py``.
+enlarging, the two differ by their fixed-point rounding, 1 level). Golden end to end: ``tests/e2e/test_e2e_defcn.py``.
 """
 from __future__ import annotations
 

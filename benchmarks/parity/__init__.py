@@ -1,0 +1,1 @@
+"""Parity: detcli against the official implementations, and exactness checks."""

@@ -1,0 +1,1 @@
+"""Speed: latency and throughput of detcli (and the official code where given)."""

@@ -1,0 +1,1 @@
+"""The test suite: unit/ (hand-computed cases), family/ (one detector family), e2e/ (runs)."""

@@ -1,0 +1,1 @@
+"""Runs through the CLI or a whole training / evaluation / prediction / export."""

@@ -1,0 +1,1 @@
+"""One detector family's architecture, assignment, losses, transforms and parity."""

@@ -1,0 +1,1 @@
+"""Helpers the tests (and a few benchmarks) share; no tests here."""

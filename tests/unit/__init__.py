@@ -1,0 +1,1 @@
+"""Small hand-computed cases of one module each."""
