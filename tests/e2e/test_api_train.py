@@ -1,6 +1,7 @@
 """``detcli.api.train.train``: training from Python, with the CLI's presets, overrides, run folder and messages."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ from detcli.checkpoints.io import load_checkpoint
 from detcli.config.loader import load_preset
 from detcli.engine.hooks import HookBase
 from detcli.errors import DetcliError, PresetError
+from tests.support.tensorboard_events import check_event_file
 
 torch.set_num_threads(1)
 DEMO_NAMES = ["circle", "square", "triangle", "star", "ring"]
@@ -44,10 +46,13 @@ class Recorder(HookBase):
 
 
 def test_train_through_the_api_leaves_the_run_folder_and_a_train_run(tmp_path: Path, tiny_data: Path):
+    """One run, TensorBoard on when the package is there (its event file is read back by test_tensorboard's
+    :func:`check_event_file`), off otherwise (no folder)."""
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
     preset = load_preset("nanodet-plus-m")[0]  # a Preset object, overrides applied on top as with --set
     hook = Recorder()
     run = train(preset, tiny_data, epochs=2, batch=4, imgsz=64, workers=0, project=tmp_path / "runs", name="api",
-                overrides=["train.val_interval=1"], hooks=[hook], quiet=True)
+                overrides=["train.val_interval=1"], hooks=[hook], tensorboard=tensorboard, quiet=True)
 
     assert isinstance(run, TrainRun) and run.run_dir == tmp_path / "runs" / "api"
     assert hook.seen == [
@@ -62,6 +67,8 @@ def test_train_through_the_api_leaves_the_run_folder_and_a_train_run(tmp_path: P
     assert {"weights", "results.csv", "results.png", "run.json", "preset.yaml", "metrics.json", "labels.jpg",
             "train_batch0.jpg"} <= names, names
     assert run.last == run.run_dir / "weights" / "last.pt" and run.last.is_file()
+    if tensorboard:
+        check_event_file(run.run_dir)
     assert (run.best is not None) == (run.metrics["best/epoch"] is not None)
     last = load_checkpoint(run.last)
     assert last["epoch"] == 2 and last["class_names"] == DEMO_NAMES and last["input_size"] == [64, 64]

@@ -102,7 +102,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path: Path):
 
 
 def test_train_eval_predict_end_to_end(tmp_path: Path, tiny_data: Path):
-    train = run_cli(
+    train = run_cli_forked(
         "train", "--preset", "nanodet-plus-m", "--data", str(tiny_data), "--epochs", "2", "--batch", "4",
         "--imgsz", "128", "--workers", "0", "--set", "train.val_interval=1", cwd=tmp_path,
     )

@@ -13,7 +13,7 @@ import pytest
 
 from detcli.data.demo import ensure_demo_dataset
 from detcli.evaluation.duplicates import duplicate_stats
-from tests.support.cli_subprocess import run_cli, run_cli_forked
+from tests.support.cli_subprocess import run_cli_forked
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def test_defcn_end_to_end(tmp_path: Path, tiny_data: Path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    train = run_cli("train", "-p", "defcn-r50-fpn", "--data", str(tiny_data), "--epochs", "1", "--batch", "3",
+    train = run_cli_forked("train", "-p", "defcn-r50-fpn", "--data", str(tiny_data), "--epochs", "1", "--batch", "3",
                     "--imgsz", "128", "--workers", "0", cwd=tmp_path)
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert "lr 0.01 × 3/16" in train.stdout  # SGD 0.01 at batch 16, scaled and said so

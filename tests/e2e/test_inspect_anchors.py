@@ -32,7 +32,7 @@ from detcli.inspect.stats import AssignmentStats, level_names
 from detcli.models import build_model
 from detcli.structures import HeadOutput
 from detcli.structures import Batch, ImageMeta, Target
-from tests.support.cli_subprocess import run_cli
+from tests.support.cli_subprocess import run_cli_forked
 from tests.support.preset_cases import preset_params
 
 torch.set_num_threads(1)
@@ -443,7 +443,7 @@ def test_bad_flags_get_messages_through_the_cli(tmp_path):
         (["--image-ids", "1,x"], "--image-ids '1,x': give whole numbers"),
         (["-p", "nanodet-plus-m", "--split", "test"], "--split 'test': choose train or val"),
     ]:
-        res = run_cli("inspect-anchors", *args, "-o", "out", cwd=tmp_path)
+        res = run_cli_forked("inspect-anchors", *args, "-o", "out", cwd=tmp_path)
         assert res.returncode == 2, res.stderr
         assert message in res.stderr and "Traceback" not in res.stderr + res.stdout
     assert not (tmp_path / "out").exists()

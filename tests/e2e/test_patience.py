@@ -36,6 +36,7 @@ def test_patience_stops_a_run_that_does_not_improve(tmp_path: Path, capsys):
     assert trained.run_dir == run and trained.best == run / "weights" / "best.pt" and trained.metrics["stopped_early"]
     rows = (run / "results.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # one row per epoch that ran
+    assert not (run / "tensorboard").exists()  # TensorBoard is off by default (train.tensorboard: false)
     best, last = load_checkpoint(run / "weights" / "best.pt"), load_checkpoint(run / "weights" / "last.pt")
     assert best["epoch"] == 1 and last["epoch"] == 2 and last["best_map"] == 0.0
     assert last["early_stopping"] == {"best_epoch": 1, "stale": 1, "stopped": True}

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli_subprocess import run_cli, run_cli_forked
+from tests.support.cli_subprocess import run_cli_forked
 
 
 def test_rtmdet_tiny_end_to_end(tmp_path: Path, tiny_data: Path):
     pytest.importorskip("onnxruntime")
-    train = run_cli("train", "-p", "rtmdet-tiny", "--data", str(tiny_data), "--epochs", "2", "--batch", "4",
+    train = run_cli_forked("train", "-p", "rtmdet-tiny", "--data", str(tiny_data), "--epochs", "2", "--batch", "4",
                     "--imgsz", "160", "--workers", "0", "--set", "train.val_interval=1", cwd=tmp_path)
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     assert "lr 0.004 × 4/256" in train.stdout  # scaled with the batch, and said so
